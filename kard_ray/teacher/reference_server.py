@@ -1,0 +1,284 @@
+"""The reference teacher: an OpenAI-compatible chat server that writes rationales for the synthetic world.
+
+It is the demo's teacher and the test bed of the teacher client: it finds the world question in
+the prompt, answers ``n`` rationales from the ground truth in varied wording (optionally a share of
+wrong ones), reports token usage, and can inject latency and faults (429 with Retry-After, 500,
+stalls, malformed bodies). It counts what it served and what it billed, so tests can prove that no
+prompt was paid for twice. It binds to 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from kard_ray.synth.world import LoadedWorld, load_world
+from kard_ray.teacher.reference_rationales import write_rationale
+
+FAULT_KINDS = ("429", "500", "timeout", "malformed")
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def count_tokens(text: str) -> int:
+    """A whitespace-and-punctuation token count: close enough to BPE counts for accounting tests."""
+    return len(_TOKEN.findall(text))
+
+
+@dataclass
+class ServerOptions:
+    model: str = "kard-reference-teacher"
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    fault_rate: float = 0.0
+    faults: tuple[str, ...] = FAULT_KINDS
+    retry_after_s: float = 1.0
+    stall_s: float = 30.0
+    wrong_rate: float = 0.0
+    seed: int = 0
+    api_key: str | None = None  # when set, requests must carry this bearer key
+
+    def __post_init__(self) -> None:
+        unknown = set(self.faults) - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; choose from {FAULT_KINDS}")
+        if not 0 <= self.fault_rate <= 1 or not 0 <= self.wrong_rate <= 1:
+            raise ValueError("fault_rate and wrong_rate must be between 0 and 1")
+
+
+@dataclass
+class ServerStats:
+    requests: int = 0
+    by_status: Counter = field(default_factory=Counter)
+    faults: Counter = field(default_factory=Counter)
+    billed: Counter = field(default_factory=Counter)  # request key -> times billed
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "by_status": dict(self.by_status),
+            "faults": dict(self.faults),
+            "billed_requests": sum(self.billed.values()),
+            "unique_billed": len(self.billed),
+            "duplicate_billed": sum(c - 1 for c in self.billed.values() if c > 1),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "peak_in_flight": self.peak_in_flight,
+        }
+
+
+def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status, headers=headers)
+
+
+def request_key(body: dict[str, Any]) -> str:
+    """What a provider would bill as 'the same request' twice."""
+    fields = {k: body.get(k) for k in ("model", "messages", "n", "temperature", "top_p", "max_tokens", "seed")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+class ReferenceTeacher:
+    """The server's logic, independent of how it is hosted."""
+
+    def __init__(self, world: LoadedWorld, options: ServerOptions | None = None):
+        self.world = world
+        self.options = options or ServerOptions()
+        self.stats = ServerStats()
+        self._fault_rng = random.Random(self.options.seed)
+        self._by_text = {q.question: q for q in world.questions.values()}
+
+    def find_question(self, prompt: str):
+        """The world question whose text occurs in the prompt (the longest, if several do)."""
+        hits = [q for text, q in self._by_text.items() if text in prompt]
+        return max(hits, key=lambda q: len(q.question)) if hits else None
+
+    def _draw_fault(self) -> str | None:
+        o = self.options
+        if o.fault_rate and self._fault_rng.random() < o.fault_rate:
+            return self._fault_rng.choice(list(o.faults))
+        return None
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        messages = body["messages"]
+        n = int(body.get("n") or 1)
+        temperature = float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0)
+        prompt = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") != "assistant")
+        question = self.find_question(prompt)
+        key = request_key(body)
+        rng = random.Random(f"{self.options.seed}:{key}")
+        choices = []
+        for i in range(n):
+            if question is None:
+                text = (
+                    "The reference teacher only knows the questions of its synthetic world, "
+                    "and this prompt holds none of them."
+                )
+            else:
+                wrong = rng.random() < self.options.wrong_rate
+                text, _ = write_rationale(
+                    rng, question, self.world.chains[question.id], greedy=temperature == 0, wrong=wrong
+                )
+            choices.append(
+                {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            )
+        prompt_tokens = sum(count_tokens(str(m.get("content") or "")) for m in messages)
+        completion_tokens = sum(count_tokens(c["message"]["content"]) for c in choices)
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model") or self.options.model,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+
+    def _authorised(self, request: Request) -> bool:
+        key = self.options.api_key
+        return key is None or request.headers.get("authorization") == f"Bearer {key}"
+
+    def build_app(self) -> FastAPI:
+        app = FastAPI(title="kard-ray reference teacher (synthetic world)", docs_url=None, redoc_url=None)
+        o, stats = self.options, self.stats
+
+        @app.get("/v1/models")
+        async def models(request: Request) -> Response:
+            if not self._authorised(request):
+                return _error(401, "Incorrect API key provided.", "invalid_request_error")
+            return JSONResponse({"object": "list", "data": [{"id": o.model, "object": "model",
+                                                            "owned_by": "kard-ray-reference"}]})
+
+        @app.get("/stats")
+        async def get_stats() -> dict[str, Any]:
+            return stats.snapshot()
+
+        @app.post("/stats/reset")
+        async def reset_stats() -> dict[str, Any]:
+            self.stats = ServerStats()
+            return {"reset": True}
+
+        @app.post("/v1/chat/completions")
+        async def chat(request: Request) -> Response:
+            st = self.stats
+            st.requests += 1
+            st.in_flight += 1
+            st.peak_in_flight = max(st.peak_in_flight, st.in_flight)
+            try:
+                response = await self._handle(request, st)
+            finally:
+                st.in_flight -= 1
+            st.by_status[str(response.status_code)] += 1
+            return response
+
+        return app
+
+    async def _handle(self, request: Request, st: ServerStats) -> Response:
+        o = self.options
+        if not self._authorised(request):
+            return _error(401, "Incorrect API key provided.", "invalid_request_error")
+        try:
+            body = json.loads(await request.body())
+        except json.JSONDecodeError:
+            return _error(400, "request body is not valid JSON", "invalid_request_error")
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+            return _error(400, "'messages' must be a non-empty list", "invalid_request_error")
+        n = body.get("n") or 1
+        if not isinstance(n, int) or not 1 <= n <= 128:
+            return _error(400, "'n' must be an integer between 1 and 128", "invalid_request_error")
+        if o.latency_ms or o.jitter_ms:
+            await asyncio.sleep((o.latency_ms + random.uniform(0, o.jitter_ms)) / 1000)
+        fault = self._draw_fault()
+        if fault:
+            st.faults[fault] += 1
+        if fault == "429":
+            return _error(429, "Rate limit reached (injected).", "rate_limit_error",
+                          headers={"retry-after": f"{o.retry_after_s:g}"})
+        if fault == "500":
+            return _error(500, "The server had an error (injected).", "server_error")
+        if fault == "timeout":
+            await asyncio.sleep(o.stall_s)
+            return _error(504, "Upstream timed out (injected).", "timeout")
+        result = self.complete(body)
+        if fault == "malformed":
+            return Response(json.dumps(result)[: 40], media_type="application/json")
+        st.billed[request_key(body)] += 1
+        st.prompt_tokens += result["usage"]["prompt_tokens"]
+        st.completion_tokens += result["usage"]["completion_tokens"]
+        return JSONResponse(result)
+
+
+class ReferenceTeacherServer:
+    """Hosts a ReferenceTeacher with uvicorn on a background thread (tests, the demo driver)."""
+
+    def __init__(self, world_dir: str | Path, options: ServerOptions | None = None,
+                 host: str = "127.0.0.1", port: int = 0):
+        self.teacher = ReferenceTeacher(load_world(world_dir), options)
+        self.host, self.port = host, port
+        self._server = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self) -> "ReferenceTeacherServer":
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.teacher.build_app(), log_level="warning", lifespan="off",
+                                timeout_graceful_shutdown=1, backlog=2048)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True,
+                                        name="reference-teacher")
+        self._thread.start()
+        deadline = time.time() + 30
+        while not self._server.started:
+            if time.time() > deadline or not self._thread.is_alive():
+                raise RuntimeError("reference teacher failed to start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+
+    def stats(self) -> dict[str, Any]:
+        return self.teacher.stats.snapshot()
+
+    def __enter__(self) -> "ReferenceTeacherServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def options_dict(options: ServerOptions) -> dict[str, Any]:
+    d = asdict(options)
+    d.pop("api_key", None)  # never echo a secret
+    return d
