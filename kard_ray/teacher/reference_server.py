@@ -118,7 +118,7 @@ class ReferenceTeacher:
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         messages = body["messages"]
         n = int(body.get("n") or 1)
-        temperature = float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0)
+        temperature = 1.0 if body.get("temperature") is None else float(body["temperature"])
         prompt = "\n".join(str(m.get("content") or "") for m in messages if m.get("role") != "assistant")
         question = self.find_question(prompt)
         key = request_key(body)
@@ -202,8 +202,8 @@ class ReferenceTeacher:
             return _error(400, "request body is not valid JSON", "invalid_request_error")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
             return _error(400, "'messages' must be a non-empty list", "invalid_request_error")
-        n = body.get("n") or 1
-        if not isinstance(n, int) or not 1 <= n <= 128:
+        n = 1 if body.get("n") is None else body["n"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 128:
             return _error(400, "'n' must be an integer between 1 and 128", "invalid_request_error")
         if o.latency_ms or o.jitter_ms:
             await asyncio.sleep((o.latency_ms + random.uniform(0, o.jitter_ms)) / 1000)

@@ -1,0 +1,56 @@
+"""The `kard` command as a user runs it."""
+
+import json
+
+from typer.testing import CliRunner
+
+from kard_ray.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for cmd in ("synth", "prepare", "demo", "teacher", "config", "data"):
+        assert cmd in result.output
+    for sub in (["teacher", "--help"], ["teacher", "reference-serve", "--help"], ["data", "check", "--help"],
+                ["config", "show", "--help"], ["synth", "--help"], ["prepare", "--help"], ["demo", "--help"]):
+        assert runner.invoke(app, sub).exit_code == 0, sub
+
+
+def test_config_show_and_bad_key():
+    ok = runner.invoke(app, ["config", "show", "--set", "student.lr=0.001"])
+    assert ok.exit_code == 0 and "lr: 0.001" in ok.output
+    bad = runner.invoke(app, ["config", "show", "--set", "student.lrr=0.001"])
+    assert bad.exit_code == 2 and "student.lrr" in bad.output and "unknown key" in bad.output
+
+
+def test_synth_then_check(tmp_path):
+    out = tmp_path / "w"
+    r = runner.invoke(app, ["synth", "--out", str(out), "--seed", "2", "--train-people", "5", "--dev-people", "2",
+                            "--test-people", "2", "--towns", "6", "--regions", "4"])
+    assert r.exit_code == 0, r.output
+    check = runner.invoke(app, ["data", "check", str(out / "train.jsonl")])
+    assert check.exit_code == 0 and "rows=10" in check.output
+    kb = runner.invoke(app, ["data", "check", "--kb", str(out / "kb.jsonl")])
+    assert kb.exit_code == 0 and "format=jsonl" in kb.output
+
+
+def test_check_reports_file_and_line(tmp_path):
+    f = tmp_path / "q.jsonl"
+    f.write_text(json.dumps({"question": "a?", "options": ["x", "y"], "answer": 0}) + "\nnot json\n")
+    r = runner.invoke(app, ["data", "check", str(f)])
+    assert r.exit_code == 1 and "q.jsonl:2" in r.output.replace("\n", "")
+    r = runner.invoke(app, ["data", "check", str(f), "--skip-malformed"])
+    assert r.exit_code == 0 and "skipped=1" in r.output
+
+
+def test_prepare_runs_then_skips(tmp_path):
+    args = ["prepare", "--run-dir", str(tmp_path / "run"), "--set", "data.synth.train_people=5",
+            "--set", "data.synth.towns=6", "--set", "data.synth.regions=4"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0 and "[data] done" in first.output
+    second = runner.invoke(app, args)
+    assert second.exit_code == 0 and "skipped" in second.output
+    assert (tmp_path / "run" / "config.resolved.yaml").is_file()
