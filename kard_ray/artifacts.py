@@ -92,6 +92,38 @@ def fingerprint_path(uri: str) -> str:
     return "dir-sha256:" + h.hexdigest()
 
 
+def save_bytes(uri: str, data: bytes) -> None:
+    """Write a whole file to a local path or URI (parent folders created)."""
+    fs, path = resolve_fs(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def save_npy(uri: str, array: Any) -> None:
+    """np.save to a local path or URI; local .npy files can then be memory-mapped."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    save_bytes(uri, buf.getbuffer())
+
+
+def local_copy(uri: str, cache_root: str | None = None) -> str:
+    """A local path for a file or folder: itself when local, else a cached download (for memory-mapping)."""
+    if "://" not in uri or uri.startswith("file://"):
+        return resolve_fs(uri)[1]
+    root = Path(cache_root or os.environ.get("KARD_CACHE", Path.home() / ".cache" / "kard-ray"))
+    target = root / hashlib.sha256(uri.encode()).hexdigest()[:16] / uri.rstrip("/").rsplit("/", 1)[-1]
+    done = target.parent / ".complete"
+    if not done.exists():
+        fs, path = resolve_fs(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(path, str(target), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        done.touch()
+    return str(target)
+
+
 @dataclass
 class StageResult:
     """What a stage body reports: row counts and any extra facts for its manifest."""

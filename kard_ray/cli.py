@@ -23,6 +23,8 @@ app = typer.Typer(
 teacher_app = typer.Typer(help="Teacher LLM tools.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
 data_app = typer.Typer(help="Question sets and knowledge bases.", no_args_is_help=True)
+kb_app = typer.Typer(help="Knowledge base: chunking, indexes, search.", no_args_is_help=True)
+app.add_typer(kb_app, name="kb")
 app.add_typer(teacher_app, name="teacher")
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
@@ -112,6 +114,67 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = 
         data_stage.run(cfg, run, force=force)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc), 1)
+
+
+# --------------------------------------------------------------------------- knowledge base
+
+
+@kb_app.command("build")
+def kb_build(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+    address: AddressOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Stages `kb` and `index`: chunk the KB into passages on Ray Data, build BM25 (and dense) indexes."""
+    from kard_ray.artifacts import RunDir
+    from kard_ray.runtime import init_ray
+    from kard_ray.stages import data as data_stage
+    from kard_ray.stages import index as index_stage
+    from kard_ray.stages import kb as kb_stage
+
+    cfg = _load(config, set_, run_dir)
+    init_ray(cfg.ray, address)
+    run = RunDir(cfg.run_dir)
+    run.save_config(cfg)
+    try:
+        if cfg.data.synth is not None and not cfg.kb.paths:
+            data_stage.run(cfg, run)
+        kb_stage.run(cfg, run, force=force)
+        index_stage.run(cfg, run, force=force)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc), 1)
+
+
+@kb_app.command("search")
+def kb_search(
+    query: Annotated[str, typer.Argument(help="Query text.")],
+    run_dir: Annotated[str, typer.Option("--run-dir", help="Run directory with kb/ and index/.")],
+    k: Annotated[int, typer.Option("-k", help="How many passages.")] = 5,
+    method: Annotated[str, typer.Option(help="bm25 | dense | hybrid")] = "bm25",
+) -> None:
+    """Search a run's knowledge base from the command line."""
+    from kard_ray.artifacts import RunDir
+    from kard_ray.retrieval.open import open_passages, open_retriever
+
+    run = RunDir(run_dir)
+    cfg = _load(None, [], None)
+    if run.exists("config.resolved.yaml"):
+        import yaml
+
+        cfg = KardConfig.model_validate(yaml.safe_load(run.read_bytes("config.resolved.yaml")))
+    try:
+        retriever = open_retriever(run.uri, cfg.retrieval, method)
+    except FileNotFoundError as exc:
+        _fail(str(exc), 1)
+        return
+    rows, scores = retriever.search_many([query], k)[0]
+    store = open_passages(run.uri)
+    table = Table("rank", "score", "pid", "passage", title=f"{method}: {query}")
+    for i, (pid, text, score) in enumerate(zip(store.pids(rows), store.texts(rows), scores), start=1):
+        table.add_row(str(i), f"{score:.3f}", pid, text[:120])
+    console.print(table)
 
 
 # --------------------------------------------------------------------------- synthetic world

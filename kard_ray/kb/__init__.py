@@ -1,0 +1,1 @@
+"""Knowledge base: ingest documents and chunk them into passages (Ray Data)."""

@@ -1,0 +1,1 @@
+"""Retrieval: exact sparse BM25 (sharded, memory-mapped), dense FAISS, hybrid fusion, batch retrieval."""

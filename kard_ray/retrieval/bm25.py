@@ -1,0 +1,301 @@
+"""Exact Okapi BM25 as sparse-matrix arithmetic, sharded and memory-mapped.
+
+Scores equal ``rank_bm25.BM25Okapi`` for the same tokens and (k1, b, epsilon):
+
+    idf(t)   = ln(N - n_t + 0.5) - ln(n_t + 0.5), and where negative: epsilon * mean_t idf(t)
+    w(t, d)  = idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * |d| / avgdl))
+    score(q, d) = sum over query tokens t (with repetition) of w(t, d)
+
+Every w(t, d) is precomputed at build time into a term-major CSR matrix per shard, so a query
+costs the length of its terms' posting lists, not the size of the corpus. IDF and avgdl are
+*global* (computed from all shards' counts), so a sharded index scores every passage exactly as
+the unsharded one does, and the merged top-k is the same. Ties are broken by the lower row, in
+shards and in the merge alike.
+
+Build: phase 1 counts terms per shard (parallel), phase 2 merges vocabularies and document
+frequencies (driver, small), phase 3 writes each shard's weights (parallel).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kard_ray.artifacts import save_bytes, save_npy
+from kard_ray.retrieval.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class BM25Params:
+    k1: float = 1.5
+    b: float = 0.75
+    epsilon: float = 0.25
+
+
+@dataclass
+class ShardCounts:
+    """Phase-1 output for one shard: term counts with shard-local term ids."""
+
+    vocab: list[str]
+    df: np.ndarray  # per local term: documents containing it
+    doc_len: np.ndarray  # tokens per document
+    doc: np.ndarray  # (doc, term, tf) triplets, one per distinct term of each document
+    term: np.ndarray
+    tf: np.ndarray
+
+
+def count_terms(texts: Sequence[str], tokenizer: Tokenizer) -> ShardCounts:
+    ids: dict[str, int] = {}
+    flat_terms: list[int] = []
+    doc_len = np.zeros(len(texts), dtype=np.int32)
+    for i, text in enumerate(texts):
+        toks = tokenizer(text)
+        doc_len[i] = len(toks)
+        flat_terms.extend(ids.setdefault(t, len(ids)) for t in toks)
+    terms = np.asarray(flat_terms, dtype=np.int64)
+    docs = np.repeat(np.arange(len(texts), dtype=np.int64), doc_len)
+    vocab_size = max(len(ids), 1)
+    keys, tf = np.unique(docs * vocab_size + terms, return_counts=True)
+    doc, term = keys // vocab_size, keys % vocab_size
+    df = np.bincount(term, minlength=len(ids)).astype(np.int64)
+    return ShardCounts(list(ids), df, doc_len, doc.astype(np.int32), term.astype(np.int32), tf.astype(np.int32))
+
+
+@dataclass
+class GlobalStats:
+    vocab: dict[str, int]
+    idf: np.ndarray
+    n_docs: int
+    avgdl: float
+
+
+def rank_bm25_idf(df: np.ndarray, n_docs: int, epsilon: float) -> np.ndarray:
+    """IDF exactly as rank_bm25.BM25Okapi computes it (negative values floored at epsilon * mean idf)."""
+    idf = np.log(n_docs - df + 0.5) - np.log(df + 0.5)
+    if len(idf):
+        eps = epsilon * (idf.sum() / len(idf))
+        idf = np.where(idf < 0, eps, idf)
+    return idf
+
+
+def merge_stats(summaries: Sequence[tuple[list[str], np.ndarray, int, int]], epsilon: float) -> tuple[
+        GlobalStats, list[np.ndarray]]:
+    """Phase 2: global vocabulary, document frequencies and idf; local-to-global term maps per shard."""
+    vocab: dict[str, int] = {}
+    maps: list[np.ndarray] = []
+    for local_vocab, _, _, _ in summaries:
+        maps.append(np.fromiter((vocab.setdefault(t, len(vocab)) for t in local_vocab), dtype=np.int64,
+                                count=len(local_vocab)))
+    df = np.zeros(len(vocab), dtype=np.int64)
+    for (_, local_df, _, _), m in zip(summaries, maps):
+        np.add.at(df, m, local_df)
+    n_docs = sum(s[3] for s in summaries)
+    total_len = sum(s[2] for s in summaries)
+    if n_docs == 0:
+        raise ValueError("cannot build a BM25 index over zero passages")
+    return GlobalStats(vocab, rank_bm25_idf(df, n_docs, epsilon), n_docs, total_len / n_docs), maps
+
+
+def write_shard(counts: ShardCounts, local_to_global: np.ndarray, idf: np.ndarray, avgdl: float,
+                params: BM25Params, out_dir: str) -> int:
+    """Phase 3: this shard's term-major CSR of precomputed weights, as .npy files for memory-mapping."""
+    from scipy.sparse import csr_matrix
+
+    g = local_to_global[counts.term]
+    tf = counts.tf.astype(np.float64)
+    dl = counts.doc_len[counts.doc].astype(np.float64)
+    w = idf[g] * tf * (params.k1 + 1) / (tf + params.k1 * (1 - params.b + params.b * dl / avgdl))
+    mat = csr_matrix((w, (g, counts.doc)), shape=(len(idf), len(counts.doc_len)))
+    mat.sort_indices()
+    save_npy(f"{out_dir}/indptr.npy", mat.indptr.astype(np.int64))
+    save_npy(f"{out_dir}/indices.npy", mat.indices.astype(np.int32))
+    save_npy(f"{out_dir}/data.npy", mat.data.astype(np.float64))
+    return int(mat.nnz)
+
+
+# --------------------------------------------------------------------------- build
+
+
+def shard_bounds(n_rows: int, shards: int) -> list[tuple[int, int]]:
+    shards = max(1, min(shards, n_rows))
+    edges = np.linspace(0, n_rows, shards + 1).astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _phase1(texts_of: Callable[[int, int], list[str]], start: int, end: int, tokenizer: Tokenizer):
+    counts = count_terms(texts_of(start, end), tokenizer)
+    summary = (counts.vocab, counts.df, int(counts.doc_len.sum()), len(counts.doc_len))
+    return summary, counts
+
+
+def build_bm25_index(
+    texts_of: Callable[[int, int], list[str]],
+    n_rows: int,
+    out_dir: str,
+    tokenizer: Tokenizer,
+    params: BM25Params = BM25Params(),
+    shards: int = 1,
+    use_ray: bool = False,
+) -> dict:
+    """Build an index of rows [0, n_rows); ``texts_of(start, end)`` returns those rows' texts.
+
+    With ``use_ray`` each shard's phases 1 and 3 run as Ray tasks (texts_of must then be
+    serialisable, e.g. a function reading a file), and only vocabularies reach the driver.
+    """
+    bounds = shard_bounds(n_rows, shards)
+    shard_dirs = [f"{out_dir}/shard-{i:05d}" for i in range(len(bounds))]
+    if use_ray:
+        import ray
+
+        p1 = ray.remote(num_returns=2)(_phase1)
+        refs = [p1.remote(texts_of, a, b, tokenizer) for a, b in bounds]
+        summaries = ray.get([r[0] for r in refs])
+        stats, maps = merge_stats(summaries, params.epsilon)
+        idf_ref = ray.put(stats.idf)
+        p3 = ray.remote(write_shard)
+        nnz = ray.get([p3.remote(r[1], m, idf_ref, stats.avgdl, params, d)
+                       for r, m, d in zip(refs, maps, shard_dirs)])
+    else:
+        results = [_phase1(texts_of, a, b, tokenizer) for a, b in bounds]
+        stats, maps = merge_stats([r[0] for r in results], params.epsilon)
+        nnz = [write_shard(r[1], m, stats.idf, stats.avgdl, params, d)
+               for r, m, d in zip(results, maps, shard_dirs)]
+    save_npy(f"{out_dir}/idf.npy", stats.idf)
+    save_bytes(f"{out_dir}/vocab.json", json.dumps(list(stats.vocab)).encode())
+    save_bytes(f"{out_dir}/tokenizer.json", tokenizer.to_json().encode())
+    meta = {
+        "format": "kard-bm25/1",
+        "params": asdict(params),
+        "n_docs": stats.n_docs,
+        "avgdl": stats.avgdl,
+        "vocab_size": len(stats.vocab),
+        "postings": int(sum(nnz)),
+        "shards": [{"dir": os.path.basename(d), "start": a, "end": b} for d, (a, b) in zip(shard_dirs, bounds)],
+    }
+    save_bytes(f"{out_dir}/meta.json", json.dumps(meta, indent=1).encode())
+    return meta
+
+
+# --------------------------------------------------------------------------- query
+
+
+class _Shard:
+    def __init__(self, path: str, start: int, end: int, mmap: bool):
+        mode = "r" if mmap else None
+        self.indptr = np.load(f"{path}/indptr.npy", mmap_mode=mode)
+        self.indices = np.load(f"{path}/indices.npy", mmap_mode=mode)
+        self.data = np.load(f"{path}/data.npy", mmap_mode=mode)
+        self.start, self.n = start, end - start
+        self._local = threading.local()
+
+    def _buffer(self) -> np.ndarray:
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = np.zeros(self.n, dtype=np.float64)
+        return buf
+
+    def accumulate(self, terms: np.ndarray, mult: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(local rows touched by the query, their scores)."""
+        postings = []
+        scores = self._buffer()
+        for t, c in zip(terms, mult):
+            s, e = self.indptr[t], self.indptr[t + 1]
+            if e > s:
+                idx = self.indices[s:e]
+                w = self.data[s:e]
+                scores[idx] += w if c == 1 else w * c
+                postings.append(idx)
+        if not postings:
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        rows = postings[0] if len(postings) == 1 else np.unique(np.concatenate(postings))
+        out = scores[rows].copy()
+        scores[rows] = 0.0  # leave the buffer clean for the next query
+        return rows.astype(np.int64), out
+
+    def topk(self, terms: np.ndarray, mult: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        rows, scores = self.accumulate(terms, mult)
+        rows, scores = select_topk(rows, scores, k)
+        return rows + self.start, scores
+
+
+def select_topk(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best by score, ties broken by the lower row; sorted best first."""
+    if len(rows) > k:
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        above = scores > kth
+        ties = np.flatnonzero(scores == kth)
+        ties = ties[np.argsort(rows[ties], kind="stable")][: k - int(above.sum())]
+        pick = np.concatenate([np.flatnonzero(above), ties])
+        rows, scores = rows[pick], scores[pick]
+    order = np.lexsort((rows, -scores))
+    return rows[order], scores[order]
+
+
+class BM25Index:
+    """A (possibly sharded) index loaded memory-mapped: a process holds only the pages it touches."""
+
+    def __init__(self, path: str, mmap: bool = True):
+        self.path = path
+        meta = json.loads(Path(f"{path}/meta.json").read_text(encoding="utf-8"))
+        if meta.get("format") != "kard-bm25/1":
+            raise ValueError(f"{path} is not a kard BM25 index (format {meta.get('format')!r})")
+        self.meta = meta
+        self.params = BM25Params(**meta["params"])
+        self.tokenizer = Tokenizer.from_json(Path(f"{path}/tokenizer.json").read_text(encoding="utf-8"))
+        vocab = json.loads(Path(f"{path}/vocab.json").read_text(encoding="utf-8"))
+        self.vocab = {t: i for i, t in enumerate(vocab)}
+        self.n_docs = meta["n_docs"]
+        self.shards = [_Shard(f"{path}/{s['dir']}", s["start"], s["end"], mmap) for s in meta["shards"]]
+
+    def __len__(self) -> int:
+        return self.n_docs
+
+    def _query_terms(self, query: str) -> tuple[np.ndarray, np.ndarray]:
+        ids = [self.vocab[t] for t in self.tokenizer(query) if t in self.vocab]
+        if not ids:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        terms, first, mult = np.unique(ids, return_index=True, return_counts=True)
+        order = np.argsort(first)  # accumulate in query order, as rank_bm25 does
+        return terms[order], mult[order]
+
+    def search(self, query: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, scores) of the k best passages, best first; only passages sharing a term with the query."""
+        terms, mult = self._query_terms(query)
+        if len(terms) == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        parts = [s.topk(terms, mult, k) for s in self.shards]
+        if len(parts) == 1:
+            return parts[0]
+        return select_topk(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), k)
+
+    def search_many(self, queries: Sequence[str], k: int = 10) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [self.search(q, k) for q in queries]
+
+    def score_rows(self, query: str, rows: Sequence[int]) -> np.ndarray:
+        """BM25(query, passage) for given rows (e.g. a rationale against candidates found otherwise)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros(len(rows), dtype=np.float64)
+        terms, mult = self._query_terms(query)
+        if len(terms) == 0:
+            return out
+        for shard in self.shards:
+            touched, scores = shard.accumulate(terms, mult)
+            mine = (rows >= shard.start) & (rows < shard.start + shard.n)
+            if mine.any():
+                local = rows[mine] - shard.start
+                pos = np.searchsorted(touched, local)
+                pos = np.minimum(pos, max(len(touched) - 1, 0))
+                hit = (touched[pos] == local) if len(touched) else np.zeros(len(local), bool)
+                vals = np.where(hit, scores[pos] if len(scores) else 0.0, 0.0)
+                out[mine] = vals
+        return out
+
+    def full_scores(self, query: str) -> np.ndarray:
+        """Scores of every passage (for parity tests against rank_bm25)."""
+        return self.score_rows(query, np.arange(self.n_docs))

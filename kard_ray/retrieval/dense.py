@@ -1,0 +1,126 @@
+"""Dense retrieval: a sentence encoder (mean-pooled, L2-normalised) and a FAISS inner-product index.
+
+Passage embeddings are computed by a Ray Data actor pool (GPU when present) and kept as a
+memory-mappable ``embeddings.npy`` beside the FAISS index, so the index can be rebuilt with other
+settings without re-encoding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from kard_ray.artifacts import save_bytes, save_npy
+from kard_ray.config import DenseConfig
+from kard_ray.models import resolve_model, safe_load_kwargs
+
+
+class Encoder:
+    """Text -> unit vectors with any HF encoder (sentence-transformers style mean pooling)."""
+
+    def __init__(self, model: str, max_length: int = 256, device: str | None = None,
+                 trust_remote_code: bool = False):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        path = resolve_model(model)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        self.model = AutoModel.from_pretrained(path, **safe_load_kwargs(trust_remote_code)).to(self.device).eval()
+        self.max_length = max_length
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                enc = self.tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True,
+                                     max_length=self.max_length, return_tensors="pt").to(self.device)
+                hidden = self.model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
+        dim = self.model.config.hidden_size
+        return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
+
+
+class EmbedBatch:
+    """Ray Data actor: one encoder per actor, reused across batches."""
+
+    def __init__(self, model: str, max_length: int, batch_size: int):
+        self.encoder = Encoder(model, max_length)
+        self.batch_size = batch_size
+
+    def __call__(self, batch: dict) -> dict:
+        return {"embedding": self.encoder.encode(list(batch["text"]), self.batch_size)}
+
+
+def embed_passages_with_ray(passages_uri: str, cfg: DenseConfig, use_gpu: bool = False) -> np.ndarray:
+    """Embeddings of every passage, in row order, computed by an actor pool."""
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ds = ray.data.read_parquet(passages_uri, columns=["text"])
+    ds = ds.map_batches(EmbedBatch, fn_constructor_kwargs={"model": cfg.encoder, "max_length": cfg.max_length,
+                                                           "batch_size": cfg.batch_size},
+                        compute=ray.data.ActorPoolStrategy(size=cfg.actors), batch_size=cfg.batch_size * 4,
+                        batch_format="numpy", num_gpus=1 if use_gpu else 0)
+    chunks = [b["embedding"] for b in ds.iter_batches(batch_size=None, batch_format="numpy")]
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def build_faiss(embeddings: np.ndarray, cfg: DenseConfig):
+    import faiss
+
+    n, d = embeddings.shape
+    if cfg.index == "flat" or n < 1000:
+        index = faiss.IndexFlatIP(d)
+    elif cfg.index == "ivf":
+        nlist = max(1, min(cfg.ivf_lists, n // 39))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(embeddings[np.random.default_rng(0).permutation(n)[: nlist * 256]])
+        index.nprobe = min(nlist, 32)
+    else:
+        index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.add(embeddings)
+    return index
+
+
+def write_dense_index(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) -> dict:
+    import faiss
+
+    index = build_faiss(embeddings, cfg)
+    save_npy(f"{out_dir}/embeddings.npy", embeddings)
+    save_bytes(f"{out_dir}/faiss.index", faiss.serialize_index(index).tobytes())
+    meta = {"format": "kard-dense/1", "encoder": cfg.encoder, "max_length": cfg.max_length,
+            "index": type(index).__name__, "n_docs": int(embeddings.shape[0]), "dim": int(embeddings.shape[1])}
+    save_bytes(f"{out_dir}/meta.json", json.dumps(meta, indent=1).encode())
+    return meta
+
+
+class DenseIndex:
+    def __init__(self, path: str, encoder: Encoder | None = None):
+        import faiss
+
+        self.meta = json.loads(Path(f"{path}/meta.json").read_text(encoding="utf-8"))
+        self.index = faiss.read_index(f"{path}/faiss.index")
+        self.encoder = encoder or Encoder(self.meta["encoder"], self.meta["max_length"])
+        self.n_docs = self.meta["n_docs"]
+
+    def search_many(self, queries: Sequence[str], k: int = 10) -> list[tuple[np.ndarray, np.ndarray]]:
+        if not queries:
+            return []
+        scores, rows = self.index.search(self.encoder.encode(queries), min(k, self.n_docs))
+        out = []
+        for r, s in zip(rows, scores):
+            keep = r >= 0
+            out.append((r[keep].astype(np.int64), s[keep].astype(np.float64)))
+        return out
+
+    def search(self, query: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        return self.search_many([query], k)[0]

@@ -1,0 +1,52 @@
+"""Open a run's indexes for querying: BM25, dense or hybrid behind one ``search_many`` interface."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from kard_ray.artifacts import local_copy
+from kard_ray.config import RetrievalConfig
+from kard_ray.retrieval.passages import PassageStore
+
+INDEX_STAGE = "index"
+PASSAGES_ARROW = "kb/passages.arrow"
+
+
+class Retriever(Protocol):
+    def search_many(self, queries: Sequence[str], k: int = 10) -> list[tuple[np.ndarray, np.ndarray]]: ...
+
+
+def open_retriever(run_uri: str, cfg: RetrievalConfig, method: str | None = None) -> Retriever:
+    """BM25 / dense / hybrid retriever over the run's ``index/`` (downloaded once if remote)."""
+    from kard_ray.retrieval.bm25 import BM25Index
+
+    method = method or cfg.method
+    base = f"{run_uri.rstrip('/')}/{INDEX_STAGE}"
+    if method == "bm25":
+        return BM25Index(local_copy(f"{base}/bm25"))
+    from kard_ray.retrieval.dense import DenseIndex
+
+    dense = DenseIndex(_dense_dir(base))
+    if method == "dense":
+        return dense
+    from kard_ray.retrieval.hybrid import HybridRetriever
+
+    return HybridRetriever(BM25Index(local_copy(f"{base}/bm25")), dense, cfg.hybrid, depth=cfg.top_k)
+
+
+def _dense_dir(base: str) -> str:
+    path = local_copy(f"{base}/dense")
+    import os
+
+    if not os.path.exists(f"{path}/meta.json"):
+        raise FileNotFoundError(
+            f"no dense index in {base}; build it with retrieval.dense.enabled=true (or method dense/hybrid)"
+        )
+    return path
+
+
+def open_passages(run_uri: str) -> PassageStore:
+    return PassageStore(local_copy(f"{run_uri.rstrip('/')}/{PASSAGES_ARROW}"))
