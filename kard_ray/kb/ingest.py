@@ -65,11 +65,24 @@ class ReadDocuments:
         self.on_malformed = on_malformed
 
     def __call__(self, item: dict[str, Any]) -> list[dict[str, Any]]:
-        from kard_ray.data.records import read_text
-
         path, fmt, fidx = item["path"], item["format"], item["file_idx"]
         report = ReadReport(source=path)
         rows: list[dict[str, Any]] = []
+        summary: dict[str, Any] = {}
+        try:
+            docs = self._read(path, fmt, report)
+        except MalformedRecord as err:  # errors travel as data: Ray's wrappers would lose their type
+            docs, summary["error"] = [], [err.source, err.line, err.reason]
+        for i, (doc_id, title, text) in enumerate(docs):
+            rows.append({"file_idx": fidx, "doc_idx": i, "doc_id": doc_id, "title": title, "text": text,
+                         "report": ""})
+        rows.append({"file_idx": fidx, "doc_idx": REPORT_ROW, "doc_id": "", "title": "", "text": "",
+                     "report": json.dumps({**report.as_dict(), **summary})})
+        return rows
+
+    def _read(self, path: str, fmt: str, report: ReadReport) -> list[tuple[str, str, str]]:
+        from kard_ray.data.records import read_text
+
         if fmt == "folder-file":
             text = read_text(path)
             report.rows, report.format = 1, "folder"
@@ -78,14 +91,8 @@ class ReadDocuments:
                 report.rows = 0
                 report.skip(MalformedRecord(path, 1, "empty document dropped"))
                 docs = []
-        else:
-            docs = [(d.id, d.title, d.text) for d in iter_documents(path, fmt, self.on_malformed, report)]
-        for i, (doc_id, title, text) in enumerate(docs):
-            rows.append({"file_idx": fidx, "doc_idx": i, "doc_id": doc_id, "title": title, "text": text,
-                         "report": ""})
-        rows.append({"file_idx": fidx, "doc_idx": REPORT_ROW, "doc_id": "", "title": "", "text": "",
-                     "report": json.dumps(report.as_dict())})
-        return rows
+            return docs
+        return [(d.id, d.title, d.text) for d in iter_documents(path, fmt, self.on_malformed, report)]
 
 
 def chunk_batch(batch: pa.Table, chunking: dict[str, Any]) -> pa.Table:
@@ -126,7 +133,10 @@ def chunk_with_ray(paths: list[str], kb: KBConfig, blocks: int) -> tuple[pa.Tabl
 def finalize_passages(table: pa.Table, dedupe: bool) -> tuple[pa.Table, dict[str, Any]]:
     """Order rows deterministically, split off read reports, drop exact duplicates; count everything."""
     is_report = pc.equal(table["doc_idx"], REPORT_ROW)
-    reports = [json.loads(r) for r in table.filter(is_report)["report"].to_pylist()]
+    reports = [json.loads(r) for r in table.filter(is_report).sort_by("file_idx")["report"].to_pylist()]
+    for r in reports:
+        if "error" in r:
+            raise MalformedRecord(*r["error"])
     passages = table.filter(pc.invert(is_report)).sort_by([("file_idx", "ascending"), ("doc_idx", "ascending"),
                                                            ("chunk", "ascending")])
     counts: dict[str, Any] = {
