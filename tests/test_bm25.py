@@ -68,7 +68,9 @@ def test_sharded_equals_unsharded(tmp_path, shards):
 
 
 def test_ties_break_by_lower_row_and_empty_queries(tmp_path):
-    index = build(tmp_path, ["same text", "same text", "other words", "same text"], tokenizer=Tokenizer(stopwords="none"))
+    filler = [f"filler{i} words" for i in range(6)]
+    index = build(tmp_path, ["same text", "same text", "other words", "same text", *filler],
+                  tokenizer=Tokenizer(stopwords="none"))
     rows, _ = index.search("same", 2)
     assert rows.tolist() == [0, 1]
     assert len(index.search("the of and", 5)[0]) == 0  # only stopwords
@@ -86,6 +88,6 @@ def test_score_rows_and_memory_mapping(tmp_path):
 
 def test_tokenizer_is_saved_with_the_index(tmp_path):
     tok = Tokenizer(stopwords="none", stemmer="english")
-    index = build(tmp_path, ["running dogs", "a cat sat"], tokenizer=tok)
+    index = build(tmp_path, ["running dogs", "a cat sat", "birds fly", "fish swim"], tokenizer=tok)
     assert index.tokenizer == tok
     assert index.search("run", 1)[0].tolist() == [0]  # stemmed at query time too

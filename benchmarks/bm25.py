@@ -1,0 +1,143 @@
+"""BM25 benchmark: this project's engine against rank_bm25 (the reference) and bm25s (the peer).
+
+    python benchmarks/bm25.py --passages 100000 --queries 500
+    python benchmarks/bm25.py --passages 1000000 --queries 1000 --pipeline   # chunk + index on Ray, then query
+
+All engines get the same corpus, the same token lists (this project's tokenizer) and the same
+k1/b; every timing is single-process, single-thread, top-10. rank_bm25 scores every document
+per query in Python, so it runs on a sample of the queries. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import PeakMemory, Timer, emit, synthetic_passages, synthetic_queries  # noqa: E402
+
+from kard_ray.retrieval.bm25 import BM25Index, BM25Params, build_bm25_index  # noqa: E402
+from kard_ray.retrieval.tokenizer import Tokenizer  # noqa: E402
+
+
+def load_kb(path: str) -> list[str]:
+    from kard_ray.data import load_documents
+
+    docs, _ = load_documents(path)
+    return [d.text for d in docs]
+
+
+def time_queries(search, queries: list[str]) -> float:
+    t0 = time.perf_counter()
+    for q in queries:
+        search(q)
+    return len(queries) / (time.perf_counter() - t0)
+
+
+def agreement(index: BM25Index, ref, tokenizer: Tokenizer, queries: list[str], k: int = 10) -> float:
+    """Share of our top-k that are true top-k under rank_bm25 (ties at the k-th score count as agreement)."""
+    good = total = 0
+    for q in queries:
+        ref_scores = ref.get_scores(tokenizer(q))
+        rows, _ = index.search(q, k)
+        kth = np.sort(ref_scores)[::-1][min(k, len(ref_scores)) - 1]
+        good += int(sum(ref_scores[r] >= kth - 1e-9 for r in rows))
+        total += len(rows)
+    return good / max(total, 1)
+
+
+def run_pipeline(passages: list[str], tmp: str, shards: int) -> tuple[str, dict]:
+    """Write passages as a JSONL KB of multi-paragraph documents, then run the real kb + index stages."""
+    import json
+
+    from kard_ray.artifacts import RunDir
+    from kard_ray.config import load_config
+    from kard_ray.runtime import init_ray
+    from kard_ray.stages import index as index_stage
+    from kard_ray.stages import kb as kb_stage
+
+    kb_path = os.path.join(tmp, "kb.jsonl")
+    with open(kb_path, "w") as f:
+        for i in range(0, len(passages), 5):
+            f.write(json.dumps({"id": f"d{i}", "text": "\n\n".join(passages[i : i + 5])}) + "\n")
+    cfg = load_config(None, [f"run_dir={tmp}/run", f"kb.paths=[{kb_path}]", f"retrieval.bm25.shards={shards}",
+                             "kb.dedupe=false"])
+    init_ray(cfg.ray)
+    run = RunDir(cfg.run_dir)
+    with Timer() as t_kb:
+        kb_stage.run(cfg, run, log=lambda m: None)
+    with Timer() as t_idx:
+        index_stage.run(cfg, run, log=lambda m: None)
+    return run.path("index", "bm25"), {"chunk_s": round(t_kb.s, 2), "index_s": round(t_idx.s, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--passages", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=500)
+    ap.add_argument("--kb", help="a KB file instead of synthetic passages")
+    ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--pipeline", action="store_true", help="build through the Ray kb + index stages")
+    ap.add_argument("--rank-bm25-queries", type=int, default=None,
+                    help="queries for rank_bm25 (default: enough for ~30 s of its time)")
+    ap.add_argument("--no-peers", action="store_true", help="skip rank_bm25 and bm25s (e.g. at 1M passages)")
+    args = ap.parse_args()
+
+    passages = load_kb(args.kb) if args.kb else synthetic_passages(args.passages)
+    queries = synthetic_queries(passages, args.queries)
+    tok = Tokenizer()
+    params = BM25Params()
+    result: dict = {"passages": len(passages), "queries": len(queries), "shards": args.shards}
+
+    with PeakMemory() as mem, tempfile.TemporaryDirectory() as tmp:
+        with Timer() as t_build:
+            if args.pipeline:
+                out, stage_times = run_pipeline(passages, tmp, args.shards)
+                result.update(stage_times)
+            else:
+                out = os.path.join(tmp, "bm25")
+                build_bm25_index(lambda a, b: passages[a:b], len(passages), out, tok, params, shards=args.shards)
+        index = BM25Index(out)
+        result["build_s"] = round(t_build.s, 2)
+        with Timer() as t_q:
+            result["qps"] = round(time_queries(lambda q: index.search(q, 10), queries), 1)
+        result["query_s"] = round(t_q.s, 2)
+
+        if not args.no_peers:
+            from rank_bm25 import BM25Okapi
+
+            tokens = [tok(p) for p in passages]
+            with Timer() as t_ref:
+                ref = BM25Okapi(tokens, k1=params.k1, b=params.b, epsilon=params.epsilon)
+            result["rank_bm25_build_s"] = round(t_ref.s, 2)
+            per_query = 2e-6 * len(passages) + 1e-3  # rough: rank_bm25 costs O(N) per query term
+            n_ref = args.rank_bm25_queries or max(5, min(len(queries), int(30 / (per_query * 6))))
+            sample = queries[:n_ref]
+            result["rank_bm25_queries"] = len(sample)
+            result["rank_bm25_qps"] = round(time_queries(lambda q: ref.get_scores(tok(q)), sample), 3)
+            result["speedup"] = round(result["qps"] / result["rank_bm25_qps"], 1)
+            result["top10_agreement"] = round(agreement(index, ref, tok, sample), 4)
+            del ref
+
+            import bm25s
+
+            peer = bm25s.BM25(k1=params.k1, b=params.b, method="robertson")
+            with Timer() as t_peer:
+                peer.index(tokens, show_progress=False)
+            result["bm25s_build_s"] = round(t_peer.s, 2)
+            qtoks = [tok(q) or ["<empty>"] for q in queries]
+            t0 = time.perf_counter()
+            peer.retrieve(qtoks, k=10, show_progress=False, n_threads=0)
+            result["bm25s_qps"] = round(len(queries) / (time.perf_counter() - t0), 1)
+            result["vs_bm25s"] = round(result["qps"] / result["bm25s_qps"], 2)
+    result["peak_rss_mb"] = round(mem.peak_mb, 1)
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Shared benchmark helpers: memory of the whole process tree, synthetic text, one JSON result line."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import numpy as np
+
+
+def _children(pid: int, ppids: dict[int, int]) -> list[int]:
+    out, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        out.append(p)
+        stack.extend(c for c, pp in ppids.items() if pp == p)
+    return out
+
+
+def tree_pss_mb(root: int | None = None) -> float:
+    """Proportional set size (shared pages split fairly) of a process and all its descendants, MiB."""
+    root = root or os.getpid()
+    ppids: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    ppids[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    total_kb = 0
+    for pid in _children(root, ppids):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total_kb += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total_kb / 1024
+
+
+class PeakMemory:
+    """Samples the process tree's PSS in the background; ``peak_mb`` after ``stop()``."""
+
+    def __init__(self, interval_s: float = 0.25):
+        self.interval_s, self.peak_mb = interval_s, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, tree_pss_mb())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, tree_pss_mb())
+
+
+class Timer:
+    def __enter__(self) -> "Timer":
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.s = time.perf_counter() - self.t0
+
+
+def zipf_vocabulary(rng: np.random.Generator, size: int) -> tuple[list[str], np.ndarray]:
+    """Invented words with Zipf-like frequencies (s = 1.1), as in natural text."""
+    syll = ["ka", "lo", "mi", "ne", "ru", "sa", "te", "vi", "zo", "an", "el", "is", "or", "um", "ba", "de"]
+    words, seen = [], set()
+    while len(words) < size:
+        w = "".join(rng.choice(syll, size=rng.integers(2, 5)))
+        if w not in seen:
+            seen.add(w)
+            words.append(w)
+    p = 1.0 / np.arange(1, size + 1) ** 1.1
+    return words, p / p.sum()
+
+
+def synthetic_passages(n: int, seed: int = 0, vocab: int = 50_000, mean_words: int = 80) -> list[str]:
+    """Passages of realistic length (about 80 words, like 100-word Wikipedia passages) and vocabulary."""
+    rng = np.random.default_rng(seed)
+    words, p = zipf_vocabulary(rng, vocab)
+    lengths = np.clip(rng.normal(mean_words, 25, size=n).astype(int), 10, 200)
+    ids = rng.choice(len(words), size=int(lengths.sum()), p=p)
+    out, pos = [], 0
+    for ln in lengths:
+        out.append(" ".join(words[i] for i in ids[pos : pos + ln]) + ".")
+        pos += ln
+    return out
+
+
+def synthetic_queries(passages: list[str], n: int, seed: int = 1) -> list[str]:
+    """Queries of 4-10 words taken from random passages (so each has relevant documents)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in rng.integers(0, len(passages), size=n):
+        toks = passages[i].rstrip(".").split()
+        k = min(len(toks), int(rng.integers(4, 11)))
+        out.append(" ".join(rng.choice(toks, size=k, replace=False)))
+    return out
+
+
+def emit(result: dict) -> None:
+    """The benchmark's result: one JSON object on the last line."""
+    print(json.dumps(result, sort_keys=False))
