@@ -16,9 +16,10 @@ from kard_ray.artifacts import RunDir
 from kard_ray.config import KardConfig
 from kard_ray.runtime import init_ray
 from kard_ray.stages import data as data_stage
+from kard_ray.stages import index as index_stage
+from kard_ray.stages import kb as kb_stage
 
-NOT_YET_BUILT = ["kb + retrieval", "rationales (teacher on Ray Data)", "augment", "train_reranker",
-                 "train_student", "evaluate"]
+NOT_YET_BUILT = ["rationales (teacher on Ray Data)", "augment", "train_reranker", "train_student", "evaluate"]
 
 
 def ask_reference_teacher(base_url: str, questions, n: int, temperature: float) -> list[list[str]]:
@@ -42,6 +43,38 @@ def ask_reference_teacher(base_url: str, questions, n: int, temperature: float) 
     return out
 
 
+def knowledge_gap_table(cfg: KardConfig, run: RunDir, questions, rationales: list[str]) -> Table:
+    """Recall of the needed facts on unseen-entity test questions: BM25 with the question vs the rationale.
+
+    The gap between the rows is what KARD's reranker is trained to close. Retrieval runs as a
+    Ray Data batch stage, as it does in the pipeline.
+    """
+    import ray
+
+    from kard_ray.data.text import contains_fact
+    from kard_ray.retrieval.batch import retrieve_dataset
+    from kard_ray.retrieval.open import open_passages
+
+    ks = cfg.eval.recall_at
+    store = open_passages(run.uri)
+    rows = [{"i": i, "query": q.question} for i, q in enumerate(questions)]
+    rows += [{"i": i, "query": r, "rationale": True} for i, r in enumerate(rationales)]
+    ds = ray.data.from_items([{"rationale": False, **r} for r in rows])
+    hits = retrieve_dataset(ds, run.uri, cfg.retrieval, k=max(ks), method="bm25").take_all()
+    table = Table("BM25 query", *[f"recall@{k}" for k in ks], title="Knowledge gap on unseen-entity test questions")
+    for label, is_rationale in (("question only", False), ("teacher rationale (oracle)", True)):
+        mine = [h for h in hits if h["rationale"] == is_rationale]
+        cells = []
+        for k in ks:
+            found = []
+            for h in mine:
+                texts = store.texts(list(h["rows"][:k]))
+                found += [any(contains_fact(t, f) for t in texts) for f in questions[h["i"]].facts]
+            cells.append(f"{sum(found) / max(len(found), 1):.2f}")
+        table.add_row(label, *cells)
+    return table
+
+
 def run_demo(cfg: KardConfig, address: str | None = None, force: bool = False, console: Console | None = None):
     console = console or Console()
     t0 = time.time()
@@ -52,12 +85,18 @@ def run_demo(cfg: KardConfig, address: str | None = None, force: bool = False, c
     manifest = data_stage.run(cfg, run, force=force)
     console.print(f"[bold]data[/] {manifest['counts']}  ->  {run.uri_of(data_stage.STAGE)}")
 
+    for stage in (kb_stage, index_stage):
+        m = stage.run(cfg, run, force=force)
+        console.print(f"[bold]{stage.STAGE}[/] {m['counts']}")
+
     if cfg.teacher.reference:
         from kard_ray.teacher.reference_server import ReferenceTeacherServer
 
         train = data_stage.read_split(run, "train")[:3]
+        test = data_stage.read_split(run, "test")
         with ReferenceTeacherServer(run.uri_of(data_stage.WORLD_DIR)) as server:
             rationales = ask_reference_teacher(server.base_url, train, n=2, temperature=cfg.teacher.temperature)
+            oracle = [rs[0] for rs in ask_reference_teacher(server.base_url, test, n=1, temperature=0.0)]
             stats = server.stats()
         table = Table("question", "gold", "reference-teacher rationale (1 of 2)", title="Reference teacher")
         for q, rs in zip(train, rationales):
@@ -65,5 +104,6 @@ def run_demo(cfg: KardConfig, address: str | None = None, force: bool = False, c
         console.print(table)
         console.print(f"reference teacher served {stats['requests']} requests, "
                       f"billed {stats['completion_tokens']} completion tokens")
+        console.print(knowledge_gap_table(cfg, run, test, oracle))
     console.print(f"[yellow]not built yet:[/] {', '.join(NOT_YET_BUILT)}")
     console.print(f"demo finished in {time.time() - t0:.1f}s; run directory: {run.uri}")

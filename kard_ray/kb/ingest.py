@@ -58,41 +58,64 @@ def expand_sources(paths: list[str], fmt: str) -> list[dict[str, Any]]:
     return out
 
 
+DOC_SCHEMA = pa.schema([("file_idx", pa.int64()), ("doc_idx", pa.int64()), ("doc_id", pa.string()),
+                        ("title", pa.string()), ("text", pa.string()), ("report", pa.string())])
+
+
 class ReadDocuments:
-    """Ray Data flat_map: one source file -> its documents, then one row with its read report."""
+    """Ray Data map_batches over source files: yields their documents in blocks, then one report row.
 
-    def __init__(self, on_malformed: str):
-        self.on_malformed = on_malformed
+    A generator, so a worker never holds a large file's documents as Python objects at once.
+    Errors travel as data in the report row: Ray's exception wrappers would lose their type.
+    """
 
-    def __call__(self, item: dict[str, Any]) -> list[dict[str, Any]]:
-        path, fmt, fidx = item["path"], item["format"], item["file_idx"]
+    def __init__(self, on_malformed: str, block_docs: int = 8192):
+        self.on_malformed, self.block_docs = on_malformed, block_docs
+
+    def __call__(self, batch: dict[str, Any]):
+        for path, fmt, fidx in zip(batch["path"], batch["format"], batch["file_idx"]):
+            yield from self._one_file(str(path), str(fmt), int(fidx))
+
+    def _one_file(self, path: str, fmt: str, fidx: int):
         report = ReadReport(source=path)
-        rows: list[dict[str, Any]] = []
         summary: dict[str, Any] = {}
+        buf: list[tuple[str, str, str]] = []
+        n = 0
         try:
-            docs = self._read(path, fmt, report)
-        except MalformedRecord as err:  # errors travel as data: Ray's wrappers would lose their type
-            docs, summary["error"] = [], [err.source, err.line, err.reason]
-        for i, (doc_id, title, text) in enumerate(docs):
-            rows.append({"file_idx": fidx, "doc_idx": i, "doc_id": doc_id, "title": title, "text": text,
-                         "report": ""})
-        rows.append({"file_idx": fidx, "doc_idx": REPORT_ROW, "doc_id": "", "title": "", "text": "",
-                     "report": json.dumps({**report.as_dict(), **summary})})
-        return rows
+            for doc in self._read(path, fmt, report):
+                buf.append(doc)
+                if len(buf) >= self.block_docs:
+                    yield self._table(fidx, n, buf)
+                    n += len(buf)
+                    buf = []
+        except MalformedRecord as err:
+            buf, summary["error"] = [], [err.source, err.line, err.reason]
+        if buf:
+            yield self._table(fidx, n, buf)
+        yield pa.table({"file_idx": [fidx], "doc_idx": [REPORT_ROW], "doc_id": [""], "title": [""], "text": [""],
+                        "report": [json.dumps({**report.as_dict(), **summary})]}, schema=DOC_SCHEMA)
 
-    def _read(self, path: str, fmt: str, report: ReadReport) -> list[tuple[str, str, str]]:
+    @staticmethod
+    def _table(fidx: int, first: int, docs: list[tuple[str, str, str]]) -> pa.Table:
+        return pa.table({"file_idx": [fidx] * len(docs), "doc_idx": list(range(first, first + len(docs))),
+                         "doc_id": [d[0] for d in docs], "title": [d[1] for d in docs],
+                         "text": [d[2] for d in docs], "report": [""] * len(docs)}, schema=DOC_SCHEMA)
+
+    def _read(self, path: str, fmt: str, report: ReadReport):
         from kard_ray.data.records import read_text
 
         if fmt == "folder-file":
             text = read_text(path)
-            report.rows, report.format = 1, "folder"
-            docs = [(path.rsplit("/", 1)[-1], path.rsplit("/", 1)[-1].rsplit(".", 1)[0], text)]
-            if not text.strip():
-                report.rows = 0
+            report.format = "folder"
+            if text.strip():
+                report.rows = 1
+                name = path.rsplit("/", 1)[-1]
+                yield name, name.rsplit(".", 1)[0], text
+            else:
                 report.skip(MalformedRecord(path, 1, "empty document dropped"))
-                docs = []
-            return docs
-        return [(d.id, d.title, d.text) for d in iter_documents(path, fmt, self.on_malformed, report)]
+            return
+        for d in iter_documents(path, fmt, self.on_malformed, report):
+            yield d.id, d.title, d.text
 
 
 def chunk_batch(batch: pa.Table, chunking: dict[str, Any]) -> pa.Table:
@@ -118,9 +141,8 @@ def chunk_with_ray(paths: list[str], kb: KBConfig, blocks: int) -> tuple[pa.Tabl
     import ray
 
     sources = expand_sources(paths, kb.format)
-    ds = ray.data.from_items(sources, override_num_blocks=len(sources))
-    ds = ds.flat_map(ReadDocuments(kb.on_malformed))
-    ds = ds.repartition(blocks)
+    ds = ray.data.from_items(sources, override_num_blocks=min(len(sources), blocks))
+    ds = ds.map_batches(ReadDocuments(kb.on_malformed), batch_size=1, batch_format="numpy")
     ds = ds.map_batches(chunk_batch, fn_kwargs={"chunking": kb.chunking.model_dump()}, batch_format="pyarrow",
                         batch_size=2048)
     parts = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]

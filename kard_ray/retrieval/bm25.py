@@ -53,21 +53,28 @@ class ShardCounts:
     tf: np.ndarray
 
 
-def count_terms(texts: Sequence[str], tokenizer: Tokenizer) -> ShardCounts:
+def count_terms(texts: Sequence[str], tokenizer: Tokenizer, chunk: int = 20_000) -> ShardCounts:
+    """Term counts of a shard, tokenised in chunks so peak memory stays near the size of the result."""
     ids: dict[str, int] = {}
-    flat_terms: list[int] = []
     doc_len = np.zeros(len(texts), dtype=np.int32)
-    for i, text in enumerate(texts):
-        toks = tokenizer(text)
-        doc_len[i] = len(toks)
-        flat_terms.extend(ids.setdefault(t, len(ids)) for t in toks)
-    terms = np.asarray(flat_terms, dtype=np.int64)
-    docs = np.repeat(np.arange(len(texts), dtype=np.int64), doc_len)
-    vocab_size = max(len(ids), 1)
-    keys, tf = np.unique(docs * vocab_size + terms, return_counts=True)
-    doc, term = keys // vocab_size, keys % vocab_size
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for start in range(0, len(texts), chunk):
+        flat: list[int] = []
+        for i, text in enumerate(texts[start : start + chunk], start=start):
+            toks = tokenizer(text)
+            doc_len[i] = len(toks)
+            flat.extend([ids.setdefault(t, len(ids)) for t in toks])
+        terms = np.asarray(flat, dtype=np.int64)
+        docs = np.repeat(np.arange(start, min(start + chunk, len(texts)), dtype=np.int64),
+                         doc_len[start : start + chunk])
+        width = max(len(ids), 1)
+        keys, tf = np.unique(docs * width + terms, return_counts=True)
+        parts.append(((keys // width).astype(np.int32), (keys % width).astype(np.int32), tf.astype(np.int32)))
+    doc = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int32)
+    term = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.int32)
+    tf = np.concatenate([p[2] for p in parts]) if parts else np.empty(0, np.int32)
     df = np.bincount(term, minlength=len(ids)).astype(np.int64)
-    return ShardCounts(list(ids), df, doc_len, doc.astype(np.int32), term.astype(np.int32), tf.astype(np.int32))
+    return ShardCounts(list(ids), df, doc_len, doc, term, tf)
 
 
 @dataclass
@@ -170,12 +177,13 @@ def build_bm25_index(
     if use_ray:
         import ray
 
-        p1 = ray.remote(num_returns=2)(_phase1)
+        # max_calls=1: each worker exits after its shard, so its peak heap is returned to the OS.
+        p1 = ray.remote(num_returns=2, max_calls=1)(_phase1)
         refs = [p1.remote(texts_of, a, b, tokenizer) for a, b in bounds]
         summaries = ray.get([r[0] for r in refs])
         stats, maps = merge_stats(summaries, params.epsilon)
         idf_ref = ray.put(stats.idf)
-        p3 = ray.remote(write_shard)
+        p3 = ray.remote(max_calls=1)(write_shard)
         nnz = ray.get([p3.remote(r[1], m, idf_ref, stats.avgdl, params, d)
                        for r, m, d in zip(refs, maps, shard_dirs)])
     else:
