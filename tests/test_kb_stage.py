@@ -114,3 +114,15 @@ def test_dense_and_hybrid(ray_session, tmp_path):
     assert rows[0] == 0 and scores[0] > scores[1]  # no shared words: only the dense model can find it
     hybrid = open_retriever(run.uri, cfg.retrieval, "hybrid")
     assert hybrid.search("orbits moon", 1)[0].tolist() == [1]
+
+
+def test_folder_of_jsonl_files_is_read_file_by_file(ray_session, tmp_path):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"part-{i}.jsonl").write_text("".join(json.dumps({"id": f"d{i}-{j}", "text": f"Doc {i} {j}."}) + "\n"
+                                                        for j in range(4)))
+    cfg, run = kb_run(tmp_path, [folder])
+    m = kb_stage.run(cfg, run, log=quiet)
+    assert m["counts"]["files"] == 3 and m["counts"]["passages"] == 12
+    assert open_passages(run.uri).pids([0, 11]) == ["d0-0#0", "d2-3#0"]

@@ -43,6 +43,11 @@ def expand_sources(paths: list[str], fmt: str) -> list[dict[str, Any]]:
             scheme = path.split("://", 1)[0] + "://" if "://" in path else ""
             infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
             files = sorted(i.path for i in infos if i.type == pafs.FileType.File)
+            if fmt == "auto":  # a folder of data files is read file by file; otherwise each file is a document
+                if any(p.endswith(".parquet") for p in files):
+                    f = "parquet"
+                elif any(p.endswith((".jsonl", ".json")) for p in files):
+                    f = "jsonl"
             if f == "folder":  # each .txt/.md file is a document; read in groups below
                 files = [p for p in files if p.endswith(FOLDER_SUFFIXES)]
                 out.extend({"path": scheme + p, "format": "folder-file"} for p in files)
