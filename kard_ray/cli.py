@@ -177,6 +177,51 @@ def kb_search(
     console.print(table)
 
 
+# --------------------------------------------------------------------------- teacher rationales
+
+
+@app.command("rationales")
+def rationales(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    run_dir: RunDirOpt = None,
+    address: AddressOpt = None,
+    force: ForceOpt = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print calls, tokens and cost; spend nothing.")] = False,
+    import_path: Annotated[
+        Optional[str], typer.Option("--import", help="Import rationales from a JSONL instead of calling a teacher.")
+    ] = None,
+) -> None:
+    """Stage `rationales`: n chain-of-thought rationales per question from the teacher (cached, rate-limited)."""
+    from kard_ray.artifacts import RunDir
+    from kard_ray.runtime import init_ray
+    from kard_ray.stages import data as data_stage
+    from kard_ray.stages import rationales as rationales_stage
+    from kard_ray.teacher.worker import TeacherAborted
+
+    sets = list(set_ or []) + ([f"teacher.import_path={import_path}"] if import_path else [])
+    cfg = _load(config, sets, run_dir)
+    run = RunDir(cfg.run_dir)
+    try:
+        if not run.is_done(data_stage.STAGE):
+            data_stage.run(cfg, run)
+        if dry_run:
+            plan = rationales_stage.plan(cfg, run)
+            table = Table("questions", "samples", "already cached", "calls to make", "est. prompt tokens",
+                          "est. completion tokens", "est. cost (USD)", title=f"Dry run: teacher {cfg.teacher.model}")
+            table.add_row(*(str(plan[k]) for k in ("questions", "samples", "cached_samples", "calls",
+                                                   "est_prompt_tokens", "est_completion_tokens", "est_cost_usd")))
+            console.print(table)
+            return
+        init_ray(cfg.ray, address)
+        run.save_config(cfg)
+        rationales_stage.run(cfg, run, force=force)
+    except TeacherAborted as exc:
+        _fail(str(exc), 3)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc), 1)
+
+
 # --------------------------------------------------------------------------- synthetic world
 
 

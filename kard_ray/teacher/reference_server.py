@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,8 @@ class ReferenceTeacher:
             return _error(400, "'n' must be an integer between 1 and 128", "invalid_request_error")
         if o.latency_ms or o.jitter_ms:
             await asyncio.sleep((o.latency_ms + random.uniform(0, o.jitter_ms)) / 1000)
+            if await request.is_disconnected():  # the client gave up: nothing delivered, nothing billed
+                return Response(status_code=499)
         fault = self._draw_fault()
         if fault:
             st.faults[fault] += 1
@@ -278,7 +280,65 @@ class ReferenceTeacherServer:
         self.stop()
 
 
-def options_dict(options: ServerOptions) -> dict[str, Any]:
-    d = asdict(options)
-    d.pop("api_key", None)  # never echo a secret
-    return d
+class ReferenceTeacherProcess:
+    """The reference teacher in its own process (``kard teacher reference-serve``), so that a driver's
+    GIL never throttles it; same ``base_url`` / ``stats()`` / ``stop()`` as the in-thread server."""
+
+    def __init__(self, world_dir: str | Path, options: ServerOptions | None = None, host: str = "127.0.0.1"):
+        self.world_dir, self.options, self.host = str(world_dir), options or ServerOptions(), host
+        self.port = 0
+        self._proc = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self, timeout_s: float = 60) -> "ReferenceTeacherProcess":
+        import subprocess
+        import sys
+        import urllib.request
+
+        with socket.socket() as s:
+            s.bind((self.host, 0))
+            self.port = s.getsockname()[1]
+        o = self.options
+        if o.api_key:
+            raise ValueError("an API key for a separate process must come from its environment; use api_key_env")
+        cmd = [sys.executable, "-m", "kard_ray.cli", "teacher", "reference-serve", "--world", self.world_dir,
+               "--host", self.host, "--port", str(self.port), "--latency-ms", str(o.latency_ms),
+               "--jitter-ms", str(o.jitter_ms), "--fault-rate", str(o.fault_rate), "--faults", ",".join(o.faults),
+               "--retry-after-s", str(o.retry_after_s), "--stall-s", str(o.stall_s),
+               "--wrong-rate", str(o.wrong_rate), "--seed", str(o.seed)]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/models", timeout=1):
+                    return self
+            except OSError:
+                if self._proc.poll() is not None or time.time() > deadline:
+                    err = self._proc.stderr.read().decode(errors="replace")[-2000:] if self._proc.stderr else ""
+                    self.stop()
+                    raise RuntimeError(f"reference teacher process failed to start: {err}") from None
+                time.sleep(0.1)
+
+    def stats(self) -> dict[str, Any]:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://{self.host}:{self.port}/stats", timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except Exception:  # noqa: BLE001
+                self._proc.kill()
+        self._proc = None
+
+    def __enter__(self) -> "ReferenceTeacherProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

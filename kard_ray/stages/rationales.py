@@ -1,0 +1,170 @@
+"""The ``rationales`` stage: n chain-of-thought rationales per question from the teacher, on Ray Data.
+
+Questions flow through an actor pool (``RationaleWorker``); each actor keeps many requests in
+flight; one ``TeacherCoordinator`` actor holds the cluster-wide rate limit and failure budget;
+every response is cached in ``cache/teacher/`` before it is used. Writes
+``rationales/rationales.parquet`` (one row per sample) and ``rationales/failures.parquet``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from kard_ray.artifacts import RunDir, StageResult, run_stage
+from kard_ray.config import KardConfig, TeacherConfig
+from kard_ray.data.schema import Question, questions_to_table
+from kard_ray.secrets import Secret
+from kard_ray.stages import data as data_stage
+from kard_ray.teacher.cache import TeacherCache, cache_key
+from kard_ray.teacher.client import estimate_tokens
+from kard_ray.teacher.prompts import build_messages
+from kard_ray.teacher.worker import RESULT_SCHEMA, RationaleWorker, TeacherAborted, sampling_params
+
+STAGE = "rationales"
+REFERENCE_IDENTITY = "kard-reference-teacher"
+
+
+def _questions(cfg: KardConfig, run: RunDir) -> list[Question]:
+    return [q for split in cfg.teacher.splits for q in data_stage.read_split(run, split)]
+
+
+def endpoint_identity(t: TeacherConfig) -> str:
+    """What the cache keys on: the endpoint (the reference teacher's port changes every run, so it is named)."""
+    return REFERENCE_IDENTITY if t.reference else (t.base_url or "https://api.openai.com/v1")
+
+
+@contextlib.contextmanager
+def teacher_endpoint(cfg: KardConfig, run: RunDir):
+    """The base_url to call: the configured one, or a reference teacher started for this run."""
+    if not cfg.teacher.reference:
+        yield cfg.teacher.base_url
+        return
+    from kard_ray.teacher.reference_server import ReferenceTeacherProcess
+
+    with ReferenceTeacherProcess(run.uri_of(data_stage.WORLD_DIR)) as server:
+        yield server.base_url
+
+
+def plan(cfg: KardConfig, run: RunDir) -> dict[str, Any]:
+    """What a run would cost now (cached samples are free): for --dry-run."""
+    t = cfg.teacher
+    cache, identity, sampling = TeacherCache(run.uri), endpoint_identity(t), sampling_params(t)
+    calls = missing_samples = prompt_tokens = 0
+    questions = _questions(cfg, run)
+    for q in questions:
+        messages = build_messages(q, t)
+        missing = sum(cache.get(cache_key(identity, t.model, messages, sampling, i)) is None for i in range(t.n))
+        n_calls = (1 if missing else 0) if t.use_n else missing
+        calls += n_calls
+        missing_samples += missing
+        prompt_tokens += n_calls * sum(estimate_tokens(m["content"]) for m in messages)
+    completion_tokens = missing_samples * t.expected_completion_tokens
+    return {"questions": len(questions), "samples": len(questions) * t.n, "cached_samples":
+            len(questions) * t.n - missing_samples, "calls": calls, "est_prompt_tokens": prompt_tokens,
+            "est_completion_tokens": completion_tokens, "est_cost_usd": round(cost(t, prompt_tokens,
+                                                                                   completion_tokens), 4)}
+
+
+def cost(t: TeacherConfig, prompt_tokens: int, completion_tokens: int) -> float:
+    return prompt_tokens / 1000 * t.price_per_1k_prompt + completion_tokens / 1000 * t.price_per_1k_completion
+
+
+def _generate(cfg: KardConfig, run: RunDir, questions: list[Question]) -> pa.Table:
+    import ray
+
+    from kard_ray.teacher.limits import TeacherCoordinator
+
+    t = cfg.teacher
+    coordinator = ray.remote(num_cpus=0)(TeacherCoordinator).remote(
+        rpm=t.requests_per_minute, tpm=t.tokens_per_minute, failure_budget=t.failure_budget)
+    actors = max(1, min(t.actors, math.ceil(len(questions) / t.batch_size)))
+    with teacher_endpoint(cfg, run) as base_url:
+        table = questions_to_table(questions)
+        blocks = [table.slice(i, t.batch_size) for i in range(0, table.num_rows, t.batch_size)]
+        ds = ray.data.from_arrow(blocks).map_batches(
+            RationaleWorker,
+            fn_constructor_kwargs={"run_uri": run.uri, "teacher": t.model_dump(), "base_url": base_url,
+                                   "identity": endpoint_identity(t), "limiter_actor": coordinator,
+                                   "concurrency": math.ceil(t.concurrency / actors),
+                                   "api_key": Secret.from_env(t.api_key_env)},
+            compute=ray.data.ActorPoolStrategy(size=actors), batch_size=t.batch_size, batch_format="pyarrow",
+            num_cpus=0.5,
+        )
+        try:
+            parts = ray.get(ds.to_arrow_refs())
+        except Exception as exc:
+            aborted = ray.get(coordinator.status.remote())["aborted"]
+            if aborted:
+                raise TeacherAborted(aborted) from None
+            raise exc
+    return pa.concat_tables([p.cast(RESULT_SCHEMA) for p in parts if p.num_rows] or
+                            [RESULT_SCHEMA.empty_table()])
+
+
+def summarize(table: pa.Table, questions: list[Question], t: TeacherConfig) -> StageResult:
+    ok = table.filter(pc.is_null(table["error"]))
+    failed = table.filter(pc.is_valid(table["error"]))
+    new = ok.filter(pc.invert(ok["cached"]))
+    kept = ok.filter(ok["correct"]) if t.filter_correct else ok
+    per_q = Counter(kept["qid"].to_pylist())
+    tokens = {"prompt": int(pc.sum(ok["prompt_tokens"]).as_py() or 0),
+              "completion": int(pc.sum(ok["completion_tokens"]).as_py() or 0)}
+    billed = {"prompt": int(pc.sum(new["prompt_tokens"]).as_py() or 0),
+              "completion": int(pc.sum(new["completion_tokens"]).as_py() or 0)}
+    counts = {"questions": len(questions), "samples": ok.num_rows, "samples_new": new.num_rows,
+              "samples_cached": ok.num_rows - new.num_rows, "kept": kept.num_rows,
+              "questions_with_rationale": len(per_q),
+              "questions_without_rationale": len(questions) - len(per_q), "failed_requests": failed.num_rows}
+    correct = pc.sum(ok["correct"]).as_py() or 0
+    extra = {
+        "teacher": t.model,
+        "teacher_accuracy": round(correct / ok.num_rows, 4) if ok.num_rows else None,
+        "kept_per_question": {"min": min((per_q.get(q.id, 0) for q in questions), default=0),
+                              "mean": round(kept.num_rows / max(len(questions), 1), 3),
+                              "max": max(per_q.values(), default=0)},
+        "tokens_total": tokens, "tokens_billed_this_run": billed,
+        "cost_usd_total": round(cost(t, tokens["prompt"], tokens["completion"]), 4),
+        "cost_usd_this_run": round(cost(t, billed["prompt"], billed["completion"]), 4),
+        "failure_reasons": dict(Counter(r.split(":", 1)[0] for r in failed["error"].to_pylist())),
+        "parse_methods": dict(Counter(ok["parse_method"].to_pylist())),
+    }
+    return StageResult(counts=counts, extra=extra)
+
+
+def run(cfg: KardConfig, run_dir: RunDir, force: bool = False, log=print) -> dict[str, Any]:
+    t = cfg.teacher
+    questions = _questions(cfg, run_dir)
+
+    def body(run: RunDir) -> StageResult:
+        if t.import_path:
+            from kard_ray.teacher.importer import import_rationales
+
+            rows, info = import_rationales(t.import_path, {q.id: q for q in questions})
+            table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+        else:
+            table, info = _generate(cfg, run, questions), {}
+        table = table.sort_by([("qid", "ascending"), ("sample", "ascending")])
+        failed = pc.is_valid(table["error"])
+        run.write_table(f"{STAGE}/rationales.parquet", table.filter(pc.invert(failed)))
+        run.write_table(f"{STAGE}/failures.parquet", table.filter(failed))
+        result = summarize(table, questions, t)
+        result.extra.update(info)
+        log(f"[{STAGE}] {result.counts['samples_new']} new samples, {result.counts['samples_cached']} from cache, "
+            f"{result.counts['failed_requests']} failed requests; teacher accuracy "
+            f"{result.extra['teacher_accuracy']}; tokens billed this run {result.extra['tokens_billed_this_run']} "
+            f"(≈ ${result.extra['cost_usd_this_run']})")
+        return result
+
+    key_config = t.model_dump(include={"reference", "base_url", "model", "n", "temperature", "max_tokens",
+                                       "give_gold_answer", "filter_correct", "system_prompt", "template",
+                                       "fewshot", "splits", "import_path"})
+    inputs = {name: p for name, p in (("template", t.template), ("fewshot", t.fewshot),
+                                      ("import", t.import_path)) if p}
+    return run_stage(run_dir, STAGE, body, config=[key_config], inputs=inputs, upstream=[data_stage.STAGE],
+                     force=force, log=log)

@@ -1,0 +1,42 @@
+"""Bring your own rationales: a JSONL of existing teacher outputs into the rationales table.
+
+Accepts the ThoughtSource export (``id, question, choices, gold, rationale, teacher, teacher_answer,
+teacher_correct``; e.g. real gpt-3.5-turbo / gpt-4 rationales for StrategyQA) and the simple form
+``{qid, rationale, teacher?}``. Rows are matched to the run's questions by id; the answer is
+parsed from the rationale (or ``teacher_answer``) exactly as for a live teacher.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kard_ray.answers import parse_answer
+from kard_ray.data.records import MalformedRecord, ReadReport, iter_jsonl, read_text
+from kard_ray.data.schema import Question
+
+
+def import_rationales(path: str, questions: dict[str, Question]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    report = ReadReport(source=path, format="rationales-jsonl")
+    rows: list[dict[str, Any]] = []
+    samples: dict[str, int] = {}
+    unmatched = 0
+    for line, raw in iter_jsonl(path, read_text(path), report, "error"):
+        if not isinstance(raw, dict) or not raw.get("rationale"):
+            raise MalformedRecord(path, line, "a rationale record needs a non-empty 'rationale'")
+        qid = str(raw.get("qid") or raw.get("id") or "")
+        q = questions.get(qid)
+        if q is None:
+            unmatched += 1
+            continue
+        text = raw["rationale"].strip()
+        parsed = parse_answer(text, q.options)
+        if not parsed.ok and raw.get("teacher_answer"):
+            parsed = parse_answer(f"The answer is {raw['teacher_answer']}", q.options)
+        sample = samples.get(qid, 0)
+        samples[qid] = sample + 1
+        report.rows += 1
+        rows.append({"qid": qid, "sample": sample, "rationale": text, "parsed_answer": parsed.index,
+                     "parse_method": parsed.method, "correct": parsed.index == q.answer,
+                     "teacher": str(raw.get("teacher") or "imported"), "prompt_tokens": 0, "completion_tokens": 0,
+                     "cached": True, "attempts": 0, "error": None})
+    return rows, {"imported": report.rows, "unmatched": unmatched}
