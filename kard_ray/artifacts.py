@@ -173,16 +173,20 @@ class RunDir:
             self.fs.delete_file(p)
 
     # ---- atomic small files
-    def write_bytes(self, rel: str, data: bytes) -> None:
-        """Write a file so that readers see the old content or the new one, never a torn one."""
+    def write_bytes(self, rel: str, data: bytes, durable: bool = True) -> None:
+        """Write a file so that readers see the old content or the new one, never a torn one.
+
+        ``durable=False`` skips fsync: the file survives a killed process, not a lost machine.
+        """
         target = self.path(rel)
         self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
         if self.is_local:
             tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
             with open(tmp, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, target)
         else:  # a single PUT is atomic on object stores
             with self.fs.open_output_stream(target) as f:

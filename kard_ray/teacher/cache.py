@@ -42,4 +42,5 @@ class TeacherCache:
             return None  # an unreadable entry is a miss, never an error
 
     def put(self, key: str, entry: dict[str, Any]) -> None:
-        self.run.write_bytes(self._rel(key), json.dumps({**entry, "cached_at": time.time()}).encode())
+        # no fsync: an entry must survive a killed job, and a lost machine only costs a re-request
+        self.run.write_bytes(self._rel(key), json.dumps({**entry, "cached_at": time.time()}).encode(), durable=False)

@@ -65,6 +65,14 @@ class RateBudget:
                             f"(most often: {top}); check the endpoint, model name and API key")
         return self.aborted
 
+    def record_many(self, ok: int, failures: list[str]) -> str | None:
+        """Several results at once (clients flush counts in batches to keep actor calls rare)."""
+        for _ in range(ok):
+            self.record(True)
+        for reason in failures:
+            self.record(False, reason)
+        return self.aborted
+
     def status(self) -> dict[str, Any]:
         return {"ok": self.ok, "failed": self.failed, "failure_reasons": dict(self.failure_reasons),
                 "aborted": self.aborted, "pauses": self.pauses}
@@ -92,20 +100,35 @@ class LocalLimiter:
 
 
 class ActorLimiter:
-    def __init__(self, actor):
-        self.actor = actor
+    """Client side of the coordinator actor. Without rate limits, reservations cost no actor call,
+    and successes are reported in batches; failures are reported at once (they may abort the run)."""
+
+    FLUSH_EVERY = 32
+
+    def __init__(self, actor, limited: bool = True):
+        self.actor, self.limited = actor, limited
+        self._ok = 0
 
     async def reserve(self, tokens: int) -> float:
-        return await self.actor.reserve.remote(tokens)
+        return await self.actor.reserve.remote(tokens) if self.limited else 0.0
 
     async def adjust_tokens(self, delta: int) -> None:
-        await self.actor.adjust_tokens.remote(delta)
+        if self.limited:
+            await self.actor.adjust_tokens.remote(delta)
 
     async def pause(self, seconds: float) -> None:
         await self.actor.pause.remote(seconds)
 
     async def record(self, ok: bool, reason: str | None = None) -> str | None:
-        return await self.actor.record.remote(ok, reason)
+        if ok:
+            self._ok += 1
+            if self._ok < self.FLUSH_EVERY:
+                return None
+        return await self.flush([] if ok else [reason or "unknown"])
+
+    async def flush(self, failures: list[str] | None = None) -> str | None:
+        ok, self._ok = self._ok, 0
+        return await self.actor.record_many.remote(ok, failures or [])
 
 
 async def sleep_until_reserved(limiter, tokens: int) -> None:

@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,8 @@ class ServerStats:
     completion_tokens: int = 0
     in_flight: int = 0
     peak_in_flight: int = 0
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=100_000))  # monotonic arrival times
+    last_done: float = 0.0
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -81,7 +83,19 @@ class ServerStats:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "peak_in_flight": self.peak_in_flight,
+            "first_arrival": self.arrivals[0] if self.arrivals else None,
+            "last_done": self.last_done or None,
         }
+
+    def peak_rate_per_minute(self, window_s: float = 2.0) -> float:
+        """The highest request arrival rate over any window of ``window_s`` seconds, per minute."""
+        times = list(self.arrivals)
+        best, j = 0, 0
+        for i, t in enumerate(times):
+            while times[i] - times[j] > window_s:
+                j += 1
+            best = max(best, i - j + 1)
+        return best * 60.0 / window_s
 
 
 def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -153,13 +167,16 @@ class ReferenceTeacher:
             },
         }
 
+    def report(self, window_s: float = 2.0) -> dict[str, Any]:
+        return {**self.stats.snapshot(), "peak_rpm": self.stats.peak_rate_per_minute(window_s)}
+
     def _authorised(self, request: Request) -> bool:
         key = self.options.api_key
         return key is None or request.headers.get("authorization") == f"Bearer {key}"
 
     def build_app(self) -> FastAPI:
         app = FastAPI(title="kard-ray reference teacher (synthetic world)", docs_url=None, redoc_url=None)
-        o, stats = self.options, self.stats
+        o = self.options
 
         @app.get("/v1/models")
         async def models(request: Request) -> Response:
@@ -169,8 +186,8 @@ class ReferenceTeacher:
                                                             "owned_by": "kard-ray-reference"}]})
 
         @app.get("/stats")
-        async def get_stats() -> dict[str, Any]:
-            return stats.snapshot()
+        async def get_stats(window_s: float = 2.0) -> dict[str, Any]:
+            return self.report(window_s)
 
         @app.post("/stats/reset")
         async def reset_stats() -> dict[str, Any]:
@@ -181,12 +198,14 @@ class ReferenceTeacher:
         async def chat(request: Request) -> Response:
             st = self.stats
             st.requests += 1
+            st.arrivals.append(time.monotonic())
             st.in_flight += 1
             st.peak_in_flight = max(st.peak_in_flight, st.in_flight)
             try:
                 response = await self._handle(request, st)
             finally:
                 st.in_flight -= 1
+                st.last_done = time.monotonic()
             st.by_status[str(response.status_code)] += 1
             return response
 
@@ -271,7 +290,7 @@ class ReferenceTeacherServer:
         self._server = self._thread = None
 
     def stats(self) -> dict[str, Any]:
-        return self.teacher.stats.snapshot()
+        return self.teacher.report()
 
     def __enter__(self) -> "ReferenceTeacherServer":
         return self.start()
@@ -322,10 +341,11 @@ class ReferenceTeacherProcess:
                     raise RuntimeError(f"reference teacher process failed to start: {err}") from None
                 time.sleep(0.1)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, window_s: float = 2.0) -> dict[str, Any]:
         import urllib.request
 
-        with urllib.request.urlopen(f"http://{self.host}:{self.port}/stats", timeout=5) as resp:
+        url = f"http://{self.host}:{self.port}/stats?window_s={window_s}"
+        with urllib.request.urlopen(url, timeout=5) as resp:
             return json.loads(resp.read())
 
     def stop(self) -> None:

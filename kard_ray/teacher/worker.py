@@ -45,7 +45,8 @@ class RationaleWorker:
         self.cfg = TeacherConfig.model_validate(teacher)
         self.identity = identity
         self.cache = TeacherCache(run_uri)
-        self.limiter = ActorLimiter(limiter_actor)
+        limited = bool(self.cfg.requests_per_minute or self.cfg.tokens_per_minute)
+        self.limiter = ActorLimiter(limiter_actor, limited=limited)
         self.loop = asyncio.new_event_loop()
         self.semaphore = asyncio.Semaphore(concurrency)
         key = Secret.from_env(self.cfg.api_key_env) or api_key
@@ -56,6 +57,7 @@ class RationaleWorker:
     def __call__(self, batch: pa.Table) -> pa.Table:
         questions = [question_from_row(r) for r in batch.to_pylist()]
         rows = self.loop.run_until_complete(self._batch(questions))
+        self.loop.run_until_complete(self.limiter.flush())
         return pa.Table.from_pylist([r for rs in rows for r in rs], schema=RESULT_SCHEMA)
 
     async def _batch(self, questions: list[Question]) -> list[list[dict[str, Any]]]:
