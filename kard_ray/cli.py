@@ -307,6 +307,40 @@ def reference_serve(
         console.print(json.dumps(server.stats()))
 
 
+@teacher_app.command("serve")
+def teacher_serve(
+    model: Annotated[str, typer.Option(help="HF model id, local folder, or smollm2-135m-instruct (offline).")] = (
+        "smollm2-135m-instruct"),
+    port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.")] = 8002,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    replicas: Annotated[int, typer.Option(help="Serve replicas of the model.")] = 1,
+    num_gpus: Annotated[float, typer.Option(help="GPUs per replica.")] = 0.0,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from the hub (off by default).")] = False,
+    address: AddressOpt = None,
+) -> None:
+    """Serve a self-hosted teacher (OpenAI-compatible /v1/chat/completions) on Ray Serve until interrupted."""
+    import time
+
+    from ray import serve as ray_serve
+
+    from kard_ray.runtime import init_ray
+    from serve.teacher import TeacherAppArgs, build_app
+
+    init_ray(None, address)
+    ray_serve.start(http_options={"host": host, "port": port})
+    ray_serve.run(build_app(TeacherAppArgs(model=model, replicas=replicas, num_gpus=num_gpus,
+                                           trust_remote_code=trust_remote_code)),
+                  name="kard-teacher", route_prefix="/")
+    console.print(f"self-hosted teacher {model} at http://{host}:{port}/v1  -- Ctrl-C to stop")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ray_serve.shutdown()
+
+
 # --------------------------------------------------------------------------- demo
 
 

