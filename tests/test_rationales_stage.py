@@ -62,6 +62,8 @@ def test_generate_then_rerun_is_free(ray_session, tmp_path):
         assert again["counts"]["samples_cached"] == 180 and again["extra"]["cost_usd_this_run"] == 0
     table, failures = outputs(run)
     assert failures.num_rows == 0
+    per_q = pq.read_table(run.path("rationales/per_question.parquet")).to_pylist()
+    assert len(per_q) == 60 and sum(r["kept"] for r in per_q) == m["counts"]["kept"]
     assert set(table.column_names) >= {"qid", "sample", "rationale", "parsed_answer", "correct", "teacher",
                                        "prompt_tokens", "completion_tokens"}
 

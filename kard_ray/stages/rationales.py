@@ -137,6 +137,22 @@ def summarize(table: pa.Table, questions: list[Question], t: TeacherConfig) -> S
     return StageResult(counts=counts, extra=extra)
 
 
+def per_question(table: pa.Table, questions: list[Question], filter_correct: bool) -> pa.Table:
+    """qid, samples, correct, kept, failed requests: one row per question (kept = what augment uses)."""
+    stats = {q.id: [0, 0, 0] for q in questions}
+    for r in table.select(["qid", "correct", "error"]).to_pylist():
+        s = stats[r["qid"]]
+        if r["error"] is not None:
+            s[2] += 1
+        else:
+            s[0] += 1
+            s[1] += bool(r["correct"])
+    qids = list(stats)
+    return pa.table({"qid": qids, "samples": [stats[q][0] for q in qids], "correct": [stats[q][1] for q in qids],
+                     "kept": [stats[q][1] if filter_correct else stats[q][0] for q in qids],
+                     "failed_requests": [stats[q][2] for q in qids]})
+
+
 def run(cfg: KardConfig, run_dir: RunDir, force: bool = False, log=print) -> dict[str, Any]:
     t = cfg.teacher
     questions = _questions(cfg, run_dir)
@@ -154,6 +170,7 @@ def run(cfg: KardConfig, run_dir: RunDir, force: bool = False, log=print) -> dic
         run.write_table(f"{STAGE}/rationales.parquet", table.filter(pc.invert(failed)))
         run.write_table(f"{STAGE}/failures.parquet", table.filter(failed))
         result = summarize(table, questions, t)
+        run.write_table(f"{STAGE}/per_question.parquet", per_question(table, questions, t.filter_correct))
         result.extra.update(info)
         log(f"[{STAGE}] {result.counts['samples_new']} new samples, {result.counts['samples_cached']} from cache, "
             f"{result.counts['failed_requests']} failed requests; teacher accuracy "
