@@ -222,6 +222,43 @@ def rationales(
         _fail(str(exc), 1)
 
 
+# --------------------------------------------------------------------------- augment and reranker
+
+
+def _run_stages(config, set_, run_dir, address, force, modules) -> None:
+    """Load config, start/attach Ray, run the given stage modules in order with clear errors."""
+    from kard_ray.artifacts import RunDir
+    from kard_ray.runtime import init_ray
+
+    cfg = _load(config, set_, run_dir)
+    init_ray(cfg.ray, address)
+    run = RunDir(cfg.run_dir)
+    run.save_config(cfg)
+    try:
+        for module in modules:
+            module.run(cfg, run, force=force)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        _fail(str(exc), 1)
+
+
+@app.command("augment")
+def augment(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, address: AddressOpt = None,
+            force: ForceOpt = False) -> None:
+    """Stage `augment`: rationale-retrieved passages for the student, candidate sets for the reranker."""
+    from kard_ray.stages import augment as augment_stage
+
+    _run_stages(config, set_, run_dir, address, force, [augment_stage])
+
+
+@app.command("train-reranker")
+def train_reranker(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+                   address: AddressOpt = None, force: ForceOpt = False) -> None:
+    """Stage `train_reranker`: KL-distilled cross-encoder on Ray Train (resumes from its last checkpoint)."""
+    from kard_ray.stages import train_reranker as train_reranker_stage
+
+    _run_stages(config, set_, run_dir, address, force, [train_reranker_stage])
+
+
 # --------------------------------------------------------------------------- synthetic world
 
 

@@ -172,6 +172,9 @@ class TeacherConfig(Section):
 class AugmentConfig(Section):
     passages_per_rationale: int = Field(3, ge=1, le=100, description="k: BM25(rationale) passages per pair.")
     candidates_per_list: int = Field(32, ge=1, description="kappa: candidates from each retrieval list.")
+    query_with_options: bool = Field(True, description="Question-side queries include the answer options.")
+    actors: int = Field(1, ge=1)
+    batch_size: int = Field(256, ge=1)
 
 
 class TrainWorkers(Section):
@@ -186,7 +189,14 @@ class RerankerConfig(Section):
     tau1: float = Field(1.0, gt=0)
     tau2: float = Field(1.0, gt=0)
     anneal_tau: bool = False
-    candidates_per_step: int = Field(8, ge=2)
+    tau1_end: float | None = Field(None, gt=0, description="With anneal_tau: tau1 at the end of training.")
+    tau2_end: float | None = Field(None, gt=0)
+    candidates_per_step: int = Field(8, ge=2, description="n candidates sampled per pair and step.")
+    checkpoint_every_steps: int = Field(0, ge=0, description="0: checkpoint at epoch ends only.")
+    samples_per_question: int | None = Field(None, ge=1, description="Train on the first N rationales per question.")
+    max_failures: int = Field(2, ge=0, description="Ray Train restarts after a worker is lost.")
+    eval_questions: int | None = Field(None, ge=1, description="Evaluate on the first N questions of eval.split.")
+    seed: int = 0
     first_stage: Literal["bm25", "dense", "hybrid"] = "bm25"
     first_stage_k: int = Field(100, ge=1, description="kappa*: candidates reranked at inference.")
     lr: float = Field(2e-5, gt=0)

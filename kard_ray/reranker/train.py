@@ -1,0 +1,142 @@
+"""Distributed reranker training with Ray Train: DDP workers, Ray Data shards, checkpoints, resume.
+
+``train_loop`` runs on every worker. It resumes from ``ray.train.get_checkpoint()`` (the latest
+checkpoint in the run's storage) at the exact step it stopped: epoch, batch within the epoch,
+optimizer and scheduler state. Checkpoints are plain HF folders plus ``trainer_state.pt`` (loaded
+with ``weights_only=True``: no arbitrary pickle).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from kard_ray.config import RerankerConfig
+from kard_ray.reranker.candidates import sample_candidates
+from kard_ray.reranker.losses import LOSSES, annealed
+
+TRAINER_STATE = "trainer_state.pt"
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def save_checkpoint_dir(path: str, model, tokenizer, optimizer, scheduler, progress: dict[str, int]) -> None:
+    import torch
+
+    _unwrap(model).save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **progress},
+               os.path.join(path, TRAINER_STATE))
+
+
+def load_checkpoint_dir(path: str, model, optimizer, scheduler) -> dict[str, int]:
+    import torch
+    from safetensors.torch import load_file
+
+    _unwrap(model).load_state_dict(load_file(os.path.join(path, "model.safetensors")), strict=False)
+    state = torch.load(os.path.join(path, TRAINER_STATE), weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return {k: int(state[k]) for k in ("epoch", "batch", "step")}
+
+
+def build_batch(rows: list[dict[str, Any]], store, rng: np.random.Generator, n: int):
+    """Queries, passage texts, targets and mask for one step: n sampled candidates per row."""
+    import torch
+
+    queries, texts, targets, mask = [], [], [], []
+    for r in rows:
+        sources, tgt, cands = np.asarray(r["cand_sources"]), np.asarray(r["cand_targets"]), np.asarray(r["cand_rows"])
+        idx = sample_candidates(rng, sources, tgt, n)
+        chosen = store.texts(cands[idx].tolist())
+        pad = n - len(idx)
+        queries += [r["query"]] * n
+        texts += chosen + [""] * pad
+        targets.append(list(tgt[idx]) + [0.0] * pad)
+        mask.append([True] * len(idx) + [False] * pad)
+    return queries, texts, torch.tensor(targets, dtype=torch.float32), torch.tensor(mask)
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    import ray.train
+    import torch
+    from ray.train import Checkpoint
+    from transformers import get_linear_schedule_with_warmup
+
+    from kard_ray.reranker.model import encode_pairs, load_cross_encoder
+    from kard_ray.retrieval.passages import PassageStore
+
+    cfg = RerankerConfig.model_validate(config["reranker"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    store = PassageStore(config["passages_path"])
+    tokenizer, model = load_cross_encoder(cfg.model, cfg.trust_remote_code, cfg.lora)
+    model = ray.train.torch.prepare_model(model)
+    device = next(model.parameters()).device
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    steps_per_epoch = config["steps_per_epoch"]
+    total = steps_per_epoch * cfg.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * total), total)
+    progress = {"epoch": 0, "batch": 0, "step": 0}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            progress = load_checkpoint_dir(d, model, optimizer, scheduler)
+    resumed_from = progress["step"]
+    loss_fn = LOSSES[cfg.loss]
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
+        "cpu", enabled=False)
+    shard = ray.train.get_dataset_shard("train")
+
+    def report(metrics: dict[str, Any], save: bool) -> None:
+        if save and rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                save_checkpoint_dir(tmp, model, tokenizer, optimizer, scheduler, progress)
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics, checkpoint=None)
+
+    model.train()
+    for epoch in range(progress["epoch"], cfg.epochs):
+        rng = np.random.default_rng(cfg.seed * 1000 + epoch * 10 + rank)
+        losses, pairs, t0 = [], 0, time.perf_counter()
+        batches = shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow",
+                                     local_shuffle_buffer_size=cfg.batch_size * 8, local_shuffle_seed=cfg.seed + epoch)
+        for i, batch in enumerate(batches):
+            if i >= steps_per_epoch:
+                break
+            if i < progress["batch"]:
+                continue  # already trained before the restart
+            rows = batch.to_pylist()
+            queries, texts, targets, mask = build_batch(rows, store, rng, cfg.candidates_per_step)
+            enc = encode_pairs(tokenizer, queries, texts, cfg.max_length).to(device)
+            frac = progress["step"] / max(total, 1)
+            tau1 = annealed(cfg.tau1, cfg.tau1_end or cfg.tau1, frac) if cfg.anneal_tau else cfg.tau1
+            tau2 = annealed(cfg.tau2, cfg.tau2_end or cfg.tau2, frac) if cfg.anneal_tau else cfg.tau2
+            with autocast:
+                scores = model(**enc).logits.float().view(len(rows), cfg.candidates_per_step)
+            loss = loss_fn(scores, targets.to(device), mask.to(device), tau1=tau1, tau2=tau2)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss))
+            pairs += int(mask.sum())
+            progress.update(batch=i + 1, step=progress["step"] + 1)
+            if cfg.checkpoint_every_steps and progress["step"] % cfg.checkpoint_every_steps == 0 \
+                    and progress["batch"] < steps_per_epoch:
+                report({"epoch": epoch, "step": progress["step"], "loss": float(np.mean(losses[-20:])),
+                        "resumed_from_step": resumed_from}, save=True)
+        elapsed = time.perf_counter() - t0
+        progress.update(epoch=epoch + 1, batch=0)
+        report({"epoch": epoch, "step": progress["step"], "loss": float(np.mean(losses)) if losses else math.nan,
+                "pairs_per_s": pairs * world / elapsed if elapsed else 0.0, "resumed_from_step": resumed_from,
+                "epoch_end": True}, save=True)

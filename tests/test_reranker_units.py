@@ -1,0 +1,67 @@
+"""Reranker pieces that need no Ray: losses, candidate sets and sampling."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kard_ray.reranker.candidates import FROM_BOTH, FROM_QUESTION, FROM_RATIONALE, candidate_set, sample_candidates
+from kard_ray.reranker.losses import annealed, ce_best, kl_distill, listnet, margin_mse
+
+
+def test_kl_equals_hand_computation():
+    scores = torch.tensor([[1.0, 0.0, -1.0]])
+    targets = torch.tensor([[2.0, 1.0, 0.0]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    tau1, tau2 = 2.0, 0.5
+    p = np.exp(np.array([1.0, 0.5, 0.0])) / np.exp(np.array([1.0, 0.5, 0.0])).sum()
+    q = np.exp(np.array([2.0, 0.0, -2.0])) / np.exp(np.array([2.0, 0.0, -2.0])).sum()
+    expected = float((p * np.log(p / q)).sum())
+    assert kl_distill(scores, targets, mask, tau1, tau2).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_kl_gradient_pushes_toward_the_rationale_ranking():
+    scores = torch.zeros(1, 3, requires_grad=True)
+    targets = torch.tensor([[5.0, 1.0, 0.0]])
+    kl_distill(scores, targets, torch.ones(1, 3, dtype=torch.bool)).backward()
+    g = scores.grad[0]
+    assert g[0] < 0 < g[2]  # descent raises the best target's score and lowers the worst's
+
+
+def test_masked_candidates_do_not_count():
+    scores = torch.tensor([[1.0, 0.5, 99.0]])
+    targets = torch.tensor([[3.0, 1.0, 50.0]])
+    mask = torch.tensor([[True, True, False]])
+    full = kl_distill(scores[:, :2], targets[:, :2], torch.ones(1, 2, dtype=torch.bool))
+    assert kl_distill(scores, targets, mask).item() == pytest.approx(full.item(), abs=1e-6)
+    for fn in (ce_best, listnet, margin_mse):
+        assert math.isfinite(fn(scores, targets, mask).item())
+
+
+def test_other_losses_are_zero_or_minimal_at_the_target():
+    targets = torch.tensor([[3.0, 1.0, 0.0]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    assert margin_mse(targets.clone(), targets, mask).item() == pytest.approx(0.0)
+    assert kl_distill(targets.clone(), targets, mask).item() == pytest.approx(0.0, abs=1e-6)
+    assert ce_best(torch.tensor([[10.0, 0.0, 0.0]]), targets, mask) < ce_best(torch.tensor([[0.0, 10.0, 0.0]]),
+                                                                             targets, mask)
+    assert annealed(2.0, 1.0, 0.5) == pytest.approx(1.5) and annealed(2.0, 1.0, 3.0) == 1.0
+
+
+def test_candidate_set_holds_both_lists_with_sources():
+    rows, src = candidate_set(np.array([5, 3, 9, 7]), np.array([3, 1, 2, 8]), kappa=3)
+    assert rows.tolist() == [5, 3, 9, 1, 2]
+    assert dict(zip(rows.tolist(), src.tolist())) == {5: FROM_RATIONALE, 3: FROM_BOTH, 9: FROM_RATIONALE,
+                                                      1: FROM_QUESTION, 2: FROM_QUESTION}
+
+
+def test_sampling_takes_the_best_and_half_from_each_list():
+    rng = np.random.default_rng(0)
+    src = np.array([FROM_RATIONALE] * 10 + [FROM_QUESTION] * 10)
+    targets = np.arange(20, dtype=float)[::-1]  # candidate 0 is the rationale's best
+    for _ in range(20):
+        idx = sample_candidates(rng, src, targets, 8)
+        assert len(set(idx.tolist())) == 8 and idx[0] == 0
+        assert (src[idx] == FROM_QUESTION).sum() >= 3 and (src[idx] == FROM_RATIONALE).sum() >= 3
+    assert sample_candidates(rng, src[:5], targets[:5], 8).tolist() == [0, 1, 2, 3, 4]
