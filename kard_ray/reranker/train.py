@@ -128,7 +128,7 @@ def train_loop(config: dict[str, Any]) -> None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             pairs += int(mask.sum())
             progress.update(batch=i + 1, step=progress["step"] + 1)
             if cfg.checkpoint_every_steps and progress["step"] % cfg.checkpoint_every_steps == 0 \
