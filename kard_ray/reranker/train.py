@@ -27,11 +27,15 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-def save_checkpoint_dir(path: str, model, tokenizer, optimizer, scheduler, progress: dict[str, int]) -> None:
+def save_checkpoint_dir(path: str, model, tokenizer, optimizer, scheduler, progress: dict[str, int],
+                        cfg: RerankerConfig) -> None:
     import torch
+
+    from kard_ray.reranker.model import save_architecture
 
     _unwrap(model).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
+    save_architecture(path, cfg.architecture, cfg.bi_scale)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **progress},
                os.path.join(path, TRAINER_STATE))
 
@@ -48,7 +52,7 @@ def load_checkpoint_dir(path: str, model, optimizer, scheduler) -> dict[str, int
 
 
 def build_batch(rows: list[dict[str, Any]], store, rng: np.random.Generator, n: int):
-    """Queries, passage texts, targets and mask for one step: n sampled candidates per row."""
+    """Queries (one per row), passage texts (n per row), targets and mask for one step."""
     import torch
 
     queries, texts, targets, mask = [], [], [], []
@@ -57,7 +61,7 @@ def build_batch(rows: list[dict[str, Any]], store, rng: np.random.Generator, n: 
         idx = sample_candidates(rng, sources, tgt, n)
         chosen = store.texts(cands[idx].tolist())
         pad = n - len(idx)
-        queries += [r["query"]] * n
+        queries.append(r["query"])
         texts += chosen + [""] * pad
         targets.append(list(tgt[idx]) + [0.0] * pad)
         mask.append([True] * len(idx) + [False] * pad)
@@ -70,14 +74,14 @@ def train_loop(config: dict[str, Any]) -> None:
     from ray.train import Checkpoint
     from transformers import get_linear_schedule_with_warmup
 
-    from kard_ray.reranker.model import encode_pairs, load_cross_encoder
+    from kard_ray.reranker.model import load_reranker, score_matrix
     from kard_ray.retrieval.passages import PassageStore
 
     cfg = RerankerConfig.model_validate(config["reranker"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     store = PassageStore(config["passages_path"])
-    tokenizer, model = load_cross_encoder(cfg.model, cfg.trust_remote_code, cfg.lora)
+    tokenizer, model = load_reranker(cfg.model, cfg.architecture, cfg.trust_remote_code, cfg.lora)
     model = ray.train.torch.prepare_model(model)
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
@@ -98,7 +102,7 @@ def train_loop(config: dict[str, Any]) -> None:
     def report(metrics: dict[str, Any], save: bool) -> None:
         if save and rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
-                save_checkpoint_dir(tmp, model, tokenizer, optimizer, scheduler, progress)
+                save_checkpoint_dir(tmp, model, tokenizer, optimizer, scheduler, progress, cfg)
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics, checkpoint=None)
@@ -116,12 +120,13 @@ def train_loop(config: dict[str, Any]) -> None:
                 continue  # already trained before the restart
             rows = batch.to_pylist()
             queries, texts, targets, mask = build_batch(rows, store, rng, cfg.candidates_per_step)
-            enc = encode_pairs(tokenizer, queries, texts, cfg.max_length).to(device)
             frac = progress["step"] / max(total, 1)
             tau1 = annealed(cfg.tau1, cfg.tau1_end or cfg.tau1, frac) if cfg.anneal_tau else cfg.tau1
             tau2 = annealed(cfg.tau2, cfg.tau2_end or cfg.tau2, frac) if cfg.anneal_tau else cfg.tau2
             with autocast:
-                scores = model(**enc).logits.float().view(len(rows), cfg.candidates_per_step)
+                scores = score_matrix(model, tokenizer, queries, texts, cfg.candidates_per_step,
+                                      architecture=cfg.architecture, max_length=cfg.max_length,
+                                      scale=cfg.bi_scale, device=device)
             loss = loss_fn(scores, targets.to(device), mask.to(device), tau1=tau1, tau2=tau2)
             optimizer.zero_grad()
             loss.backward()
