@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--first-stage-k", type=int, default=50)
     ap.add_argument("--workers", default="1", help="comma list of worker counts to time, e.g. 1,2")
+    ap.add_argument("--architecture", default="bi", choices=["bi", "cross"])
+    ap.add_argument("--lr", type=float, default=None, help="default: 3e-5 (bi), 5e-5 (cross)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
     args = ap.parse_args()
 
@@ -67,7 +69,8 @@ def main() -> None:
         base = [f"run_dir={tmp}/run", f"data.train={train_path}", f"data.test={eval_path}", f"kb.paths=[{args.kb}]",
                 "retrieval.dense.enabled=true", f"teacher.import_path={tmp}/rationales.jsonl",
                 f"reranker.epochs={args.epochs}", f"reranker.first_stage_k={args.first_stage_k}",
-                "reranker.max_length=96", "reranker.lr=5e-5", *args.overrides]
+                "reranker.max_length=96", f"reranker.architecture={args.architecture}",
+                f"reranker.lr={args.lr or (3e-5 if args.architecture == 'bi' else 5e-5)}", *args.overrides]
         cfg = load_config(None, base)
         init_ray(cfg.ray)
         run = RunDir(cfg.run_dir)
@@ -86,7 +89,8 @@ def main() -> None:
             gap = train_reranker.evaluate(ecfg, run, model_dir)["gold_facts"]
             for method, vals in gap.items():
                 recalls[method if method != "candidate_ceiling" else f"{first}_ceiling"] = vals
-    result = {"train_questions": len(train_qs), "eval_range": args.eval_range, "epochs": args.epochs,
+    result = {"architecture": args.architecture, "train_questions": len(train_qs), "eval_range": args.eval_range,
+              "epochs": args.epochs,
               "first_stage_k": args.first_stage_k, **throughput, "fact1_recall": recalls}
     for name, vals in recalls.items():
         print(f"{name:22s} " + "  ".join(f"{k}={v:.3f}" for k, v in vals.items()))

@@ -128,23 +128,14 @@ def kb_build(
     force: ForceOpt = False,
 ) -> None:
     """Stages `kb` and `index`: chunk the KB into passages on Ray Data, build BM25 (and dense) indexes."""
-    from kard_ray.artifacts import RunDir
-    from kard_ray.runtime import init_ray
     from kard_ray.stages import data as data_stage
     from kard_ray.stages import index as index_stage
     from kard_ray.stages import kb as kb_stage
 
-    cfg = _load(config, set_, run_dir)
-    init_ray(cfg.ray, address)
-    run = RunDir(cfg.run_dir)
-    run.save_config(cfg)
-    try:
-        if cfg.data.synth is not None and not cfg.kb.paths:
-            data_stage.run(cfg, run)
-        kb_stage.run(cfg, run, force=force)
-        index_stage.run(cfg, run, force=force)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc), 1)
+    def needs(cfg: KardConfig) -> list:  # a synthetic world's KB comes from the data stage
+        return [data_stage] if cfg.data.synth is not None and not cfg.kb.paths else []
+
+    _run_stages(config, set_, run_dir, address, force, [kb_stage, index_stage], needs=needs)
 
 
 @kb_app.command("search")
@@ -225,8 +216,11 @@ def rationales(
 # --------------------------------------------------------------------------- augment and reranker
 
 
-def _run_stages(config, set_, run_dir, address, force, modules) -> None:
-    """Load config, start/attach Ray, run the given stage modules in order with clear errors."""
+def _run_stages(config, set_, run_dir, address, force, modules, needs=None) -> None:
+    """Load config, start/attach Ray, run the given stage modules in order with clear errors.
+
+    ``needs(cfg)`` names upstream stages to run first when they have not finished (never forced).
+    """
     from kard_ray.artifacts import RunDir
     from kard_ray.runtime import init_ray
 
@@ -235,6 +229,9 @@ def _run_stages(config, set_, run_dir, address, force, modules) -> None:
     run = RunDir(cfg.run_dir)
     run.save_config(cfg)
     try:
+        for module in needs(cfg) if needs else []:
+            if not run.is_done(module.STAGE):
+                module.run(cfg, run)
         for module in modules:
             module.run(cfg, run, force=force)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:

