@@ -111,20 +111,25 @@ def test_key_never_leaks_and_wrong_key_aborts(ray_session, tmp_path, monkeypatch
 def test_killed_job_resumes_without_paying_twice(ray_session, tmp_path):
     cfg, run, world = prepared(tmp_path, "teacher.concurrency=4", "teacher.actors=1", "teacher.batch_size=8")
     with ReferenceTeacherServer(world, ServerOptions(latency_ms=300)) as server:
+        # its own embedded Ray: the killed job shares nothing with this session's cluster
         args = [sys.executable, "-m", "kard_ray.cli", "rationales", "--run-dir", cfg.run_dir,
-                "--address", ray_session.address, "--set", f"teacher.base_url={server.base_url}",
+                "--set", f"teacher.base_url={server.base_url}", "--set", "ray.num_cpus=2",
                 *[a for s in WORLD + FAST_RETRIES for a in ("--set", s)], "--set", "teacher.n=3",
                 "--set", "teacher.model=kard-reference-teacher", "--set", "teacher.concurrency=4",
                 "--set", "teacher.actors=1", "--set", "teacher.batch_size=8"]
-        proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        deadline = time.time() + 120
+        log = open(tmp_path / "killed-job.log", "wb")
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env=env)
+        deadline = time.time() + 180
         while server.stats()["billed_requests"] < 12 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        log.close()
         billed_before = server.stats()["billed_requests"]
-        assert 12 <= billed_before < 60 and not run.is_done("rationales")
+        tail = (tmp_path / "killed-job.log").read_text(errors="replace")[-3000:]
+        assert 12 <= billed_before < 60 and not run.is_done("rationales"), tail
         m = rationales_stage.run(with_url(cfg, server.base_url), run, log=quiet)
         stats = server.stats()
     assert m["counts"]["samples"] == 180 and m["counts"]["samples_cached"] >= 3 * (billed_before - 4)
