@@ -26,3 +26,11 @@ def job_setup(args: argparse.Namespace) -> tuple[KardConfig, RunDir]:
     run = RunDir(cfg.run_dir)
     run.save_config(cfg)
     return cfg, run
+
+
+def run_job(description: str, stages: list, argv: list[str] | None = None) -> None:
+    """Parse arguments, set up config + Ray + run directory, run the stages in order."""
+    args = parse_job_args(description, argv)
+    cfg, run = job_setup(args)
+    for stage in stages:
+        stage.run(cfg, run, force=args.force)
