@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from jobs.common import run_job
-from kard_ray.stages import kb, index
+from kard_ray.stages import index, kb
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -301,7 +301,8 @@ def reference_serve(
     latency_ms: Annotated[float, typer.Option(help="Added latency per request.")] = 0.0,
     jitter_ms: Annotated[float, typer.Option(help="Uniform random extra latency.")] = 0.0,
     fault_rate: Annotated[float, typer.Option(help="Share of requests that fail.")] = 0.0,
-    faults: Annotated[str, typer.Option(help="Comma list of fault kinds: 429,500,timeout,malformed.")] = "429,500,timeout,malformed",
+    faults: Annotated[str, typer.Option(help="Comma list of fault kinds: 429,500,timeout,malformed.")] = (
+        "429,500,timeout,malformed"),
     retry_after_s: Annotated[float, typer.Option(help="Retry-After sent with injected 429s.")] = 1.0,
     stall_s: Annotated[float, typer.Option(help="How long a 'timeout' fault stalls before a 504.")] = 30.0,
     wrong_rate: Annotated[float, typer.Option(help="Share of rationales with a wrong answer.")] = 0.0,

@@ -355,7 +355,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         return KardConfig.model_validate(raw)
     except ValidationError as exc:
         where = f" ({path})" if path else ""
-        raise ConfigError(_format_validation_error(exc).replace("configuration:", f"configuration{where}:", 1)) from None
+        message = _format_validation_error(exc).replace("configuration:", f"configuration{where}:", 1)
+        raise ConfigError(message) from None
 
 
 def to_yaml(cfg: BaseModel) -> str:

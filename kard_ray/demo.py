@@ -16,10 +16,10 @@ from rich.table import Table
 from kard_ray.artifacts import RunDir
 from kard_ray.config import KardConfig
 from kard_ray.runtime import init_ray
+from kard_ray.stages import augment as augment_stage
 from kard_ray.stages import data as data_stage
 from kard_ray.stages import index as index_stage
 from kard_ray.stages import kb as kb_stage
-from kard_ray.stages import augment as augment_stage
 from kard_ray.stages import rationales as rationales_stage
 from kard_ray.stages import train_reranker as train_reranker_stage
 

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import shared
 from rank_bm25 import BM25Okapi
 
-from conftest import shared
 from kard_ray.data import load_documents, load_questions
 from kard_ray.retrieval.bm25 import BM25Index, BM25Params, build_bm25_index, select_topk
 from kard_ray.retrieval.tokenizer import Tokenizer

@@ -1,11 +1,10 @@
 import json
 
 import pytest
-
 from conftest import shared
+
 from kard_ray.data import MalformedRecord, load_documents, load_questions
 from kard_ray.data.text import normalize_for_match
-
 
 # ---------------------------------------------------------------- real data (skipped when absent)
 

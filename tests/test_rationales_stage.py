@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import REPO, shared
 from typer.testing import CliRunner
 
-from conftest import REPO, shared
 from kard_ray.artifacts import RunDir
 from kard_ray.cli import app
 from kard_ray.config import load_config
@@ -43,7 +43,8 @@ def with_url(cfg, url):
 
 
 def outputs(run):
-    return pq.read_table(run.path("rationales/rationales.parquet")), pq.read_table(run.path("rationales/failures.parquet"))
+    return (pq.read_table(run.path("rationales/rationales.parquet")),
+            pq.read_table(run.path("rationales/failures.parquet")))
 
 
 @pytest.mark.ray

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from conftest import REPO
+
 from kard_ray.artifacts import RunDir
 from kard_ray.config import load_config
 from kard_ray.stages import augment, data, index, kb, rationales, train_reranker

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from kard_ray.reranker.candidates import FROM_BOTH, FROM_QUESTION, FROM_RATIONALE, candidate_set, sample_candidates
+from kard_ray.reranker.candidates import (
+    FROM_BOTH,
+    FROM_QUESTION,
+    FROM_RATIONALE,
+    candidate_set,
+    sample_candidates,
+)
 from kard_ray.reranker.losses import annealed, ce_best, kl_distill, listnet, margin_mse
 
 

@@ -1,9 +1,9 @@
 import re
 
 import numpy as np
+from conftest import TINY_WORLD
 from rank_bm25 import BM25Okapi
 
-from conftest import TINY_WORLD
 from kard_ray.config import SynthConfig
 from kard_ray.data import load_documents, load_questions
 from kard_ray.data.text import contains_fact

@@ -37,7 +37,8 @@ class ReadReport:
             self.examples.append(str(err))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "format": self.format, "rows": self.rows, "skipped": self.skipped, "examples": self.examples}
+        return {"source": self.source, "format": self.format, "rows": self.rows, "skipped": self.skipped,
+                "examples": self.examples}
 
 
 def describe(exc: Exception) -> str:

@@ -30,7 +30,6 @@ import numpy as np
 from kard_ray.artifacts import save_bytes, save_npy
 from kard_ray.retrieval.tokenizer import Tokenizer
 
-
 DENSE_SHARE = 1 / 6  # a term in more than this share of a shard's passages is stored as a dense row
 
 

@@ -49,9 +49,9 @@ class AugmentBatch:
     """Ray Data actor: BM25 index and passage store opened once (memory-mapped)."""
 
     def __init__(self, run_uri: str, k: int, kappa: int, with_options: bool):
+        from kard_ray.artifacts import local_copy
         from kard_ray.retrieval.bm25 import BM25Index
         from kard_ray.retrieval.open import open_passages
-        from kard_ray.artifacts import local_copy
 
         self.bm25 = BM25Index(local_copy(f"{run_uri}/{index_stage.STAGE}/bm25"))
         self.passages = open_passages(run_uri)

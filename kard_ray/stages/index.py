@@ -5,8 +5,6 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-
-
 from kard_ray.artifacts import RunDir, StageResult, local_copy, run_stage
 from kard_ray.config import KardConfig
 from kard_ray.stages import kb as kb_stage
@@ -51,6 +49,3 @@ def run(cfg: KardConfig, run_dir: RunDir, force: bool = False, log=print) -> dic
 
     config = [r.bm25, r.dense if dense else None]
     return run_stage(run_dir, STAGE, body, config=config, upstream=[kb_stage.STAGE], force=force, log=log)
-
-
-

@@ -8,7 +8,6 @@ its last checkpoint when rerun with the same settings.
 
 from __future__ import annotations
 
-
 import os
 import shutil
 from typing import Any
@@ -122,6 +121,3 @@ def run(cfg: KardConfig, run_dir: RunDir, force: bool = False, log=print) -> dic
 
     return run_stage(run_dir, STAGE, body, config=[r.model_dump(exclude={"eval_questions"}), cfg.eval.recall_at],
                      upstream=[augment_stage.STAGE], force=force, log=log)
-
-
-

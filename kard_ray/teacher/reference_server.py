@@ -92,7 +92,7 @@ class ServerStats:
         times = list(self.arrivals)
         best, j = 0, 0
         for i, t in enumerate(times):
-            while times[i] - times[j] > window_s:
+            while t - times[j] > window_s:
                 j += 1
             best = max(best, i - j + 1)
         return best * 60.0 / window_s
