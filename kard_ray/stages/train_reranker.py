@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from typing import Any
 
 from kard_ray.artifacts import RunDir, StageResult, config_hash, local_copy, run_stage
@@ -100,7 +101,7 @@ def run(cfg: KardConfig, run_dir: RunDir, force: bool = False, log=print) -> dic
         metrics = result.metrics or {}
         with result.checkpoint.as_directory() as ckpt:
             out = run.path(STAGE) if run.is_local else None
-            target = out or os.path.join(local_copy(run.uri_of(TRAIN_DIR)), "_export")
+            target = out or tempfile.mkdtemp(prefix="kard-reranker-")  # remote run dir: export, then upload
             os.makedirs(target, exist_ok=True)
             for f in os.listdir(ckpt):
                 if f != TRAINER_STATE:
