@@ -56,11 +56,11 @@ def test_candidate_sets_have_both_lists_and_rationale_scores(prepared):
 
 def _mean_kl(model_dir_or_name, run, cfg):
     from kard_ray.reranker.losses import kl_distill
-    from kard_ray.reranker.model import encode_pairs, load_cross_encoder
+    from kard_ray.reranker.model import encode_pairs, load_reranker
     from kard_ray.retrieval.passages import PassageStore
 
     torch.manual_seed(0)
-    tok, model = load_cross_encoder(model_dir_or_name)
+    tok, model = load_reranker(model_dir_or_name, "cross")
     model.eval()
     store = PassageStore(run.path("kb/passages.arrow"))
     losses = []

@@ -42,10 +42,6 @@ def load_reranker(name: str, architecture: str = "cross", trust_remote_code: boo
     return tokenizer, model
 
 
-def load_cross_encoder(name: str, trust_remote_code: bool = False, lora: bool = False):
-    return load_reranker(name, "cross", trust_remote_code, lora)
-
-
 def encode_pairs(tokenizer, queries: Sequence[str], passages: Sequence[str], max_length: int):
     return tokenizer(list(queries), list(passages), padding=True, truncation="longest_first",
                      max_length=max_length, return_tensors="pt")

@@ -64,7 +64,17 @@ def embed_passages_with_ray(passages_uri: str, cfg: DenseConfig, use_gpu: bool =
     import ray
 
     ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
+    previous = ctx.execution_options.preserve_order
+    ctx.execution_options.preserve_order = True  # embeddings must come back in row order
+    try:
+        return _embed_in_order(passages_uri, cfg, use_gpu)
+    finally:
+        ctx.execution_options.preserve_order = previous  # do not change other pipelines of this driver
+
+
+def _embed_in_order(passages_uri: str, cfg: DenseConfig, use_gpu: bool) -> np.ndarray:
+    import ray
+
     ds = ray.data.read_parquet(passages_uri, columns=["text"])
     ds = ds.map_batches(EmbedBatch, fn_constructor_kwargs={"model": cfg.encoder, "max_length": cfg.max_length,
                                                            "batch_size": cfg.batch_size},

@@ -41,9 +41,6 @@ class World:
     chains: dict[str, list[list[str]]] = field(default_factory=dict)  # qid -> [[relation, subj, obj], ...]
     kb_sentences: dict[str, str] = field(default_factory=dict)  # "relation|subject" -> KB sentence
 
-    def question_by_id(self) -> dict[str, Question]:
-        return {q.id: q for qs in self.questions.values() for q in qs}
-
 
 def _fact_vars(relation: str, subj: str, obj: str) -> dict[str, str]:
     return {
