@@ -9,8 +9,6 @@ with ``weights_only=True``: no arbitrary pickle).
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from typing import Any
 
@@ -19,36 +17,17 @@ import numpy as np
 from kard_ray.config import RerankerConfig
 from kard_ray.reranker.candidates import sample_candidates
 from kard_ray.reranker.losses import LOSSES, annealed
-
-TRAINER_STATE = "trainer_state.pt"
-
-
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
+from kard_ray.training import precision_context, report, resume_progress, save_trainer_state, unwrap
 
 
 def save_checkpoint_dir(path: str, model, tokenizer, optimizer, scheduler, progress: dict[str, int],
                         cfg: RerankerConfig) -> None:
-    import torch
-
     from kard_ray.reranker.model import save_architecture
 
-    _unwrap(model).save_pretrained(path, safe_serialization=True)
+    unwrap(model).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     save_architecture(path, cfg.architecture, cfg.bi_scale)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **progress},
-               os.path.join(path, TRAINER_STATE))
-
-
-def load_checkpoint_dir(path: str, model, optimizer, scheduler) -> dict[str, int]:
-    import torch
-    from safetensors.torch import load_file
-
-    _unwrap(model).load_state_dict(load_file(os.path.join(path, "model.safetensors")), strict=False)
-    state = torch.load(os.path.join(path, TRAINER_STATE), weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return {k: int(state[k]) for k in ("epoch", "batch", "step")}
+    save_trainer_state(path, optimizer, scheduler, progress)
 
 
 def build_batch(rows: list[dict[str, Any]], store, rng: np.random.Generator, n: int):
@@ -71,7 +50,6 @@ def build_batch(rows: list[dict[str, Any]], store, rng: np.random.Generator, n: 
 def train_loop(config: dict[str, Any]) -> None:
     import ray.train
     import torch
-    from ray.train import Checkpoint
     from transformers import get_linear_schedule_with_warmup
 
     from kard_ray.reranker.model import load_reranker, score_matrix
@@ -88,24 +66,14 @@ def train_loop(config: dict[str, Any]) -> None:
     steps_per_epoch = config["steps_per_epoch"]
     total = steps_per_epoch * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * total), total)
-    progress = {"epoch": 0, "batch": 0, "step": 0}
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            progress = load_checkpoint_dir(d, model, optimizer, scheduler)
+    progress = resume_progress(model, optimizer, scheduler)
     resumed_from = progress["step"]
     loss_fn = LOSSES[cfg.loss]
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
-        "cpu", enabled=False)
+    autocast, _ = precision_context(device)
     shard = ray.train.get_dataset_shard("train")
 
-    def report(metrics: dict[str, Any], save: bool) -> None:
-        if save and rank == 0:
-            with tempfile.TemporaryDirectory() as tmp:
-                save_checkpoint_dir(tmp, model, tokenizer, optimizer, scheduler, progress, cfg)
-                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
-        else:
-            ray.train.report(metrics, checkpoint=None)
+    def save(path: str) -> None:
+        save_checkpoint_dir(path, model, tokenizer, optimizer, scheduler, progress, cfg)
 
     model.train()
     for epoch in range(progress["epoch"], cfg.epochs):
@@ -139,9 +107,9 @@ def train_loop(config: dict[str, Any]) -> None:
             if cfg.checkpoint_every_steps and progress["step"] % cfg.checkpoint_every_steps == 0 \
                     and progress["batch"] < steps_per_epoch:
                 report({"epoch": epoch, "step": progress["step"], "loss": float(np.mean(losses[-20:])),
-                        "resumed_from_step": resumed_from}, save=True)
+                        "resumed_from_step": resumed_from}, save)
         elapsed = time.perf_counter() - t0
         progress.update(epoch=epoch + 1, batch=0)
         report({"epoch": epoch, "step": progress["step"], "loss": float(np.mean(losses)) if losses else math.nan,
                 "pairs_per_s": pairs * world / elapsed if elapsed else 0.0, "resumed_from_step": resumed_from,
-                "epoch_end": True}, save=True)
+                "epoch_end": True}, save)

@@ -8,31 +8,26 @@ its last checkpoint when rerun with the same settings.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from typing import Any
 
+from kard_ray import training
 from kard_ray.artifacts import RunDir, StageResult, config_hash, local_copy, run_stage
 from kard_ray.config import KardConfig
 from kard_ray.stages import augment as augment_stage
 from kard_ray.stages import data as data_stage
 from kard_ray.stages import index as index_stage
 from kard_ray.stages import rationales as rationales_stage
+from kard_ray.training import TRAIN_DIR
 
 STAGE = "models/reranker"
-TRAIN_DIR = "train"
 
 
 def fit(cfg: KardConfig, run: RunDir, name: str, fresh: bool) -> tuple[Any, dict]:
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from kard_ray.reranker.train import train_loop
 
     r = cfg.reranker
-    storage = run.uri_of(TRAIN_DIR)
     if fresh:
         run.delete(TRAIN_DIR, name)
     ds = ray.data.read_parquet(run.uri_of(augment_stage.STAGE, "reranker.parquet"))
@@ -41,19 +36,10 @@ def fit(cfg: KardConfig, run: RunDir, name: str, fresh: bool) -> tuple[Any, dict
     ds = ds.materialize()
     workers = max(1, r.workers.num_workers)
     steps_per_epoch = max(1, ds.count() // (r.batch_size * workers))
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={"reranker": r.model_dump(), "steps_per_epoch": steps_per_epoch,
-                           "passages_path": local_copy(run.uri_of("kb", "passages.arrow"))},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=r.workers.use_gpu,
-                                     resources_per_worker={"CPU": r.workers.cpus_per_worker}),
-        run_config=RunConfig(name=name, storage_path=storage, failure_config=FailureConfig(max_failures=r.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        datasets={"train": ds},
-    )
-    result = trainer.fit()
-    if result.error:
-        raise result.error
+    loop_config = {"reranker": r.model_dump(), "steps_per_epoch": steps_per_epoch,
+                   "passages_path": local_copy(run.uri_of("kb", "passages.arrow"))}
+    result = training.fit(train_loop, loop_config, r.workers, run.uri_of(TRAIN_DIR), name, {"train": ds},
+                          r.max_failures)
     return result, {"steps_per_epoch": steps_per_epoch, "workers": workers}
 
 
@@ -95,21 +81,10 @@ def run(cfg: KardConfig, run_dir: RunDir, force: bool = False, log=print) -> dic
         import json
 
         from kard_ray.reranker.evaluate import report_markdown
-        from kard_ray.reranker.train import TRAINER_STATE
 
         result, info = fit(cfg, run, name, fresh=force)
         metrics = result.metrics or {}
-        with result.checkpoint.as_directory() as ckpt:
-            out = run.path(STAGE) if run.is_local else None
-            target = out or tempfile.mkdtemp(prefix="kard-reranker-")  # remote run dir: export, then upload
-            os.makedirs(target, exist_ok=True)
-            for f in os.listdir(ckpt):
-                if f != TRAINER_STATE:
-                    shutil.copy2(os.path.join(ckpt, f), os.path.join(target, f))
-        if out is None:  # remote run directory: upload the exported folder
-            for f in os.listdir(target):
-                with open(os.path.join(target, f), "rb") as fh:
-                    run.write_bytes(f"{STAGE}/{f}", fh.read())
+        target = training.export_checkpoint(run, result.checkpoint, STAGE)
         gap = evaluate(cfg, run, target)
         run.write_text(f"{STAGE}/report.json", json.dumps(gap, indent=2))
         run.write_text(f"{STAGE}/report.md", report_markdown(gap))

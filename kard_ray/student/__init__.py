@@ -1,0 +1,1 @@
+"""The student: input formats, model families, Ray Train fine-tuning and batched generation."""

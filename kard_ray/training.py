@@ -1,0 +1,131 @@
+"""What the reranker's and the student's Ray Train loops share: checkpoints, resume, precision, launch.
+
+A checkpoint is a plain HF folder (``save_pretrained``) plus ``trainer_state.pt`` with the optimizer,
+scheduler and the exact position (epoch, batch, step); it is loaded with ``weights_only=True`` (no
+arbitrary pickle). Checkpoints live under the run's ``train/`` folder, so rerunning a killed stage
+with the same settings resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from kard_ray.config import TrainWorkers
+
+TRAINER_STATE = "trainer_state.pt"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+TRAIN_DIR = "train"
+
+
+def unwrap(model):
+    """The model inside DDP's wrapper."""
+    return model.module if hasattr(model, "module") else model
+
+
+def save_trainer_state(path: str, optimizer, scheduler, progress: dict[str, int]) -> None:
+    import torch
+
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **progress},
+               os.path.join(path, TRAINER_STATE))
+
+
+def load_checkpoint_dir(path: str, model, optimizer, scheduler) -> dict[str, int]:
+    """Weights (full model or LoRA adapter), optimizer and scheduler back from a checkpoint folder."""
+    import torch
+    from safetensors.torch import load_file
+
+    inner = unwrap(model)
+    adapter = os.path.join(path, ADAPTER_WEIGHTS)
+    if os.path.exists(adapter):
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(inner, load_file(adapter))
+    else:
+        inner.load_state_dict(load_file(os.path.join(path, "model.safetensors")), strict=False)
+    state = torch.load(os.path.join(path, TRAINER_STATE), weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return {k: int(state[k]) for k in ("epoch", "batch", "step")}
+
+
+def resume_progress(model, optimizer, scheduler) -> dict[str, int]:
+    """Where this run stands: the latest checkpoint's position, or the start."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if not checkpoint:
+        return {"epoch": 0, "batch": 0, "step": 0}
+    with checkpoint.as_directory() as d:
+        return load_checkpoint_dir(d, model, optimizer, scheduler)
+
+
+def precision_context(device, precision: str = "auto"):
+    """(autocast context, GradScaler or None): bf16 on GPU by default, fp16 with a scaler, fp32 on CPU."""
+    import torch
+
+    if device.type != "cuda" or precision == "fp32":
+        return contextlib.nullcontext(), None
+    if precision == "fp16":
+        return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+    return torch.autocast("cuda", dtype=torch.bfloat16), None
+
+
+def report(metrics: dict[str, Any], save: Callable[[str], None] | None) -> None:
+    """Report metrics from every worker; rank 0 attaches a checkpoint written by ``save(folder)``."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    if save is not None and ray.train.get_context().get_world_rank() == 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            save(tmp)
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+    else:
+        ray.train.report(metrics, checkpoint=None)
+
+
+def fit(loop: Callable[[dict], None], loop_config: dict[str, Any], workers: TrainWorkers, storage: str, name: str,
+        datasets: dict[str, Any], max_failures: int):
+    """Run ``loop`` on DDP workers (gloo on CPU, NCCL on GPU); raise the training error if any."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        loop, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=max(1, workers.num_workers), use_gpu=workers.use_gpu,
+                                     resources_per_worker={"CPU": workers.cpus_per_worker}),
+        run_config=RunConfig(name=name, storage_path=storage, failure_config=FailureConfig(max_failures=max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        datasets=datasets)
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    return result
+
+
+def export_checkpoint(run, checkpoint, stage: str, transform: Callable[[str, str], None] | None = None) -> str:
+    """Copy the final checkpoint (minus trainer state) into the stage folder as a plain HF folder.
+
+    ``transform(src, dst)`` replaces the plain copy (e.g. merging a LoRA adapter). Remote run
+    directories get the folder uploaded; the local folder's path is returned either way.
+    """
+    import shutil
+
+    with checkpoint.as_directory() as ckpt:
+        out = run.path(stage) if run.is_local else None
+        target = out or tempfile.mkdtemp(prefix="kard-export-")
+        os.makedirs(target, exist_ok=True)
+        if transform is not None:
+            transform(ckpt, target)
+        else:
+            for f in os.listdir(ckpt):
+                if f != TRAINER_STATE:
+                    shutil.copy2(os.path.join(ckpt, f), os.path.join(target, f))
+    if out is None:
+        for f in os.listdir(target):
+            with open(os.path.join(target, f), "rb") as fh:
+                run.write_bytes(f"{stage}/{f}", fh.read())
+    return target
