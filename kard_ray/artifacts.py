@@ -273,7 +273,7 @@ def run_stage(
     existing = run.manifest(name)
     if existing is not None and existing.get("key") == key and not force:
         log(f"[{name}] up to date (key {key}); skipped. Use --force to rerun.")
-        return existing
+        return {**existing, "up_to_date": True}
 
     # Uncommit first: from here until the new manifest lands, the stage reads as unfinished.
     run.delete(name, MANIFEST)

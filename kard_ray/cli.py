@@ -256,6 +256,66 @@ def train_reranker(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDi
     _run_stages(config, set_, run_dir, address, force, [train_reranker_stage])
 
 
+@app.command("train-student")
+def train_student(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+                  address: AddressOpt = None, force: ForceOpt = False,
+                  method: Annotated[Optional[list[str]], typer.Option(
+                      "--method", "-m", help="kard, rd or ft (repeatable; default: student.method).")] = None) -> None:
+    """Stage `train_student`: fine-tune the student on Ray Train (resumes from its last checkpoint)."""
+    from functools import partial
+    from types import SimpleNamespace
+
+    from kard_ray.stages import train_student as stage
+
+    methods = method or [None]
+    bad = [m for m in methods if m not in (None, "kard", "rd", "ft")]
+    if bad:
+        _fail(f"unknown method(s) {', '.join(bad)}; choose kard, rd or ft")
+    modules = [SimpleNamespace(STAGE=m, run=partial(stage.run, method=m)) for m in methods]
+    _run_stages(config, set_, run_dir, address, force, modules)
+
+
+@app.command("evaluate")
+def evaluate(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+             address: AddressOpt = None, force: ForceOpt = False) -> None:
+    """Stage `evaluate`: every trained method on the same test questions; writes RUN/eval/report.{json,md}."""
+    from kard_ray.stages import evaluate as evaluate_stage
+
+    _run_stages(config, set_, run_dir, address, force, [evaluate_stage])
+    cfg = _load(config, set_, run_dir)
+    _print_report(cfg.run_dir)
+
+
+def _print_report(run_dir: str) -> None:
+    from kard_ray.artifacts import RunDir
+    from kard_ray.evaluation.report import results_table
+
+    run = RunDir(run_dir)
+    if not run.exists("eval", "report.json"):
+        _fail(f"no evaluation report in {run.uri} (run `kard evaluate` or `kard run` first)", 1)
+    console.print(results_table(run.read_json("eval/report.json")))
+    console.print(f"report: {run.uri_of('eval', 'report.md')}")
+
+
+@app.command("report")
+def report(run_dir: Annotated[str, typer.Argument(help="A run directory (path or URI).")]) -> None:
+    """Print a finished run's results table again."""
+    _print_report(run_dir)
+
+
+@app.command("run")
+def run_all(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, address: AddressOpt = None,
+            force: ForceOpt = False) -> None:
+    """The whole pipeline: kb -> rationales -> augment -> reranker -> students -> evaluate (finished stages skip)."""
+    from kard_ray.demo import run_pipeline_with_progress
+
+    cfg = _load(config, set_, run_dir)
+    try:
+        run_pipeline_with_progress(cfg, address=address, force=force, console=console)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        _fail(str(exc), 1)
+
+
 # --------------------------------------------------------------------------- synthetic world
 
 
@@ -387,11 +447,14 @@ def demo(
     address: AddressOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """The embedded demo: every stage built so far, on the synthetic world, offline, on a local Ray."""
+    """The embedded demo: `kard run configs/demo.yaml`, synthetic world, offline models, local Ray."""
     from kard_ray.demo import run_demo
 
     cfg = _load(config or REPO_ROOT / "configs" / "demo.yaml", set_, run_dir)
-    run_demo(cfg, address=address, force=force, console=console)
+    try:
+        run_demo(cfg, address=address, force=force, console=console)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        _fail(str(exc), 1)
 
 
 def main() -> None:  # pragma: no cover - console-script shim

@@ -212,10 +212,12 @@ class RerankerConfig(Section):
 
 
 class StudentConfig(Section):
-    model: str = "smollm2-135m-instruct"
+    model: str = Field("smollm2-135m-instruct", description="Offline alias (smollm2-135m-instruct, tiny-t5), "
+                                                           "a local folder or a HF id (e.g. google/flan-t5-base).")
     family: Literal["causal", "seq2seq"] = "causal"
-    method: Literal["kard", "rd", "ft"] = "kard"
-    passages: int = Field(3, ge=0)
+    method: Literal["kard", "rd", "ft"] = Field(
+        "kard", description="kard: passages + rationale; rd: rationale, no passages; ft: answer only.")
+    passages: int = Field(3, ge=0, description="Passages in a KARD input (retrieved with the rationale in training).")
     lr: float = Field(1e-4, gt=0)
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1)
@@ -225,19 +227,38 @@ class StudentConfig(Section):
     max_input_length: int = Field(512, ge=16)
     max_target_length: int = Field(128, ge=4)
     gradient_checkpointing: bool = False
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
+    group_by_length: bool = Field(True, description="Batch examples of similar length (less padding).")
+    samples_per_question: int | None = Field(None, ge=1, description="Train on the first N rationales per question.")
+    eval_fraction: float = Field(0.05, ge=0, lt=1, description="Training questions held out for the eval loss.")
+    checkpoint_every_steps: int = Field(0, ge=0, description="0: checkpoint at epoch ends only.")
+    max_failures: int = Field(2, ge=0, description="Ray Train restarts after a worker is lost.")
+    seed: int = 0
     lora: bool = False
     trust_remote_code: bool = False
     workers: TrainWorkers = Field(default_factory=TrainWorkers)
 
 
+EvalMethod = Literal["ft", "rd", "kard_bm25", "kard_reranker", "oracle"]
+
+
 class EvalConfig(Section):
     split: Literal["dev", "test"] = "test"
+    questions: int | None = Field(None, ge=1, description="Evaluate on the first N questions of the split.")
+    methods: list[EvalMethod] = Field(
+        default_factory=lambda: ["ft", "rd", "kard_bm25", "kard_reranker", "oracle"],
+        description="ft / rd: students without knowledge; kard_*: the KARD student with BM25 or reranked "
+                    "passages; oracle: passages retrieved with the teacher's rationale for the test question.")
     decoding: Literal["greedy", "self_consistency"] = "greedy"
-    samples: int = Field(5, ge=1)
+    samples: int = Field(5, ge=1, description="Self-consistency: samples per question.")
+    max_new_tokens: int = Field(64, ge=1)
     passages: int = Field(3, ge=0)
     bootstrap: int = Field(1000, ge=10)
     recall_at: list[int] = Field(default_factory=lambda: [1, 3, 10])
+    actors: int = Field(1, ge=1, description="Generation actors (one GPU each when workers use GPUs).")
+    batch_size: int = Field(16, ge=1)
+    examples_per_class: int = Field(3, ge=0, description="Example questions per error class in the report.")
 
 
 class ServeConfig(Section):

@@ -40,26 +40,64 @@ def _package_dir(module: str) -> str:
     return os.path.dirname(spec.origin)
 
 
-def load_causal_lm(name: str, trust_remote_code: bool = False, dtype=None):
-    """(tokenizer, model) for a causal LM: an offline GGUF package alias, a local folder, or a hub id.
+def model_cache_dir() -> str:
+    """Where dequantised offline models are kept: $KARD_MODEL_CACHE, else ~/.cache/kard-ray/models."""
+    return os.environ.get("KARD_MODEL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "kard-ray", "models")
 
-    GGUF weights are dequantised into a plain trainable model (its quantization config dropped),
-    so it can be fine-tuned and ``save_pretrained`` like any other.
+
+def _dequantised_gguf(name: str) -> str:
+    """A plain safetensors folder for a GGUF package alias, converted once (about 20 s) and then reused.
+
+    Written to a temporary folder and renamed, so concurrent workers never see half a model.
     """
+    import shutil
+    import tempfile
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if name in OFFLINE_GGUF:
-        module, gguf_file = OFFLINE_GGUF[name]
-        path = _package_dir(module)
-        tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file, dtype=dtype)
-        if getattr(model.config, "quantization_config", None) is not None:
-            del model.config.quantization_config
-        model.config.name_or_path = name
-    else:
-        path = resolve_model(name)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **safe_load_kwargs(trust_remote_code))
+    module, gguf_file = OFFLINE_GGUF[name]
+    target = os.path.join(model_cache_dir(), name)
+    if os.path.exists(os.path.join(target, "config.json")):
+        return target
+    os.makedirs(model_cache_dir(), exist_ok=True)
+    path = _package_dir(module)
+    tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file)
+    # the weights are already dequantised: forget the GGUF quantizer so the model saves like any other
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=model_cache_dir())
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    try:
+        os.rename(tmp, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def model_path(name: str) -> str:
+    """Local folder or hub id of any model name this project accepts."""
+    return _dequantised_gguf(name) if name in OFFLINE_GGUF else resolve_model(name)
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path(name), trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(name: str, trust_remote_code: bool = False, dtype=None):
+    """(tokenizer, model) for a causal LM: an offline GGUF package alias (dequantised into a plain
+    trainable model, cached), a local folder, or a hub id."""
+    from transformers import AutoModelForCausalLM
+
+    path = model_path(name)
+    tokenizer = load_tokenizer(name, trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **safe_load_kwargs(trust_remote_code))
     return tokenizer, model.eval()

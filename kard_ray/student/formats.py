@@ -97,7 +97,12 @@ def build_prompt(tokenizer, method: str, question: str, options: list[str], pass
     per_line = count(render(method, question, options, ["x", "x"])) - count(render(method, question, options, ["x"]))
     budget = max_tokens - count(render(method, question, options, [])) - per_line * len(passages)
     for _ in range(8):  # token counts of joined text differ slightly from the sum of the parts
-        alloc = _allocate([len(x) for x in ids], budget)
+        # the best-ranked passages first: drop from the bottom until every kept one gets a useful share
+        n = len(ids)
+        alloc = _allocate([len(x) for x in ids[:n]], budget)
+        while n > 1 and min(alloc) < MIN_PASSAGE_TOKENS:
+            n -= 1
+            alloc = _allocate([len(x) for x in ids[:n]], budget)
         kept = [tokenizer.decode(x[:a], skip_special_tokens=True)
                 for x, a in zip(ids, alloc) if a >= MIN_PASSAGE_TOKENS]
         text = render(method, question, options, kept)

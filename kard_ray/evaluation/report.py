@@ -1,0 +1,56 @@
+"""The evaluation report as markdown and as a terminal table."""
+
+from __future__ import annotations
+
+METHOD_LABELS = {
+    "ft": "fine-tuning, no rationale",
+    "rd": "reasoning distillation, no knowledge",
+    "kard_bm25": "KARD, BM25 passages",
+    "kard_reranker": "KARD, reranked passages",
+    "oracle": "KARD, oracle passages (teacher rationale)",
+}
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def results_table(report: dict):
+    from rich.table import Table
+
+    table = Table("method", "accuracy %", "95% CI", "n", "parsed by option text", title=(
+        f"KARD evaluation: {report['questions']} {report['split']} questions ({report['decoding']} decoding)"))
+    for m, r in report["methods"].items():
+        table.add_row(METHOD_LABELS.get(m, m), _pct(r["accuracy"]), f"{_pct(r['ci_low'])}-{_pct(r['ci_high'])}",
+                      str(r["n"]), _pct(r.get("parsed_by", {}).get("option_text", 0) / max(r["n"], 1)))
+    if report.get("retrieval"):
+        cap = "; ".join(f"{name}: " + ", ".join(f"{k} {_pct(v)}" for k, v in vals.items())
+                        for name, vals in report["retrieval"].items())
+        table.caption = f"recall of needed facts - {cap}"
+    return table
+
+
+def report_markdown(report: dict) -> str:
+    lines = [f"# KARD evaluation: {report['questions']} {report['split']} questions", "",
+             f"Run `{report['run_dir']}`, {report['decoding']} decoding, {report['passages']} passages per question.",
+             "", "| method | accuracy % | 95% CI | n |", "|---|---|---|---|"]
+    for m, r in report["methods"].items():
+        lines.append(f"| {METHOD_LABELS.get(m, m)} | {_pct(r['accuracy'])} | {_pct(r['ci_low'])}-{_pct(r['ci_high'])}"
+                     f" | {r['n']} |")
+    if report.get("chance") is not None:
+        lines += ["", f"Chance: {_pct(report['chance'])}%."]
+    if report.get("retrieval"):
+        ks = list(next(iter(report["retrieval"].values())))
+        lines += ["", "## Retrieval: recall of the needed facts", "", "| retrieval | " + " | ".join(ks) + " |",
+                  "|---|" + "---|" * len(ks)]
+        for name, vals in report["retrieval"].items():
+            lines.append(f"| {name} | " + " | ".join(_pct(v) for v in vals.values()) + " |")
+    for m, r in report["methods"].items():
+        if r.get("error_classes"):
+            lines += ["", f"## Errors: {METHOD_LABELS.get(m, m)}", "",
+                      ", ".join(f"{k}: {v}" for k, v in r["error_classes"].items())]
+            for cls, examples in r.get("examples", {}).items():
+                for e in examples:
+                    lines.append(f"- *{cls}* `{e['qid']}`: {e['question']} -> predicted {e['predicted']!r}, "
+                                 f"gold {e['gold']!r}")
+    return "\n".join(lines) + "\n"

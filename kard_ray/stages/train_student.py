@@ -1,0 +1,158 @@
+"""The ``train_student`` stage: one student per method (kard / rd / ft) on Ray Train.
+
+Training rows come from ``augment/student.parquet`` (question, options, teacher rationale and the
+passages BM25 finds with the rationale); ``ft`` trains on the answers alone. Prompts and targets
+come from :mod:`kard_ray.student.formats`, the same code evaluation and serving use. Writes
+``models/student_<method>/`` (a plain HF folder) and records throughput and padding share in the
+manifest. Checkpoints live in ``train/student_<method>-<key>/`` so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from kard_ray import training
+from kard_ray.artifacts import RunDir, StageResult, config_hash, run_stage
+from kard_ray.config import KardConfig, StudentConfig
+from kard_ray.stages import augment as augment_stage
+from kard_ray.training import TRAIN_DIR
+
+
+def stage_name(method: str) -> str:
+    return f"models/student_{method}"
+
+
+def training_rows(run: RunDir, s: StudentConfig, method: str) -> list[dict[str, Any]]:
+    """(qid, question, options, answer, rationale, passages) rows for ``method``."""
+    table = run.read_table(f"{augment_stage.STAGE}/student.parquet")
+    if s.samples_per_question:
+        table = table.filter(pa.compute.less(table["sample"], s.samples_per_question))
+    rows = table.to_pylist()
+    if method == "ft":  # answers only: one row per question
+        rows = list({r["qid"]: r for r in reversed(rows)}.values())[::-1]
+    return [{"qid": r["qid"], "question": r["question"], "options": r["options"], "answer": r["answer"],
+             "rationale": r["rationale"], "passages": r["passage_texts"][: s.passages] if method == "kard" else []}
+            for r in rows]
+
+
+def split_held_out(rows: list[dict[str, Any]], fraction: float) -> tuple[list[dict], list[dict]]:
+    """(train, eval) by question, so no question is in both."""
+    qids = sorted({r["qid"] for r in rows})
+    n_eval = int(len(qids) * fraction) if len(qids) > 1 else 0
+    held = set(qids[len(qids) - n_eval:]) if n_eval else set()
+    return [r for r in rows if r["qid"] not in held], [r for r in rows if r["qid"] in held]
+
+
+class TokenizeExamples:
+    """Ray Data actor: prompt (packed to the input budget) + target -> token ids."""
+
+    def __init__(self, student: dict[str, Any], method: str):
+        from kard_ray.student.model import load_student_tokenizer
+
+        self.cfg = StudentConfig.model_validate(student)
+        self.method = method
+        self.tokenizer = load_student_tokenizer(self.cfg.model, self.cfg.family, self.cfg.trust_remote_code)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from kard_ray.student.formats import build_prompt, target_text
+        from kard_ray.student.model import tokenize_example
+
+        out: dict[str, list] = {"qid": [], "prompt_ids": [], "target_ids": [], "passages_kept": [],
+                                "passages_trimmed": []}
+        for r in batch.to_pylist():
+            prompt = build_prompt(self.tokenizer, self.method, r["question"], r["options"], r["passages"],
+                                  self.cfg.max_input_length)
+            target = target_text(self.method, r["rationale"], r["options"], r["answer"])
+            tokens = tokenize_example(self.tokenizer, prompt.text, target, self.cfg.max_input_length,
+                                      self.cfg.max_target_length)
+            for key, value in (("qid", r["qid"]), ("prompt_ids", tokens.prompt), ("target_ids", tokens.target),
+                               ("passages_kept", prompt.passages_kept), ("passages_trimmed", prompt.passages_trimmed)):
+                out[key].append(value)
+        return pa.table(out)
+
+
+def tokenized_dataset(rows: list[dict[str, Any]], s: StudentConfig, method: str):
+    import ray
+
+    if not rows:
+        return None
+    return ray.data.from_arrow(pa.Table.from_pylist(rows)).map_batches(
+        TokenizeExamples, fn_constructor_kwargs={"student": s.model_dump(), "method": method},
+        compute=ray.data.ActorPoolStrategy(size=1), batch_size=256, batch_format="pyarrow").materialize()
+
+
+def merge_lora(src: str, dst: str) -> None:
+    """Export a LoRA checkpoint as a plain model: base weights + adapter, merged."""
+    import json
+    import os
+    import shutil
+
+    from kard_ray.training import ADAPTER_WEIGHTS, TRAINER_STATE
+
+    if not os.path.exists(os.path.join(src, ADAPTER_WEIGHTS)):
+        for f in os.listdir(src):
+            if f != TRAINER_STATE:
+                shutil.copy2(os.path.join(src, f), os.path.join(dst, f))
+        return
+    from peft import PeftModel
+
+    from kard_ray.student.model import load_student
+
+    with open(os.path.join(src, "adapter_config.json")) as fh:
+        config = json.load(fh)
+    family = "seq2seq" if config.get("task_type") == "SEQ_2_SEQ_LM" else "causal"
+    tokenizer, base = load_student(config["base_model_name_or_path"], family)
+    merged = PeftModel.from_pretrained(base, src).merge_and_unload()
+    merged.save_pretrained(dst, safe_serialization=True)
+    tokenizer.save_pretrained(dst)
+
+
+def storage_name(cfg: KardConfig, run: RunDir, method: str) -> str:
+    aug = run.manifest(augment_stage.STAGE)
+    if aug is None:
+        raise RuntimeError("train_student needs the augment stage; run it first")
+    settings = cfg.student.model_dump(exclude={"workers", "method"})
+    return f"student_{method}-{config_hash(settings, method, aug['key'])[:10]}"
+
+
+def run(cfg: KardConfig, run_dir: RunDir, force: bool = False, log=print, method: str | None = None) -> dict[str, Any]:
+    from kard_ray.student.train import schedule, train_loop
+
+    s = cfg.student
+    method = method or s.method
+    stage = stage_name(method)
+    name = storage_name(cfg, run_dir, method)
+
+    def body(run: RunDir) -> StageResult:
+        rows = training_rows(run, s, method)
+        if not rows:
+            raise ValueError("train_student: no training rows; check the rationales and augment stages")
+        train_rows, eval_rows = split_held_out(rows, s.eval_fraction)
+        train_ds, eval_ds = tokenized_dataset(train_rows, s, method), tokenized_dataset(eval_rows, s, method)
+        workers = max(1, s.workers.num_workers)
+        per_epoch, total = schedule(len(train_rows), s, workers)
+        if force:
+            run.delete(TRAIN_DIR, name)
+        result = training.fit(train_loop, {"student": s.model_dump(), "steps_per_epoch": per_epoch,
+                                           "total_steps": total},
+                              s.workers, run.uri_of(TRAIN_DIR), name,
+                              {"train": train_ds, **({"eval": eval_ds} if eval_ds is not None else {})},
+                              s.max_failures)
+        m = result.metrics or {}
+        training.export_checkpoint(run, result.checkpoint, stage, transform=merge_lora)
+        trimmed = int(train_ds.sum("passages_trimmed") or 0)
+        log(f"student[{method}]: {m.get('step')} steps, loss {m.get('loss', float('nan')):.3f}, "
+            f"eval loss {m.get('eval_loss', float('nan')):.3f}, {m.get('tokens_per_s', 0):.0f} tokens/s, "
+            f"padding {m.get('padding_share', 0):.1%}")
+        return StageResult(
+            counts={"train_examples": len(train_rows), "eval_examples": len(eval_rows), "steps": int(m.get("step", 0)),
+                    "workers": workers},
+            extra={"method": method, "model": s.model, "family": s.family, "final_loss": m.get("loss"),
+                   "eval_loss": m.get("eval_loss"), "tokens_per_s": m.get("tokens_per_s"),
+                   "padding_share": m.get("padding_share"), "resumed_from_step": m.get("resumed_from_step"),
+                   "passages_trimmed": trimmed, "train_storage": name})
+
+    return run_stage(run_dir, stage, body, config=[s.model_dump(exclude={"workers", "method"}), method],
+                     upstream=[augment_stage.STAGE], force=force, log=log)

