@@ -1,5 +1,5 @@
-"""Job: every stage built so far, in order, skipping finished ones (data, kb, index, rationales, augment,
-train_reranker).
+"""Job: the whole pipeline in order, skipping finished stages (data, kb, index, rationales, augment,
+train_reranker, one train_student per evaluated method, evaluate).
 
     python -m jobs.pipeline --config configs/demo.yaml
     ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml -- python -m jobs.pipeline -c CONFIG
@@ -7,14 +7,15 @@ train_reranker).
 
 from __future__ import annotations
 
-from jobs.common import run_job
-from kard_ray.stages import augment, data, index, kb, rationales, train_reranker
-
-STAGES = [data, kb, index, rationales, augment, train_reranker]
+from jobs.common import job_setup, parse_job_args
+from kard_ray.pipeline import run_pipeline
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_job(__doc__ or "", STAGES, argv)
+    args = parse_job_args(__doc__ or "", argv)
+    cfg, run = job_setup(args)
+    manifests = run_pipeline(cfg, run, force=args.force)
+    print("accuracy:", manifests["eval"]["extra"]["accuracy"])
 
 
 if __name__ == "__main__":

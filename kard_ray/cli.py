@@ -316,6 +316,45 @@ def run_all(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = 
         _fail(str(exc), 1)
 
 
+@app.command("serve")
+def serve_run(
+    run_dir: Annotated[str, typer.Argument(help="A finished run directory (path or URI).")],
+    host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    student: Annotated[str, typer.Option(help="Which trained student answers: kard, rd or ft.")] = "kard",
+    api_key_env: Annotated[Optional[str], typer.Option(
+        help="Require a bearer key read from this environment variable.")] = None,
+    max_batch_size: Annotated[int, typer.Option(help="Dynamic batch size of reranker and generator (1 = off).")] = 16,
+    max_replicas: Annotated[int, typer.Option(help="Autoscaling ceiling of reranker and generator replicas.")] = 1,
+    address: AddressOpt = None,
+) -> None:
+    """Serve a run: POST /v1/answer, POST /v1/chat/completions, GET /healthz, OpenAPI at /docs."""
+    import time
+
+    from ray import serve
+
+    from kard_ray.config import RayConfig
+    from kard_ray.runtime import init_ray
+    from serve.app import Autoscaling, ServeAppArgs, build_app
+
+    scaling = Autoscaling(min_replicas=1, max_replicas=max_replicas)
+    try:
+        args = ServeAppArgs(run_dir=run_dir, student=student, api_key_env=api_key_env, max_batch_size=max_batch_size,
+                            reranker_autoscaling=scaling, generator_autoscaling=scaling)
+        app_ = build_app(args)
+    except ValueError as exc:
+        _fail(str(exc))
+    init_ray(RayConfig(), address)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(app_, name="kard", route_prefix="/")
+    console.print(f"serving {run_dir} at http://{host}:{port}  (docs: http://{host}:{port}/docs; Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.shutdown()
+
+
 # --------------------------------------------------------------------------- synthetic world
 
 

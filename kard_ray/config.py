@@ -229,6 +229,9 @@ class StudentConfig(Section):
     gradient_checkpointing: bool = False
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
+    train_layers: int | None = Field(
+        None, ge=1, description="Fine-tune only the top N transformer blocks (and the final norm); the embeddings "
+                                "and lower blocks stay frozen, so backward stops early. None: everything.")
     group_by_length: bool = Field(True, description="Batch examples of similar length (less padding).")
     samples_per_question: int | None = Field(None, ge=1, description="Train on the first N rationales per question.")
     eval_fraction: float = Field(0.05, ge=0, lt=1, description="Training questions held out for the eval loss.")

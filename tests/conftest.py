@@ -42,3 +42,48 @@ def ray_session():
     runtime = init_ray(RayConfig(num_cpus=4, object_store_memory_mb=512))
     yield runtime
     shutdown_ray()
+
+
+# A tiny run directory's settings: 12 training people, the reference teacher, small models and batches.
+TINY_RUN_SETS = [
+    "data.synth.seed=11", "data.synth.train_people=12", "data.synth.dev_people=2", "data.synth.test_people=4",
+    "data.synth.towns=10", "data.synth.regions=4", "teacher.reference=true", "teacher.n=1",
+    "teacher.splits=[train, test]", "augment.candidates_per_list=8", "reranker.max_length=48",
+    "reranker.batch_size=4", "reranker.candidates_per_step=4", "reranker.first_stage_k=10",
+    "reranker.eval_questions=8", "reranker.lr=1e-4", "reranker.workers.cpus_per_worker=1",
+    "student.model=tiny-t5", "student.family=seq2seq", "student.lr=1e-3", "student.batch_size=4",
+    "student.max_input_length=96", "student.max_target_length=48", "student.workers.cpus_per_worker=1",
+    "eval.max_new_tokens=24", "eval.bootstrap=50",
+]
+
+
+def quiet(_msg):
+    pass
+
+
+def prepare_tiny_run(root, upto: str = "augment"):
+    """(cfg, run) of a tiny run directory with the stages up to ``upto`` finished."""
+    from kard_ray.artifacts import RunDir
+    from kard_ray.config import load_config
+    from kard_ray.stages import augment, data, index, kb, rationales
+
+    cfg = load_config(None, [f"run_dir={root}/run", *TINY_RUN_SETS])
+    run = RunDir(cfg.run_dir)
+    for stage in (data, kb, index, rationales, augment):
+        stage.run(cfg, run, log=quiet)
+        if stage.STAGE == upto:
+            break
+    return cfg, run
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(ray_session, tmp_path_factory):
+    """(cfg, run, manifests) of the whole pipeline on the tiny world, run once per session."""
+    from kard_ray.artifacts import RunDir
+    from kard_ray.config import load_config
+    from kard_ray.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("pipeline")
+    cfg = load_config(None, [f"run_dir={root}/run", *TINY_RUN_SETS, "student.epochs=2", "reranker.epochs=1"])
+    run = RunDir(cfg.run_dir)
+    return cfg, run, run_pipeline(cfg, run, log=quiet)

@@ -11,7 +11,8 @@ def test_prepare_data_job_runs_in_process(ray_session, tmp_path):
     assert RunDir(str(tmp_path / "run")).is_done("data")
 
 
-@pytest.mark.parametrize("name", ["prepare_data", "kb_build", "rationales", "augment", "train_reranker", "pipeline"])
+@pytest.mark.parametrize("name", ["prepare_data", "kb_build", "rationales", "augment", "train_reranker",
+                                  "train_student", "evaluate", "pipeline"])
 def test_every_job_has_help(name):
     import importlib
 

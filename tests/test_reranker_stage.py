@@ -11,33 +11,19 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, TINY_RUN_SETS, prepare_tiny_run, quiet
 
-from kard_ray.artifacts import RunDir
 from kard_ray.config import load_config
-from kard_ray.stages import augment, data, index, kb, rationales, train_reranker
+from kard_ray.stages import train_reranker
 
 pytestmark = pytest.mark.ray
 
-SETS = ["data.synth.seed=11", "data.synth.train_people=12", "data.synth.dev_people=2", "data.synth.test_people=4",
-        "data.synth.towns=10", "data.synth.regions=4", "teacher.reference=true", "teacher.n=1",
-        "teacher.splits=[train, test]", "augment.candidates_per_list=8", "reranker.max_length=48",
-        "reranker.batch_size=4", "reranker.candidates_per_step=4", "reranker.first_stage_k=10",
-        "reranker.eval_questions=8", "reranker.lr=1e-4", "reranker.workers.cpus_per_worker=1"]
-
-
-def quiet(_msg):
-    pass
+SETS = TINY_RUN_SETS
 
 
 @pytest.fixture(scope="module")
 def prepared(ray_session, tmp_path_factory):
-    root = tmp_path_factory.mktemp("reranker")
-    cfg = load_config(None, [f"run_dir={root}/run", *SETS])
-    run = RunDir(cfg.run_dir)
-    for stage in (data, kb, index, rationales, augment):
-        stage.run(cfg, run, log=quiet)
-    return cfg, run
+    return prepare_tiny_run(tmp_path_factory.mktemp("reranker"))
 
 
 def test_candidate_sets_have_both_lists_and_rationale_scores(prepared):

@@ -22,8 +22,8 @@ def tokenizer():
 
 def test_targets_end_with_letter_and_option_text_and_parse_back():
     kard = target_text("kard", RATIONALE, OPTIONS, 2)
-    assert kard == "The birthplace of Dryxfyth Skeindmeix is Zaenstead.\nAnswer: (C) Zaenstead"
-    assert target_text("ft", None, OPTIONS, 2) == "Answer: (C) Zaenstead"
+    assert kard == "The birthplace of Dryxfyth Skeindmeix is Zaenstead.\nAnswer: Zaenstead (C)"
+    assert target_text("ft", None, OPTIONS, 2) == "Answer: Zaenstead (C)"
     for text in (kard, target_text("rd", RATIONALE, OPTIONS, 2)):
         assert parse_answer(text, OPTIONS).index == 2
     with pytest.raises(ValueError, match="rationale"):
@@ -39,7 +39,7 @@ def test_methods_differ_only_in_knowledge_and_rationale():
     kard = render("kard", QUESTION, OPTIONS, ["Dryxfyth Skeindmeix was born in Zaenstead."])
     rd = render("rd", QUESTION, OPTIONS, ["ignored"])
     assert "born in Zaenstead" in kard and "Knowledge" in kard
-    assert "ignored" not in rd and "Knowledge" not in rd
+    assert "ignored" not in rd and "Knowledge" not in rd and "Explain" in rd
     for text in (kard, rd, render("ft", QUESTION, OPTIONS)):
         assert QUESTION in text and "(C) Zaenstead" in text
 

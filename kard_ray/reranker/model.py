@@ -108,6 +108,33 @@ class Reranker:
                 out.append(s[0].cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
+    def score_many(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[np.ndarray]:
+        """Scores for several (query, passages) requests in shared forward passes (Serve batching)."""
+        import torch
+
+        pairs = [(i, q, p) for i, (q, texts) in enumerate(requests) for p in texts]
+        flat: list[np.ndarray] = []
+        with torch.inference_mode():
+            for start in range(0, len(pairs), self.batch_size):
+                chunk = pairs[start:start + self.batch_size]
+                if self.architecture == "cross":
+                    enc = encode_pairs(self.tokenizer, [q for _, q, _ in chunk], [p for _, _, p in chunk],
+                                       self.max_length).to(self.device)
+                    flat.append(self.model(**enc).logits.float().view(-1).cpu().numpy())
+                else:
+                    queries = list(dict.fromkeys(q for _, q, _ in chunk))
+                    enc = self.tokenizer(queries + [p for _, _, p in chunk], padding=True, truncation=True,
+                                         max_length=self.max_length, return_tensors="pt").to(self.device)
+                    emb = _mean_pool(self.model(**enc).last_hidden_state.float(), enc["attention_mask"])
+                    q_index = torch.tensor([queries.index(q) for _, q, _ in chunk], device=emb.device)
+                    flat.append((self.scale * (emb[q_index] * emb[len(queries):]).sum(-1)).cpu().numpy())
+        scores = np.concatenate(flat) if flat else np.zeros(0, np.float32)
+        out, offset = [], 0
+        for _, texts in requests:
+            out.append(scores[offset:offset + len(texts)])
+            offset += len(texts)
+        return out
+
     def rerank(self, query: str, rows: np.ndarray, texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k best of the given candidate rows, best first (ties keep first-stage order)."""
         scores = self.score(query, texts)

@@ -113,8 +113,10 @@ def storage_name(cfg: KardConfig, run: RunDir, method: str) -> str:
     aug = run.manifest(augment_stage.STAGE)
     if aug is None:
         raise RuntimeError("train_student needs the augment stage; run it first")
+    from kard_ray.student.formats import format_fingerprint
+
     settings = cfg.student.model_dump(exclude={"workers", "method"})
-    return f"student_{method}-{config_hash(settings, method, aug['key'])[:10]}"
+    return f"student_{method}-{config_hash(settings, method, format_fingerprint(), aug['key'])[:10]}"
 
 
 def run(cfg: KardConfig, run_dir: RunDir, force: bool = False, log=print, method: str | None = None) -> dict[str, Any]:
@@ -154,5 +156,8 @@ def run(cfg: KardConfig, run_dir: RunDir, force: bool = False, log=print, method
                    "padding_share": m.get("padding_share"), "resumed_from_step": m.get("resumed_from_step"),
                    "passages_trimmed": trimmed, "train_storage": name})
 
-    return run_stage(run_dir, stage, body, config=[s.model_dump(exclude={"workers", "method"}), method],
+    from kard_ray.student.formats import format_fingerprint
+
+    return run_stage(run_dir, stage, body, config=[s.model_dump(exclude={"workers", "method"}), method,
+                                                   format_fingerprint()],
                      upstream=[augment_stage.STAGE], force=force, log=log)

@@ -1,8 +1,9 @@
 """Student input/target formats: one source of truth for training *and* inference.
 
 The prompt templates are files (``kard_ray/templates/student_<method>.txt``); the target is the
-teacher's rationale without its own conclusion, then one answer line with the letter *and* the
-option's text (``Answer: (B) Harlow syndrome``), which answer parsing prefers.
+teacher's rationale without its own conclusion, then one answer line with the option's text *and* its letter
+(``Answer: Harlow syndrome (B)``); answer parsing prefers the text, which a small student copies
+from its own rationale far more reliably than it picks a letter.
 Packing fits k passages into the model's input budget by trimming passages, never the question
 or the options.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 from typing import Literal
 
 from kard_ray.data.schema import LETTERS
@@ -20,6 +21,7 @@ from kard_ray.data.schema import LETTERS
 Method = Literal["kard", "rd", "ft"]
 METHODS: tuple[Method, ...] = ("kard", "rd", "ft")
 WITH_RATIONALE = {"kard": True, "rd": True, "ft": False}
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MIN_PASSAGE_TOKENS = 4  # a passage trimmed below this is dropped rather than kept as a fragment
 _CONCLUSION = re.compile(r"[^.!?\n]*\banswer\s+(?:is|:)[^\n]*$", re.IGNORECASE)
 
@@ -28,7 +30,7 @@ _CONCLUSION = re.compile(r"[^.!?\n]*\banswer\s+(?:is|:)[^\n]*$", re.IGNORECASE)
 def template(method: str) -> str:
     if method not in METHODS:
         raise ValueError(f"unknown student method {method!r}; choose one of {', '.join(METHODS)}")
-    return resources.files("kard_ray").joinpath(f"templates/student_{method}.txt").read_text(encoding="utf-8")
+    return (TEMPLATES / f"student_{method}.txt").read_text(encoding="utf-8")
 
 
 def options_text(options: list[str]) -> str:
@@ -36,7 +38,16 @@ def options_text(options: list[str]) -> str:
 
 
 def answer_line(options: list[str], answer: int) -> str:
-    return f"Answer: ({LETTERS[answer]}) {options[answer]}"
+    """The option's text first, so a small model copies it from its own rationale, then the letter."""
+    return f"Answer: {options[answer]} ({LETTERS[answer]})"
+
+
+def format_fingerprint() -> str:
+    """Changes whenever a template or the answer format changes, so trained students are rebuilt."""
+    import hashlib
+
+    probe = answer_line(["x", "y"], 1) + "|" + strip_conclusion("a. So the answer is (A) x.")
+    return hashlib.sha256("".join(template(m) for m in METHODS).encode() + probe.encode()).hexdigest()[:12]
 
 
 def strip_conclusion(rationale: str) -> str:

@@ -57,10 +57,10 @@ class StudentPredictor:
         self.method, self.max_input, self.max_new = method, max_input_length, max_new_tokens
         self.samples, self.temperature, self.seed = samples, temperature, seed
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        prompts = [build_prompt(self.tokenizer, self.method, r["question"], list(r["options"]),
-                                list(r.get("passages") or []), self.max_input).text for r in rows]
+    def __call__(self, batch) -> dict[str, Any]:
+        rows = batch.to_pylist()  # a pyarrow.Table
+        prompts = [build_prompt(self.tokenizer, self.method, r["question"], r["options"], r.get("passages") or [],
+                                self.max_input).text for r in rows]
         outputs = generate_texts(self.model, self.tokenizer, self.family, prompts, self.max_new, self.samples,
                                  self.temperature, self.seed)
         out: dict[str, list] = {"qid": [], "generation": [], "prediction": [], "parsed_by": [], "votes": []}
@@ -78,13 +78,14 @@ def predict_with_ray(rows: list[dict[str, Any]], model_dir: str, method: str, *,
                      max_new_tokens: int, samples: int = 1, actors: int = 1, batch_size: int = 16,
                      use_gpu: bool = False) -> list[dict[str, Any]]:
     """Batch inference over ``rows`` (qid, question, options, passages) with an actor pool."""
+    import pyarrow as pa
     import ray
 
-    ds = ray.data.from_items(rows).map_batches(
+    ds = ray.data.from_arrow(pa.Table.from_pylist(rows)).map_batches(
         StudentPredictor, fn_constructor_kwargs={"model_dir": model_dir, "method": method,
                                                  "max_input_length": max_input_length,
                                                  "max_new_tokens": max_new_tokens, "samples": samples},
-        compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size, batch_format="pyarrow",
         num_gpus=1 if use_gpu else 0)
     by_qid = {r["qid"]: r for r in ds.take_all()}
     return [by_qid[r["qid"]] for r in rows]

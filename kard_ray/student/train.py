@@ -16,7 +16,7 @@ import numpy as np
 
 from kard_ray.config import StudentConfig
 from kard_ray.student.batching import length_grouped_batches
-from kard_ray.student.model import Tokens, collate
+from kard_ray.student.model import Tokens, collate, freeze_below_top
 from kard_ray.training import precision_context, report, resume_progress, save_trainer_state, unwrap
 
 
@@ -65,6 +65,8 @@ def train_loop(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.seed)
     tokenizer, model = load_student(cfg.model, cfg.family, cfg.trust_remote_code, cfg.lora)
+    if cfg.train_layers and not cfg.lora:
+        freeze_below_top(model, cfg.train_layers)
     if cfg.gradient_checkpointing:
         unwrap(model).gradient_checkpointing_enable()
     model = ray.train.torch.prepare_model(model)

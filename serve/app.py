@@ -1,0 +1,355 @@
+"""The KARD answer service on Ray Serve: retrieve -> rerank -> generate, behind a typed HTTP API.
+
+Deployments: ``Retriever`` (the run's BM25 index and passages, memory-mapped), ``RerankerModel``
+and ``Generator`` (both ``@serve.batch``: concurrent requests share forward passes), composed by
+the FastAPI ingress ``KardService`` through ``DeploymentHandle``s. Build with
+``build_app(ServeAppArgs(...))`` or from ``serve/config.yaml`` (``import_path: serve.app:build_app``).
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the request models as classes.
+import asyncio
+import logging
+import os
+import secrets
+import time
+import uuid
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from ray import serve
+from ray.serve import Application
+from ray.serve.exceptions import BackPressureError
+
+log = logging.getLogger("ray.serve")
+api = FastAPI(title="kard-ray answer service",
+              description="Knowledge-augmented answers from a distilled student: retrieve, rerank, generate.")
+
+
+# --------------------------------------------------------------------------- API types
+
+
+class AnswerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(description="The question; its length limit is the service's max_question_chars.")
+    options: list[str] | None = Field(None, min_length=2, max_length=26, description="Answer options, if any.")
+    top_k: int | None = Field(None, ge=1, le=20, description="Passages given to the student.")
+    candidates: int | None = Field(None, ge=1, le=1000, description="First-stage candidates to rerank.")
+    return_passages: bool = True
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("question is empty")
+        return v.strip()
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and any(not o.strip() or len(o) > 1000 for o in v):
+            raise ValueError("every option must be a non-empty string of at most 1000 characters")
+        return v
+
+
+class Passage(BaseModel):
+    pid: str
+    text: str
+    bm25_score: float
+    rerank_score: float | None
+
+
+class AnswerResponse(BaseModel):
+    answer: str | None
+    answer_index: int | None
+    parsed_by: str
+    rationale: str
+    passages: list[Passage]
+    timings_ms: dict[str, float]
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields this facade does not use
+
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, le=1024)
+
+
+# --------------------------------------------------------------------------- deployments
+
+
+def _load_or_log(what: str, fn):
+    """Run a model load; a failure is logged in one clear line before the replica dies."""
+    try:
+        return fn()
+    except Exception as exc:
+        log.error("kard-serve: %s failed to load: %s: %s", what, type(exc).__name__, exc)
+        raise
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+class Retriever:
+    def __init__(self, run_dir: str, first_stage: str = "bm25"):
+        from kard_ray.artifacts import RunDir
+        from kard_ray.config import RetrievalConfig
+        from kard_ray.retrieval.open import open_passages, open_retriever
+
+        run = RunDir(run_dir)
+        self.first = _load_or_log(f"retriever ({first_stage}) of {run_dir}",
+                                  lambda: open_retriever(run.uri, RetrievalConfig(), first_stage))
+        self.bm25 = self.first if first_stage == "bm25" else open_retriever(run.uri, RetrievalConfig(), "bm25")
+        self.store = open_passages(run.uri)
+
+    def search(self, query: str, k: int) -> list[dict[str, Any]]:
+        rows, _ = self.first.search(query, k)
+        rows = rows.tolist()
+        bm25 = self.bm25.score_rows(query, rows) if rows else []
+        return [{"row": r, "pid": p, "text": t, "bm25_score": float(s)}
+                for r, p, t, s in zip(rows, self.store.pids(rows), self.store.texts(rows), bm25)]
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1})
+class RerankerModel:
+    def __init__(self, model_dir: str, max_length: int = 256, max_batch_size: int = 16, batch_wait_ms: float = 5):
+        from kard_ray.artifacts import local_copy
+        from kard_ray.reranker.model import Reranker
+
+        self.model = _load_or_log(f"reranker {model_dir}", lambda: Reranker(local_copy(model_dir), max_length))
+        self.score.set_max_batch_size(max_batch_size)
+        self.score.set_batch_wait_timeout_s(batch_wait_ms / 1000)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def score(self, requests: list[tuple[str, list[str]]]) -> list[list[float]]:
+        scores = await asyncio.to_thread(self.model.score_many, requests)
+        return [s.tolist() for s in scores]
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1})
+class Generator:
+    def __init__(self, model_dir: str, method: str = "kard", max_input_length: int = 512, max_new_tokens: int = 64,
+                 max_batch_size: int = 16, batch_wait_ms: float = 10):
+        from kard_ray.artifacts import local_copy
+        from kard_ray.student.model import load_trained
+
+        self.tokenizer, self.model, self.family = _load_or_log(f"student {model_dir}",
+                                                               lambda: load_trained(local_copy(model_dir)))
+        self.method, self.max_input, self.max_new = method, max_input_length, max_new_tokens
+        self.generate.set_max_batch_size(max_batch_size)
+        self.generate.set_batch_wait_timeout_s(batch_wait_ms / 1000)
+
+    def _run(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from kard_ray.answers import answer_segment, parse_answer
+        from kard_ray.student.formats import build_prompt
+        from kard_ray.student.generate import generate_texts
+
+        prompts = [build_prompt(self.tokenizer, self.method, it["question"], it["options"], it["passages"],
+                                self.max_input).text for it in items]
+        texts = generate_texts(self.model, self.tokenizer, self.family, prompts, self.max_new)
+        out = []
+        for it, (text,) in zip(items, texts):
+            parsed = parse_answer(text, it["options"]) if it["options"] else None
+            answer = it["options"][parsed.index] if parsed and parsed.ok else answer_segment(text).strip() or None
+            out.append({"text": text, "answer": answer, "answer_index": parsed.index if parsed else None,
+                        "parsed_by": parsed.method if parsed else "free_text"})
+        return out
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def generate(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._run, items)
+
+
+# --------------------------------------------------------------------------- ingress
+
+
+def _error(status: int, reason: str, retry_after: int | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return JSONResponse({"error": {"status": status, "reason": reason}}, status_code=status, headers=headers)
+
+
+@api.exception_handler(BackPressureError)
+async def _overloaded(_request: Request, exc: BackPressureError) -> JSONResponse:
+    return _error(503, f"overloaded, try again shortly ({exc})", retry_after=1)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, max_queued_requests=256)
+@serve.ingress(api)
+class KardService:
+    def __init__(self, retriever, reranker, generator, *, top_k: int = 3, candidates: int = 30,
+                 max_question_chars: int = 4000, request_timeout_s: float = 30.0, api_key_env: str | None = None,
+                 model_name: str = "kard-student"):
+        self.retriever, self.reranker, self.generator = retriever, reranker, generator
+        self.top_k, self.candidates = top_k, candidates
+        self.max_chars, self.timeout = max_question_chars, request_timeout_s
+        self.api_key = os.environ.get(api_key_env) if api_key_env else None
+        if api_key_env and not self.api_key:
+            raise RuntimeError(f"serve.api_key_env={api_key_env!r} is set but that environment variable is empty")
+        self.model_name = model_name
+
+    def _authorize(self, request: Request) -> None:
+        if self.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        token = header[7:] if header.lower().startswith("bearer ") else ""
+        if not secrets.compare_digest(token.encode(), self.api_key.encode()):
+            raise HTTPException(401, "missing or wrong bearer API key", headers={"WWW-Authenticate": "Bearer"})
+
+    async def _answer(self, req: AnswerRequest) -> dict[str, Any]:
+        if len(req.question) > self.max_chars:
+            raise HTTPException(413, f"question has {len(req.question)} characters; the limit is {self.max_chars}")
+        from kard_ray.reranker.model import query_text
+
+        options = req.options or []
+        top_k, n_cand = req.top_k or self.top_k, max(req.candidates or self.candidates, req.top_k or self.top_k)
+        query = query_text(req.question, options, bool(options))
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        cands = await self.retriever.search.remote(query, n_cand)
+        timings["retrieve"] = 1000 * (time.perf_counter() - t)
+        t = time.perf_counter()
+        scores: list[float | None] = [None] * len(cands)
+        if self.reranker is not None and cands:
+            scores = await self.reranker.score.remote((query, [c["text"] for c in cands]))
+            order = sorted(range(len(cands)), key=lambda i: -scores[i])
+            cands, scores = [cands[i] for i in order], [scores[i] for i in order]
+        timings["rerank"] = 1000 * (time.perf_counter() - t)
+        cands, scores = cands[:top_k], scores[:top_k]
+        t = time.perf_counter()
+        out = await self.generator.generate.remote({"question": req.question, "options": options,
+                                                    "passages": [c["text"] for c in cands]})
+        timings["generate"] = 1000 * (time.perf_counter() - t)
+        passages = [{"pid": c["pid"], "text": c["text"], "bm25_score": c["bm25_score"], "rerank_score": s}
+                    for c, s in zip(cands, scores)] if req.return_passages else []
+        return {"answer": out["answer"], "answer_index": out["answer_index"], "parsed_by": out["parsed_by"],
+                "rationale": out["text"], "passages": passages,
+                "timings_ms": {k: round(v, 2) for k, v in timings.items()}}
+
+    async def _with_timeout(self, req: AnswerRequest) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(self._answer(req), self.timeout)
+        except asyncio.TimeoutError:
+            raise HTTPException(503, f"no answer within {self.timeout:.0f}s; the service is busy, try again",
+                                headers={"Retry-After": "2"}) from None
+
+    @api.get("/healthz")
+    def healthz(self) -> dict:
+        return {"ok": True, "model": self.model_name, "reranker": self.reranker is not None}
+
+    @api.post("/v1/answer", response_model=AnswerResponse)
+    async def answer(self, req: AnswerRequest, request: Request) -> dict[str, Any]:
+        self._authorize(request)
+        return await self._with_timeout(req)
+
+    @api.get("/v1/models")
+    def models(self, request: Request) -> dict:
+        self._authorize(request)
+        return {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "kard-ray"}]}
+
+    @api.post("/v1/chat/completions")
+    async def chat(self, req: ChatRequest, request: Request) -> dict:
+        """OpenAI-compatible facade: the last user message is the question (options may follow as lines
+        starting with '(A)', '(B)', ...); retrieval and reranking happen behind it."""
+        self._authorize(request)
+        if req.model and req.model != self.model_name:
+            raise HTTPException(404, f"model {req.model!r} is not served here; this service is {self.model_name!r}")
+        users = [m.content for m in req.messages if m.role == "user"]
+        if not users:
+            raise HTTPException(422, "no user message")
+        question, options = split_options(users[-1])
+        try:
+            parsed = AnswerRequest(question=question, options=options or None, return_passages=False)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        out = await self._with_timeout(parsed)
+        content = out["rationale"]
+        return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+                "model": self.model_name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+
+
+def split_options(text: str) -> tuple[str, list[str]]:
+    """'Question?\\n(A) x\\n(B) y' -> ('Question?', ['x', 'y']); text without option lines has none."""
+    import re
+
+    question, options = [], []
+    for line in text.splitlines():
+        m = re.match(r"^\s*\(?([A-Z])[).:]\s+(.+)$", line)
+        if m and ord(m.group(1)) - ord("A") == len(options):
+            options.append(m.group(2).strip())
+        elif not options:
+            question.append(line)
+    return "\n".join(question).strip(), options
+
+
+# --------------------------------------------------------------------------- app builder
+
+
+class Autoscaling(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(8, gt=0)
+    upscale_delay_s: float = Field(3, ge=0)
+    downscale_delay_s: float = Field(10, ge=0)
+
+
+class ServeAppArgs(BaseModel):
+    """Everything ``build_app`` needs; the same fields as ``serve/config.yaml``'s ``args``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: str
+    student: Literal["kard", "rd", "ft"] = "kard"
+    use_reranker: bool = True
+    first_stage: Literal["bm25", "dense", "hybrid"] = "bm25"
+    top_k: int = Field(3, ge=1)
+    candidates: int = Field(30, ge=1)
+    max_input_length: int = Field(512, ge=16)
+    max_new_tokens: int = Field(64, ge=1)
+    max_batch_size: int = Field(16, ge=1, description="1 turns dynamic batching off.")
+    batch_wait_ms: float = Field(10, ge=0)
+    max_ongoing_requests: int = Field(32, ge=1)
+    max_queued_requests: int = Field(64, ge=-1, description="Beyond this, requests get 503 + Retry-After.")
+    request_timeout_s: float = Field(30, gt=0)
+    max_question_chars: int = Field(4000, ge=1)
+    api_key_env: str | None = None
+    reranker_autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    generator_autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    generator_num_gpus: float = Field(0, ge=0)
+    model_cpus: float = Field(1, gt=0)
+
+
+def build_app(args: ServeAppArgs | dict) -> Application:
+    """The retrieve -> rerank -> generate graph for a finished run directory."""
+    from kard_ray.artifacts import RunDir
+
+    args = args if isinstance(args, ServeAppArgs) else ServeAppArgs.model_validate(args)
+    run = RunDir(args.run_dir)
+    student_stage = f"models/student_{args.student}"
+    if not run.is_done(student_stage):
+        raise ValueError(f"{run.uri} has no finished {student_stage}; train it first (kard train-student)")
+    queue = {"max_ongoing_requests": args.max_ongoing_requests, "max_queued_requests": args.max_queued_requests}
+    retriever = Retriever.options(**queue).bind(run.uri, args.first_stage)
+    reranker = None
+    if args.use_reranker and run.is_done("models/reranker"):
+        reranker = RerankerModel.options(
+            autoscaling_config=args.reranker_autoscaling.model_dump(), ray_actor_options={"num_cpus": args.model_cpus},
+            **queue).bind(run.uri_of("models/reranker"), 256, args.max_batch_size, args.batch_wait_ms)
+    generator = Generator.options(
+        autoscaling_config=args.generator_autoscaling.model_dump(),
+        ray_actor_options={"num_cpus": args.model_cpus, "num_gpus": args.generator_num_gpus}, **queue,
+    ).bind(run.uri_of(student_stage), args.student, args.max_input_length, args.max_new_tokens, args.max_batch_size,
+           args.batch_wait_ms)
+    return KardService.bind(retriever, reranker, generator, top_k=args.top_k, candidates=args.candidates,
+                            max_question_chars=args.max_question_chars, request_timeout_s=args.request_timeout_s,
+                            api_key_env=args.api_key_env, model_name=f"kard-student-{args.student}")

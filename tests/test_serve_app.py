@@ -1,0 +1,123 @@
+"""The answer service over real HTTP on 127.0.0.1 against a tiny finished run: answers, 4xx, auth, openai."""
+
+import json
+import socket
+import urllib.error
+import urllib.request
+
+import openai
+import pytest
+
+pytestmark = pytest.mark.ray
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body, headers=None, raw: bytes | None = None) -> tuple[int, dict, dict]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}"), dict(err.headers)
+
+
+@pytest.fixture(scope="module")
+def service(tiny_pipeline, monkeypatch_module):
+    from ray import serve
+
+    from serve.app import ServeAppArgs, build_app
+
+    _, run, _ = tiny_pipeline
+    monkeypatch_module.setenv("KARD_TEST_KEY", "s3cret")
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        base = f"http://127.0.0.1:{port}"
+        serve.run(build_app(ServeAppArgs(run_dir=run.path(), max_new_tokens=16, max_question_chars=300,
+                                         model_cpus=0.5)), name="open", route_prefix="/open")
+        serve.run(build_app(ServeAppArgs(run_dir=run.path(), max_new_tokens=8, api_key_env="KARD_TEST_KEY",
+                                         model_cpus=0.5, use_reranker=False)), name="locked", route_prefix="/locked")
+        yield base, run
+    finally:
+        serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_answer_has_passages_and_timings(service):
+    base, run = service
+    from kard_ray.stages.data import read_split
+
+    q = read_split(run, "test")[0]
+    status, body, _ = post(f"{base}/open/v1/answer", {"question": q.question, "options": q.options, "top_k": 2})
+    assert status == 200, body
+    assert len(body["passages"]) == 2 and set(body["timings_ms"]) == {"retrieve", "rerank", "generate"}
+    assert all(p["rerank_score"] is not None and p["pid"] for p in body["passages"])
+    assert body["passages"][0]["rerank_score"] >= body["passages"][1]["rerank_score"]
+    assert body["answer"] is None or body["answer"] in q.options or isinstance(body["answer"], str)
+    with urllib.request.urlopen(f"{base}/open/healthz", timeout=30) as resp:
+        assert json.loads(resp.read())["ok"] is True
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"question": ""}, 422),
+    ({"question": "   "}, 422),
+    ({"question": "x" * 301}, 413),
+    ({"question": "Who?", "options": [1, 2]}, 422),
+    ({"question": "Who?", "options": "A, B"}, 422),
+    ({"question": "Who?", "options": ["only one"]}, 422),
+    ({"question": "Who?", "surprise": True}, 422),
+    ({"question": "Who?", "top_k": 0}, 422),
+    ({"options": ["a", "b"]}, 422),
+])
+def test_bad_input_gets_a_4xx_with_a_reason(service, body, status):
+    base, _ = service
+    got, payload, _ = post(f"{base}/open/v1/answer", body)
+    assert got == status and payload.get("detail"), payload
+
+
+def test_malformed_json_is_a_4xx(service):
+    base, _ = service
+    got, _, _ = post(f"{base}/open/v1/answer", None, raw=b"{not json")
+    assert got == 422
+
+
+def test_bearer_key_when_configured(service):
+    base, _ = service
+    body = {"question": "Where was Vythtraind Vreindvy born?", "options": ["a", "b"], "return_passages": False}
+    assert post(f"{base}/locked/v1/answer", body)[0] == 401
+    assert post(f"{base}/locked/v1/answer", body, {"Authorization": "Bearer wrong"})[0] == 401
+    status, payload, _ = post(f"{base}/locked/v1/answer", body, {"Authorization": "Bearer s3cret"})
+    assert status == 200 and payload["passages"] == [] and payload["timings_ms"]["rerank"] >= 0
+
+
+def test_chat_completions_answer_the_openai_client(service):
+    base, _ = service
+    client = openai.OpenAI(base_url=f"{base}/open/v1", api_key="unused", max_retries=0, timeout=120)
+    assert [m.id for m in client.models.list().data] == ["kard-student-kard"]
+    resp = client.chat.completions.create(
+        model="kard-student-kard",
+        messages=[{"role": "user", "content": "What is Buxholm known for?\n(A) salt\n(B) wool"}])
+    assert resp.choices[0].message.role == "assistant" and isinstance(resp.choices[0].message.content, str)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(model="kard-student-kard", messages=[])
+
+
+def test_split_options_reads_lettered_lines():
+    from serve.app import split_options
+
+    assert split_options("Q?\n(A) x\n(B) y") == ("Q?", ["x", "y"])
+    assert split_options("Just a question") == ("Just a question", [])
