@@ -87,6 +87,10 @@ def train_loop(config: dict[str, Any]) -> None:
         save_trainer_state(path, optimizer, scheduler, progress)
 
     model.train()
+    if progress["step"] >= total:  # restarted after the last checkpoint: report it again so the run has a result
+        report({"epoch": progress["epoch"], "step": progress["step"], "total_steps": total, "loss": math.nan,
+                "eval_loss": eval_loss(model, held_out, cfg, cfg.family, pad_id, device), "tokens_per_s": 0.0,
+                "padding_share": 0.0, "resumed_from_step": resumed_from, "epoch_end": True}, save)
     while progress["step"] < total:
         epoch = progress["epoch"]
         rng = np.random.default_rng(cfg.seed * 1000 + epoch * 10 + rank)

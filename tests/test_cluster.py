@@ -1,0 +1,168 @@
+"""A real multi-process Ray cluster (head + a second node via `ray start`) running the tiny pipeline as a
+Ray job, with the run directory and Ray Train's storage on a loopback S3 server (moto in server mode).
+
+The cluster gets its own temp dir and ports; teardown kills exactly its processes (never `ray stop`,
+which would also stop the test session's Ray), even when the job fails.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TINY_RUN_SETS
+
+pytestmark = pytest.mark.ray
+
+BUCKET = "kard-test"
+CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, seconds: float) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except Exception:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not come up in {seconds}s")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A loopback S3 API server; yields (endpoint, filesystem)."""
+    pytest.importorskip("moto.server", reason="moto[server] is not installed (pip install -e .[dev])")
+    from pyarrow import fs
+
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        wait_for(f"{endpoint}/moto-api/", 60)
+        s3fs = fs.S3FileSystem(access_key="testing", secret_key="testing", region="us-east-1", scheme="http",
+                               endpoint_override=f"127.0.0.1:{port}")
+        s3fs.create_dir(BUCKET)
+        yield endpoint, s3fs
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _kill_cluster(temp_dir: str) -> None:
+    """Kill every process whose command line names this cluster's temp dir (gcs, raylets, workers, dashboard)."""
+    me = os.getpid()
+    for _ in range(3):
+        found = False
+        for pid_dir in Path("/proc").iterdir():
+            if not pid_dir.name.isdigit() or int(pid_dir.name) == me:
+                continue
+            try:
+                cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if temp_dir in cmd:
+                found = True
+                try:
+                    os.kill(int(pid_dir.name), signal.SIGKILL)
+                except OSError:
+                    pass
+        if not found:
+            return
+        time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def cluster(s3):
+    """Head + one worker node on 127.0.0.1 with non-default ports; yields the Jobs API address."""
+    endpoint, _ = s3
+    temp_dir = tempfile.mkdtemp(prefix="krc", dir="/tmp")  # short: Ray's socket paths have a length limit
+    gcs, dash = free_port(), free_port()
+    env = {**os.environ, **CREDS, "AWS_ENDPOINT_URL": endpoint, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    common = ["--num-cpus=3", "--object-store-memory=200000000", "--disable-usage-stats"]
+    try:
+        subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+                        f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
+                        f"--temp-dir={temp_dir}", f"--ray-client-server-port={free_port()}", *common],
+                       env=env, check=True, capture_output=True, timeout=180)
+        subprocess.run([ray_bin, "start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1", *common],
+                       env=env, check=True, capture_output=True, timeout=180)
+        address = f"http://127.0.0.1:{dash}"
+        wait_for(f"{address}/api/version", 120)
+        yield address
+    finally:
+        _kill_cluster(temp_dir)
+
+
+def _submit(address: str, endpoint: str, args: list[str], timeout_s: float = 900) -> tuple[str, str]:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    job = client.submit_job(
+        entrypoint=f"{sys.executable} -m jobs.pipeline " + " ".join(args),
+        runtime_env={"working_dir": str(REPO), "excludes": [".venv", "runs", ".git", "**/__pycache__", "*.egg-info"],
+                     "env_vars": {**CREDS, "AWS_ENDPOINT_URL": endpoint, "HF_HUB_OFFLINE": "1"}})
+    deadline = time.time() + timeout_s
+    status = client.get_job_status(job)
+    while time.time() < deadline and not status.is_terminal():
+        time.sleep(2)
+        status = client.get_job_status(job)
+    logs = client.get_job_logs(job)
+    if not status.is_terminal():
+        client.stop_job(job)
+    return str(status), logs if status == JobStatus.SUCCEEDED else logs[-6000:]
+
+
+def test_pipeline_job_on_a_two_node_cluster_with_s3_storage(cluster, s3):
+    endpoint, s3fs = s3
+    run_uri = f"s3://{BUCKET}/runs/tiny"
+    sets = [*TINY_RUN_SETS, "student.epochs=1", "reranker.epochs=1", "eval.methods=[rd,kard_bm25,kard_reranker]"]
+    args = ["--run-dir", run_uri] + [f"--set '{s}'" for s in sets]
+    status, logs = _submit(cluster, endpoint, args)
+    assert status == "SUCCEEDED", logs
+    assert "accuracy:" in logs
+
+    # every stage's artifacts are in the bucket, and Ray Train checkpointed there
+    def exists(rel: str) -> bool:
+        from pyarrow import fs
+
+        return s3fs.get_file_info(f"{BUCKET}/runs/tiny/{rel}").type != fs.FileType.NotFound
+
+    for rel in ["data/manifest.json", "kb/passages.arrow", "index/bm25/manifest.json", "augment/student.parquet",
+                "models/reranker/model.safetensors", "models/student_kard/model.safetensors", "eval/report.json",
+                "eval/accuracy.png", "train"]:
+        assert exists(rel), rel
+    report = json.loads(s3fs.open_input_stream(f"{BUCKET}/runs/tiny/eval/report.json").read())
+    assert set(report["methods"]) == {"rd", "kard_bm25", "kard_reranker"}
+
+    # a killed/failed stage resumes from S3: drop the student's and evaluation's manifests, rerun the job
+    manifests = {}
+    for stage in ["models/reranker", "models/student_kard", "eval"]:
+        manifests[stage] = json.loads(s3fs.open_input_stream(f"{BUCKET}/runs/tiny/{stage}/manifest.json").read())
+    for stage in ["models/student_kard", "eval"]:
+        s3fs.delete_file(f"{BUCKET}/runs/tiny/{stage}/manifest.json")
+    status, logs = _submit(cluster, endpoint, args)
+    assert status == "SUCCEEDED", logs
+    again = {s: json.loads(s3fs.open_input_stream(f"{BUCKET}/runs/tiny/{s}/manifest.json").read()) for s in manifests}
+    assert again["models/reranker"]["started_at"] == manifests["models/reranker"]["started_at"]  # skipped
+    assert again["models/student_kard"]["key"] == manifests["models/student_kard"]["key"]
+    assert again["models/student_kard"]["extra"]["resumed_from_step"] == manifests["models/student_kard"]["counts"][
+        "steps"]  # training resumed from its final checkpoint in S3 instead of starting over
