@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+
+# Load torch's native libraries before Ray's: measured in the CI cluster test, a job driver that
+# imported torch after connecting to Ray died with "oneMKL FATAL ERROR: Cannot load libtorch_cpu.so".
+if importlib.util.find_spec("torch") is not None:
+    import torch  # noqa: F401
 
 from kard_ray.artifacts import RunDir
 from kard_ray.config import KardConfig, load_config

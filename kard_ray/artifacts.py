@@ -114,12 +114,23 @@ def local_copy(uri: str, cache_root: str | None = None) -> str:
     if "://" not in uri or uri.startswith("file://"):
         return resolve_fs(uri)[1]
     root = Path(cache_root or os.environ.get("KARD_CACHE", Path.home() / ".cache" / "kard-ray"))
-    target = root / hashlib.sha256(uri.encode()).hexdigest()[:16] / uri.rstrip("/").rsplit("/", 1)[-1]
+    fs, path = resolve_fs(uri)
+    # keyed by the remote listing too (paths, sizes, mtimes): a rewritten artifact is downloaded again
+    info = fs.get_file_info(path)
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True)) if info.type == pafs.FileType.Directory \
+        else [info]
+    listing = sorted((i.path, i.size, i.mtime_ns) for i in infos if i.type == pafs.FileType.File)
+    key = hashlib.sha256(repr((uri, listing)).encode()).hexdigest()[:16]
+    target = root / key / uri.rstrip("/").rsplit("/", 1)[-1]
     done = target.parent / ".complete"
     if not done.exists():
-        fs, path = resolve_fs(uri)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        pafs.copy_files(path, str(target), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        local = pafs.LocalFileSystem()
+        for src, _, _ in listing:  # file by file: object stores have no directories to copy
+            dest = target / src[len(path):].lstrip("/") if info.type == pafs.FileType.Directory else target
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            pafs.copy_files(src, str(dest), source_filesystem=fs, destination_filesystem=local)
+        if info.type == pafs.FileType.Directory:
+            target.mkdir(parents=True, exist_ok=True)  # an empty folder is still a folder
         done.touch()
     return str(target)
 

@@ -7,12 +7,14 @@ which would also stop the test session's Ray), even when the job fails.
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -37,6 +39,8 @@ def wait_for(url: str, seconds: float) -> None:
         try:
             urllib.request.urlopen(url, timeout=2).read()
             return
+        except urllib.error.HTTPError:  # it answers (e.g. 401 before authentication): it is up
+            return
         except Exception:
             time.sleep(0.3)
     raise TimeoutError(f"{url} did not come up in {seconds}s")
@@ -56,7 +60,7 @@ def s3(tmp_path_factory):
         endpoint = f"http://127.0.0.1:{port}"
         wait_for(f"{endpoint}/moto-api/", 60)
         s3fs = fs.S3FileSystem(access_key="testing", secret_key="testing", region="us-east-1", scheme="http",
-                               endpoint_override=f"127.0.0.1:{port}")
+                               endpoint_override=f"127.0.0.1:{port}", allow_bucket_creation=True)
         s3fs.create_dir(BUCKET)
         yield endpoint, s3fs
     finally:
@@ -88,38 +92,63 @@ def _kill_cluster(temp_dir: str) -> None:
         time.sleep(1)
 
 
+def _ray_start(args: list[str], env: dict) -> None:
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"{' '.join(args[:3])} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+
+
 @pytest.fixture(scope="module")
 def cluster(s3):
-    """Head + one worker node on 127.0.0.1 with non-default ports; yields the Jobs API address."""
+    """Head + one worker node on 127.0.0.1 with non-default ports; yields (Jobs API address, auth token)."""
     endpoint, _ = s3
     temp_dir = tempfile.mkdtemp(prefix="krc", dir="/tmp")  # short: Ray's socket paths have a length limit
     gcs, dash = free_port(), free_port()
-    env = {**os.environ, **CREDS, "AWS_ENDPOINT_URL": endpoint, "RAY_USAGE_STATS_ENABLED": "0"}
+    token = secrets.token_hex(32)  # token authentication, as a production cluster would run it
+    env = {**os.environ, **CREDS, "AWS_ENDPOINT_URL": endpoint, "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     env.pop("RAY_ADDRESS", None)
     ray_bin = str(Path(sys.executable).parent / "ray")
     common = ["--num-cpus=3", "--object-store-memory=200000000", "--disable-usage-stats"]
+
+    def node_ports() -> list[str]:  # two nodes on one machine (and the test session's Ray): nothing may collide
+        return [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                       "metrics-export-port", "runtime-env-agent-port",
+                                                       "node-manager-port", "object-manager-port")]
     try:
-        subprocess.run([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+        _ray_start([ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
                         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
-                        f"--temp-dir={temp_dir}", f"--ray-client-server-port={free_port()}", *common],
-                       env=env, check=True, capture_output=True, timeout=180)
-        subprocess.run([ray_bin, "start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1", *common],
-                       env=env, check=True, capture_output=True, timeout=180)
+                        f"--temp-dir={temp_dir}", f"--ray-client-server-port={free_port()}", *common, *node_ports()],
+                   env)
+        _ray_start([ray_bin, "start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1", *common,
+                    f"--temp-dir={temp_dir}/w", *node_ports()], env)  # its own session files, as on a real node
         address = f"http://127.0.0.1:{dash}"
         wait_for(f"{address}/api/version", 120)
-        yield address
+        yield address, token
     finally:
         _kill_cluster(temp_dir)
 
 
-def _submit(address: str, endpoint: str, args: list[str], timeout_s: float = 900) -> tuple[str, str]:
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    client = JobSubmissionClient(address)
-    job = client.submit_job(
+def _submit_once(client, endpoint: str, args: list[str]) -> str:
+    return client.submit_job(
         entrypoint=f"{sys.executable} -m jobs.pipeline " + " ".join(args),
         runtime_env={"working_dir": str(REPO), "excludes": [".venv", "runs", ".git", "**/__pycache__", "*.egg-info"],
                      "env_vars": {**CREDS, "AWS_ENDPOINT_URL": endpoint, "HF_HUB_OFFLINE": "1"}})
+
+
+def _submit(cluster, endpoint: str, args: list[str], timeout_s: float = 900) -> tuple[str, str]:
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    address, token = cluster
+    client = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
+    deadline = time.time() + 120
+    while True:  # the dashboard answers before its job agent is ready
+        try:
+            job = _submit_once(client, endpoint, args)
+            break
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.time() > deadline:
+                raise
+            time.sleep(2)
     deadline = time.time() + timeout_s
     status = client.get_job_status(job)
     while time.time() < deadline and not status.is_terminal():

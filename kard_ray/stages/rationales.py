@@ -45,9 +45,10 @@ def teacher_endpoint(cfg: KardConfig, run: RunDir):
     if not cfg.teacher.reference:
         yield cfg.teacher.base_url
         return
+    from kard_ray.artifacts import local_copy
     from kard_ray.teacher.reference_server import ReferenceTeacherProcess
 
-    with ReferenceTeacherProcess(run.uri_of(data_stage.WORLD_DIR)) as server:
+    with ReferenceTeacherProcess(local_copy(run.uri_of(data_stage.WORLD_DIR))) as server:
         yield server.base_url
 
 

@@ -18,6 +18,7 @@ def generate_texts(model, tokenizer, family: str, prompts: list[str], max_new_to
     if family == "causal":
         tokenizer.padding_side = "left"
     enc = tokenizer(prompts, add_special_tokens=True, padding=True, return_tensors="pt").to(model.device)
+    enc.pop("token_type_ids", None)  # BERT-style tokenizers add them; generative models take none
     kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
     if samples > 1:
         torch.manual_seed(seed)

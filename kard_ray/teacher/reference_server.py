@@ -328,7 +328,7 @@ class ReferenceTeacherProcess:
                "--jitter-ms", str(o.jitter_ms), "--fault-rate", str(o.fault_rate), "--faults", ",".join(o.faults),
                "--retry-after-s", str(o.retry_after_s), "--stall-s", str(o.stall_s),
                "--wrong-rate", str(o.wrong_rate), "--seed", str(o.seed)]
-        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout_s
         while True:
             try:
@@ -336,7 +336,9 @@ class ReferenceTeacherProcess:
                     return self
             except OSError:
                 if self._proc.poll() is not None or time.time() > deadline:
-                    err = self._proc.stderr.read().decode(errors="replace")[-2000:] if self._proc.stderr else ""
+                    if self._proc.poll() is None:
+                        self._proc.kill()
+                    err = self._proc.stdout.read().decode(errors="replace")[-2000:] if self._proc.stdout else ""
                     self.stop()
                     raise RuntimeError(f"reference teacher process failed to start: {err}") from None
                 time.sleep(0.1)
