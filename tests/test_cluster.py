@@ -175,7 +175,7 @@ def test_pipeline_job_on_a_two_node_cluster_with_s3_storage(cluster, s3):
 
         return s3fs.get_file_info(f"{BUCKET}/runs/tiny/{rel}").type != fs.FileType.NotFound
 
-    for rel in ["data/manifest.json", "kb/passages.arrow", "index/bm25/manifest.json", "augment/student.parquet",
+    for rel in ["data/manifest.json", "kb/passages.arrow", "index/manifest.json", "augment/student.parquet",
                 "models/reranker/model.safetensors", "models/student_kard/model.safetensors", "eval/report.json",
                 "eval/accuracy.png", "train"]:
         assert exists(rel), rel
