@@ -90,3 +90,15 @@ def parse_answer(text: str, options: list[str]) -> ParsedAnswer:
 def format_answer(letter_index: int, options: list[str]) -> str:
     """The one answer line used in targets and prompts: 'So the answer is (B) Harlow syndrome.'"""
     return f"So the answer is ({LETTERS[letter_index]}) {options[letter_index]}."
+
+
+def split_options(text: str) -> tuple[str, list[str]]:
+    """'Question?\\n(A) x\\n(B) y' -> ('Question?', ['x', 'y']); text without option lines has none."""
+    question, options = [], []
+    for line in text.splitlines():
+        m = re.match(r"^\s*\(?([A-Z])[).:]\s+(.+)$", line)
+        if m and ord(m.group(1)) - ord("A") == len(options):
+            options.append(m.group(2).strip())
+        elif not options:
+            question.append(line)
+    return "\n".join(question).strip(), options

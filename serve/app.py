@@ -262,6 +262,8 @@ class KardService:
         users = [m.content for m in req.messages if m.role == "user"]
         if not users:
             raise HTTPException(422, "no user message")
+        from kard_ray.answers import split_options
+
         question, options = split_options(users[-1])
         try:
             parsed = AnswerRequest(question=question, options=options or None, return_passages=False)
@@ -274,20 +276,6 @@ class KardService:
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                              "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
-
-
-def split_options(text: str) -> tuple[str, list[str]]:
-    """'Question?\\n(A) x\\n(B) y' -> ('Question?', ['x', 'y']); text without option lines has none."""
-    import re
-
-    question, options = [], []
-    for line in text.splitlines():
-        m = re.match(r"^\s*\(?([A-Z])[).:]\s+(.+)$", line)
-        if m and ord(m.group(1)) - ord("A") == len(options):
-            options.append(m.group(2).strip())
-        elif not options:
-            question.append(line)
-    return "\n".join(question).strip(), options
 
 
 # --------------------------------------------------------------------------- app builder
@@ -329,8 +317,12 @@ class ServeAppArgs(BaseModel):
     model_cpus: float = Field(1, gt=0)
 
 
-def build_app(args: ServeAppArgs | dict) -> Application:
-    """The retrieve -> rerank -> generate graph for a finished run directory."""
+def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None) -> Application:
+    """The retrieve -> rerank -> generate graph for a finished run directory.
+
+    Replicas read ``api_key_env`` from their node's environment (a Kubernetes Secret, the cluster's
+    env); ``ingress_runtime_env`` can hand the ingress variables the nodes do not have.
+    """
     from kard_ray.artifacts import RunDir
 
     args = args if isinstance(args, ServeAppArgs) else ServeAppArgs.model_validate(args)
@@ -350,6 +342,7 @@ def build_app(args: ServeAppArgs | dict) -> Application:
         ray_actor_options={"num_cpus": args.model_cpus, "num_gpus": args.generator_num_gpus}, **queue,
     ).bind(run.uri_of(student_stage), args.student, args.max_input_length, args.max_new_tokens, args.max_batch_size,
            args.batch_wait_ms)
-    return KardService.bind(retriever, reranker, generator, top_k=args.top_k, candidates=args.candidates,
+    ingress = KardService.options(ray_actor_options={"num_cpus": 0.25, "runtime_env": ingress_runtime_env or {}})
+    return ingress.bind(retriever, reranker, generator, top_k=args.top_k, candidates=args.candidates,
                             max_question_chars=args.max_question_chars, request_timeout_s=args.request_timeout_s,
                             api_key_env=args.api_key_env, model_name=f"kard-student-{args.student}")

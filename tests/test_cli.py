@@ -12,11 +12,25 @@ runner = CliRunner()
 def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for cmd in ("synth", "prepare", "demo", "teacher", "config", "data"):
+    commands = ("synth", "prepare", "kb", "rationales", "augment", "train-reranker", "train-student", "evaluate",
+                "report", "run", "serve", "demo", "teacher", "config", "data")
+    for cmd in commands:
         assert cmd in result.output
-    for sub in (["teacher", "--help"], ["teacher", "reference-serve", "--help"], ["data", "check", "--help"],
-                ["config", "show", "--help"], ["synth", "--help"], ["prepare", "--help"], ["demo", "--help"]):
+    subs = [["teacher", "reference-serve"], ["teacher", "serve"], ["data", "check"], ["config", "show"],
+            ["kb", "build"], ["kb", "search"], *[[c] for c in commands]]
+    for sub in subs:
+        sub = [*sub, "--help"]
         assert runner.invoke(app, sub).exit_code == 0, sub
+
+
+def test_train_student_rejects_an_unknown_method():
+    result = runner.invoke(app, ["train-student", "--method", "magic"])
+    assert result.exit_code == 2 and "unknown method" in result.output
+
+
+def test_report_without_a_report_names_the_run(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 1 and "no evaluation report" in result.output
 
 
 def test_config_show_and_bad_key():

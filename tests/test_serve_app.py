@@ -28,13 +28,12 @@ def post(url: str, body, headers=None, raw: bytes | None = None) -> tuple[int, d
 
 
 @pytest.fixture(scope="module")
-def service(tiny_pipeline, monkeypatch_module):
+def service(tiny_pipeline):
     from ray import serve
 
     from serve.app import ServeAppArgs, build_app
 
     _, run, _ = tiny_pipeline
-    monkeypatch_module.setenv("KARD_TEST_KEY", "s3cret")
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
@@ -42,17 +41,12 @@ def service(tiny_pipeline, monkeypatch_module):
         serve.run(build_app(ServeAppArgs(run_dir=run.path(), max_new_tokens=16, max_question_chars=300,
                                          model_cpus=0.5)), name="open", route_prefix="/open")
         serve.run(build_app(ServeAppArgs(run_dir=run.path(), max_new_tokens=8, api_key_env="KARD_TEST_KEY",
-                                         model_cpus=0.5, use_reranker=False)), name="locked", route_prefix="/locked")
+                                         model_cpus=0.5, use_reranker=False),
+                            ingress_runtime_env={"env_vars": {"KARD_TEST_KEY": "s3cret"}}),
+                  name="locked", route_prefix="/locked")
         yield base, run
     finally:
         serve.shutdown()
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
 
 
 def test_answer_has_passages_and_timings(service):
@@ -117,7 +111,7 @@ def test_chat_completions_answer_the_openai_client(service):
 
 
 def test_split_options_reads_lettered_lines():
-    from serve.app import split_options
+    from kard_ray.answers import split_options
 
     assert split_options("Q?\n(A) x\n(B) y") == ("Q?", ["x", "y"])
     assert split_options("Just a question") == ("Just a question", [])
