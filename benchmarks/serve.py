@@ -14,14 +14,21 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from common import emit
+
+# this file is named serve.py, like the repository's serve/ package: import that package, not this file
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 
 def free_port() -> int:
