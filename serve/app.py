@@ -16,7 +16,6 @@ import uuid
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.serve import Application
@@ -169,16 +168,6 @@ class Generator:
 # --------------------------------------------------------------------------- ingress
 
 
-def _error(status: int, reason: str, retry_after: int | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(retry_after)} if retry_after else None
-    return JSONResponse({"error": {"status": status, "reason": reason}}, status_code=status, headers=headers)
-
-
-@api.exception_handler(BackPressureError)
-async def _overloaded(_request: Request, exc: BackPressureError) -> JSONResponse:
-    return _error(503, f"overloaded, try again shortly ({exc})", retry_after=1)
-
-
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, max_queued_requests=256)
 @serve.ingress(api)
 class KardService:
@@ -237,6 +226,8 @@ class KardService:
         except asyncio.TimeoutError:
             raise HTTPException(503, f"no answer within {self.timeout:.0f}s; the service is busy, try again",
                                 headers={"Retry-After": "2"}) from None
+        except BackPressureError as exc:  # a model deployment's queue is full
+            raise HTTPException(503, f"overloaded, try again shortly ({exc})", headers={"Retry-After": "1"}) from None
 
     @api.get("/healthz")
     def healthz(self) -> dict:

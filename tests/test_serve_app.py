@@ -24,7 +24,11 @@ def post(url: str, body, headers=None, raw: bytes | None = None) -> tuple[int, d
         with urllib.request.urlopen(req, timeout=120) as resp:
             return resp.status, json.loads(resp.read()), dict(resp.headers)
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}"), dict(err.headers)
+        raw = err.read() or b"{}"
+        try:
+            return err.code, json.loads(raw), dict(err.headers)
+        except json.JSONDecodeError:
+            return err.code, {"raw": raw.decode(errors="replace")}, dict(err.headers)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +48,9 @@ def service(tiny_pipeline):
                                          model_cpus=0.5, use_reranker=False),
                             ingress_runtime_env={"env_vars": {"KARD_TEST_KEY": "s3cret"}}),
                   name="locked", route_prefix="/locked")
+        serve.run(build_app(ServeAppArgs(run_dir=run.path(), max_new_tokens=8, use_reranker=False, model_cpus=0.5,
+                                         max_batch_size=1, max_ongoing_requests=1, max_queued_requests=1)),
+                  name="tight", route_prefix="/tight")
         yield base, run
     finally:
         serve.shutdown()
@@ -115,3 +122,17 @@ def test_split_options_reads_lettered_lines():
 
     assert split_options("Q?\n(A) x\n(B) y") == ("Q?", ["x", "y"])
     assert split_options("Just a question") == ("Just a question", [])
+
+
+def test_overload_is_503_with_retry_after_never_500(service):
+    from concurrent.futures import ThreadPoolExecutor
+
+    base, _ = service
+    body = {"question": "Where was Vythtraind Vreindvy born?", "options": ["a", "b"], "return_passages": False}
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: post(f"{base}/tight/v1/answer", body), range(16)))
+    statuses = [status for status, _, _ in results]
+    assert set(statuses) <= {200, 503} and 503 in statuses and 200 in statuses, results
+    rejected = [(p, h) for s, p, h in results if s == 503]
+    assert all({k.lower(): v for k, v in h.items()}.get("retry-after") and "overloaded" in p.get("detail", "")
+               for p, h in rejected), rejected
