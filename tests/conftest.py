@@ -87,3 +87,23 @@ def tiny_pipeline(ray_session, tmp_path_factory):
     cfg = load_config(None, [f"run_dir={root}/run", *TINY_RUN_SETS, "student.epochs=2", "reranker.epochs=1"])
     run = RunDir(cfg.run_dir)
     return cfg, run, run_pipeline(cfg, run, log=quiet)
+
+
+def kill_after_first_checkpoint(args: list[str], storage: Path, timeout_s: float = 240) -> None:
+    """Run a `kard` training command and SIGKILL it once Ray Train has registered a checkpoint in ``storage``."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + timeout_s
+    snapshot = storage / "checkpoint_manager_snapshot.json"
+    try:
+        while time.time() < deadline and proc.poll() is None and not (snapshot.exists() and
+                                                                      "checkpoint_" in snapshot.read_text()):
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -1,16 +1,12 @@
 """The train_student stage on the session Ray: loss goes down, plain-HF reload, causal path, kill-and-resume."""
 
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_RUN_SETS, prepare_tiny_run, quiet
+from conftest import TINY_RUN_SETS, kill_after_first_checkpoint, prepare_tiny_run, quiet
 
 from kard_ray.config import load_config
 from kard_ray.stages import train_student
@@ -90,17 +86,7 @@ def test_killed_student_training_resumes_from_its_checkpoint(prepared):
     storage = Path(cfg.run_dir) / "train" / train_student.storage_name(cfg, run, "rd")
     args = [sys.executable, "-m", "kard_ray.cli", "train-student", "--method", "rd", "--run-dir", cfg.run_dir,
             "--address", ray.get_runtime_context().gcs_address] + [a for s in sets for a in ("--set", s)]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 240
-    try:
-        snapshot = storage / "checkpoint_manager_snapshot.json"
-        while time.time() < deadline and proc.poll() is None and not (snapshot.exists() and
-                                                                      "checkpoint_" in snapshot.read_text()):
-            time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_after_first_checkpoint(args, storage)
     assert list(storage.glob("checkpoint_*")), "the killed run wrote no checkpoint"
     m = train_student.run(cfg, run, method="rd", log=quiet)
     per_epoch = int(np.ceil(m["counts"]["train_examples"] / 4))
