@@ -20,6 +20,7 @@ _LETTER_PATTERNS = [
     re.compile(r"\(\s*([A-Za-z])\s*\)"),  # "(B)" anywhere in the answer statement
     re.compile(r"\boption\s+([A-Za-z])\b", re.IGNORECASE),
 ]
+_CONCLUSION = re.compile(r"[^.!?\n]*\banswer\s+(?:is|:)[^\n]*$", re.IGNORECASE)
 _YES = {"yes", "true"}
 _NO = {"no", "false"}
 
@@ -102,3 +103,16 @@ def split_options(text: str) -> tuple[str, list[str]]:
         elif not options:
             question.append(line)
     return "\n".join(question).strip(), options
+
+
+def strip_conclusion(rationale: str) -> str:
+    """The rationale without its final 'so the answer is ...' sentence."""
+    body = _CONCLUSION.sub("", rationale.strip()).strip()
+    return body or rationale.strip()
+
+
+def rationale_query(rationale: str, mode: str = "reasoning") -> str:
+    """What retrieval with a rationale searches for. ``reasoning`` drops the conclusion: it only repeats
+    the answer's words, which pulls every passage that mentions the answer (other towns with the same
+    product) above the facts the reasoning actually used. ``full`` is the rationale verbatim."""
+    return strip_conclusion(rationale) if mode == "reasoning" else rationale

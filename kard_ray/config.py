@@ -173,6 +173,9 @@ class AugmentConfig(Section):
     passages_per_rationale: int = Field(3, ge=1, le=100, description="k: BM25(rationale) passages per pair.")
     candidates_per_list: int = Field(32, ge=1, description="kappa: candidates from each retrieval list.")
     query_with_options: bool = Field(True, description="Question-side queries include the answer options.")
+    rationale_query: Literal["reasoning", "full"] = Field(
+        "reasoning", description="reasoning: the rationale without its 'so the answer is' sentence (which only "
+        "repeats the answer's words); full: verbatim. Used for student passages, reranker targets and the oracle.")
     actors: int = Field(1, ge=1)
     batch_size: int = Field(256, ge=1)
 
@@ -202,6 +205,8 @@ class RerankerConfig(Section):
     seed: int = 0
     first_stage: Literal["bm25", "dense", "hybrid"] = "bm25"
     first_stage_k: int = Field(100, ge=1, description="kappa*: candidates reranked at inference.")
+    hops: int = Field(1, ge=1, le=4, description="Retrieve-and-rerank rounds; each adds its best passage to the "
+                      "next round's query (2 finds bridge facts the question never names). Saved with the model.")
     lr: float = Field(2e-5, gt=0)
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(8, ge=1)

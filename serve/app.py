@@ -171,11 +171,11 @@ class Generator:
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, max_queued_requests=256)
 @serve.ingress(api)
 class KardService:
-    def __init__(self, retriever, reranker, generator, *, top_k: int = 3, candidates: int = 30,
+    def __init__(self, retriever, reranker, generator, *, top_k: int = 3, candidates: int = 30, hops: int = 1,
                  max_question_chars: int = 4000, request_timeout_s: float = 30.0, api_key_env: str | None = None,
                  model_name: str = "kard-student"):
         self.retriever, self.reranker, self.generator = retriever, reranker, generator
-        self.top_k, self.candidates = top_k, candidates
+        self.top_k, self.candidates, self.hops = top_k, candidates, hops
         self.max_chars, self.timeout = max_question_chars, request_timeout_s
         self.api_key = os.environ.get(api_key_env) if api_key_env else None
         if api_key_env and not self.api_key:
@@ -200,16 +200,13 @@ class KardService:
         query = query_text(req.question, options, bool(options))
         timings: dict[str, float] = {}
         t = time.perf_counter()
-        cands = await self.retriever.search.remote(query, n_cand)
-        timings["retrieve"] = 1000 * (time.perf_counter() - t)
-        t = time.perf_counter()
-        scores: list[float | None] = [None] * len(cands)
-        if self.reranker is not None and cands:
-            scores = await self.reranker.score.remote((query, [c["text"] for c in cands]))
-            order = sorted(range(len(cands)), key=lambda i: -scores[i])
-            cands, scores = [cands[i] for i in order], [scores[i] for i in order]
-        timings["rerank"] = 1000 * (time.perf_counter() - t)
-        cands, scores = cands[:top_k], scores[:top_k]
+        if self.reranker is None:
+            cands = (await self.retriever.search.remote(query, n_cand))[:top_k]
+            scores: list[float | None] = [None] * len(cands)
+            timings.update(retrieve=1000 * (time.perf_counter() - t), rerank=0.0)
+        else:
+            chosen = await self._retrieve_and_rerank(query, top_k, n_cand, timings)
+            cands, scores = [c for c, _ in chosen], [s for _, s in chosen]
         t = time.perf_counter()
         out = await self.generator.generate.remote({"question": req.question, "options": options,
                                                     "passages": [c["text"] for c in cands]})
@@ -219,6 +216,27 @@ class KardService:
         return {"answer": out["answer"], "answer_index": out["answer_index"], "parsed_by": out["parsed_by"],
                 "rationale": out["text"], "passages": passages,
                 "timings_ms": {k: round(v, 2) for k, v in timings.items()}}
+
+    async def _retrieve_and_rerank(self, query: str, top_k: int, n_cand: int,
+                                   timings: dict[str, float]) -> list[tuple[dict, float]]:
+        """``hop_plan`` driven by the Retriever and RerankerModel deployments (as many hops as the
+        reranker was trained for); time spent in each is summed into ``timings``."""
+        from kard_ray.reranker.hops import hop_plan
+
+        plan = hop_plan(query, top_k, n_cand, self.hops, key=lambda c: c["row"], text=lambda c: c["text"])
+        timings.update(retrieve=0.0, rerank=0.0)
+        try:
+            kind, q, arg = next(plan)
+            while True:
+                t = time.perf_counter()
+                if kind == "search":
+                    result = await self.retriever.search.remote(q, arg)
+                else:
+                    result = await self.reranker.score.remote((q, arg))
+                timings["retrieve" if kind == "search" else "rerank"] += 1000 * (time.perf_counter() - t)
+                kind, q, arg = plan.send(result)
+        except StopIteration as stop:
+            return stop.value
 
     async def _with_timeout(self, req: AnswerRequest) -> dict[str, Any]:
         try:
@@ -291,6 +309,7 @@ class ServeAppArgs(BaseModel):
     student: Literal["kard", "rd", "ft"] = "kard"
     use_reranker: bool = True
     first_stage: Literal["bm25", "dense", "hybrid"] = "bm25"
+    hops: int | None = Field(None, ge=1, le=4, description="Retrieve-and-rerank rounds; default: as trained.")
     top_k: int = Field(3, ge=1)
     candidates: int = Field(30, ge=1)
     max_input_length: int = Field(512, ge=16)
@@ -306,6 +325,14 @@ class ServeAppArgs(BaseModel):
     generator_autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     generator_num_gpus: float = Field(0, ge=0)
     model_cpus: float = Field(1, gt=0)
+
+
+def reranker_hops(run) -> int:
+    """The hops the run's reranker was trained for (1 for models saved before hops existed)."""
+    from kard_ray.reranker.model import ARCH_FILE
+
+    rel = f"models/reranker/{ARCH_FILE}"
+    return int(run.read_json(rel).get("hops", 1)) if run.exists(rel) else 1
 
 
 def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None) -> Application:
@@ -335,5 +362,6 @@ def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None
            args.batch_wait_ms)
     ingress = KardService.options(ray_actor_options={"num_cpus": 0.25, "runtime_env": ingress_runtime_env or {}})
     return ingress.bind(retriever, reranker, generator, top_k=args.top_k, candidates=args.candidates,
+                        hops=args.hops or reranker_hops(run),
                             max_question_chars=args.max_question_chars, request_timeout_s=args.request_timeout_s,
                             api_key_env=args.api_key_env, model_name=f"kard-student-{args.student}")

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import TINY_RUN_SETS, kill_after_first_checkpoint, prepare_tiny_run, quiet
 
+from kard_ray.answers import strip_conclusion
 from kard_ray.config import load_config
 from kard_ray.stages import train_reranker
 
@@ -32,7 +33,8 @@ def test_candidate_sets_have_both_lists_and_rationale_scores(prepared):
     bm25 = BM25Index(run.path("index/bm25"))
     for r in rows[:5]:
         assert {1, 2} <= set(r["cand_sources"]) or 3 in r["cand_sources"]
-        np.testing.assert_allclose(r["cand_targets"], bm25.score_rows(r["rationale"], r["cand_rows"]))
+        np.testing.assert_allclose(r["cand_targets"], bm25.score_rows(r["rationale_query"], r["cand_rows"]))
+        assert r["rationale_query"] == strip_conclusion(r["rationale"]) != r["rationale"]  # conclusion dropped
     assert all(len(s["passage_texts"]) == cfg.augment.passages_per_rationale for s in student)
 
 

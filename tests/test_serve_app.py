@@ -65,7 +65,7 @@ def test_answer_has_passages_and_timings(service):
     assert status == 200, body
     assert len(body["passages"]) == 2 and set(body["timings_ms"]) == {"retrieve", "rerank", "generate"}
     assert all(p["rerank_score"] is not None and p["pid"] for p in body["passages"])
-    assert body["passages"][0]["rerank_score"] >= body["passages"][1]["rerank_score"]
+    assert len({p["pid"] for p in body["passages"]}) == 2  # one per hop (the tiny reranker has hops=2)
     assert body["answer"] is None or body["answer"] in q.options or isinstance(body["answer"], str)
     with urllib.request.urlopen(f"{base}/open/healthz", timeout=30) as resp:
         assert json.loads(resp.read())["ok"] is True

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from kard_ray.answers import parse_answer
+from kard_ray.answers import parse_answer, rationale_query, strip_conclusion
 from kard_ray.models import load_tokenizer
 from kard_ray.student.batching import length_grouped_batches, padding_share
-from kard_ray.student.formats import build_prompt, render, strip_conclusion, target_text
+from kard_ray.student.formats import build_prompt, render, target_text
 from kard_ray.student.generate import vote
 from kard_ray.student.model import Tokens, collate
 
@@ -33,6 +33,12 @@ def test_targets_end_with_letter_and_option_text_and_parse_back():
 def test_strip_conclusion_keeps_a_rationale_without_one():
     assert strip_conclusion("Zaenstead is in the north.") == "Zaenstead is in the north."
     assert strip_conclusion("A is B. So the answer is (A) B.") == "A is B."
+
+
+def test_rationale_query_drops_the_conclusion_only_in_reasoning_mode():
+    r = "Famere is known for plum brandy. Thus the answer is (A) plum brandy."
+    assert rationale_query(r) == "Famere is known for plum brandy."
+    assert rationale_query(r, "full") == r
 
 
 def test_methods_differ_only_in_knowledge_and_rationale():

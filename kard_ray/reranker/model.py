@@ -69,12 +69,12 @@ def score_matrix(model, tokenizer, queries: Sequence[str], passages: Sequence[st
     return scale * (q.unsqueeze(1) * p).sum(-1)
 
 
-def save_architecture(path: str, architecture: str, scale: float) -> None:
+def save_architecture(path: str, architecture: str, scale: float, hops: int = 1) -> None:
     import json
     import os
 
     with open(os.path.join(path, ARCH_FILE), "w") as f:
-        json.dump({"architecture": architecture, "bi_scale": scale}, f)
+        json.dump({"architecture": architecture, "bi_scale": scale, "hops": hops}, f)
 
 
 class Reranker:
@@ -86,10 +86,10 @@ class Reranker:
 
         import torch
 
-        spec = {"architecture": "cross", "bi_scale": 1.0}
+        spec = {"architecture": "cross", "bi_scale": 1.0, "hops": 1}
         if os.path.exists(os.path.join(path, ARCH_FILE)):
             spec.update(json.load(open(os.path.join(path, ARCH_FILE))))
-        self.architecture, self.scale = spec["architecture"], spec["bi_scale"]
+        self.architecture, self.scale, self.hops = spec["architecture"], spec["bi_scale"], int(spec["hops"])
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer, self.model = load_reranker(path, self.architecture)
         self.model.to(self.device).eval()
@@ -135,8 +135,10 @@ class Reranker:
             offset += len(texts)
         return out
 
-    def rerank(self, query: str, rows: np.ndarray, texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k best of the given candidate rows, best first (ties keep first-stage order)."""
-        scores = self.score(query, texts)
-        order = np.argsort(-scores, kind="stable")[:k]
-        return np.asarray(rows)[order], scores[order]
+    def retrieve(self, query: str, first_stage, texts, k: int, kappa: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best passage rows for ``query`` over ``kappa`` first-stage candidates per hop, in as
+        many hops as the model was trained for (``first_stage.search``, ``texts(rows)``)."""
+        from kard_ray.reranker.hops import multi_hop_rerank
+
+        return multi_hop_rerank(query, search=lambda q, n: first_stage.search(q, n)[0], score=self.score,
+                                texts=texts, k=k, kappa=kappa, hops=self.hops)

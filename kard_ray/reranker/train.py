@@ -16,6 +16,7 @@ import numpy as np
 
 from kard_ray.config import RerankerConfig
 from kard_ray.reranker.candidates import sample_candidates
+from kard_ray.reranker.hops import hop_query, training_hop
 from kard_ray.reranker.losses import LOSSES, annealed
 from kard_ray.training import precision_context, report, resume_progress, save_trainer_state, unwrap
 
@@ -26,21 +27,23 @@ def save_checkpoint_dir(path: str, model, tokenizer, optimizer, scheduler, progr
 
     unwrap(model).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
-    save_architecture(path, cfg.architecture, cfg.bi_scale)
+    save_architecture(path, cfg.architecture, cfg.bi_scale, cfg.hops)
     save_trainer_state(path, optimizer, scheduler, progress)
 
 
-def build_batch(rows: list[dict[str, Any]], store, rng: np.random.Generator, n: int):
-    """Queries (one per row), passage texts (n per row), targets and mask for one step."""
+def build_batch(rows: list[dict[str, Any]], store, rng: np.random.Generator, n: int, hops: int = 1):
+    """Queries (one per row; with ``hops`` > 1 some are expanded with the rationale's best passages),
+    passage texts (n per row), targets and mask for one step."""
     import torch
 
     queries, texts, targets, mask = [], [], [], []
     for r in rows:
         sources, tgt, cands = np.asarray(r["cand_sources"]), np.asarray(r["cand_targets"]), np.asarray(r["cand_rows"])
-        idx = sample_candidates(rng, sources, tgt, n)
+        given, keep = training_hop(rng, hops, tgt)
+        idx = keep[sample_candidates(rng, sources[keep], tgt[keep], n)]
         chosen = store.texts(cands[idx].tolist())
         pad = n - len(idx)
-        queries.append(r["query"])
+        queries.append(hop_query(r["query"], store.texts(cands[given].tolist())))
         texts += chosen + [""] * pad
         targets.append(list(tgt[idx]) + [0.0] * pad)
         mask.append([True] * len(idx) + [False] * pad)
@@ -87,7 +90,7 @@ def train_loop(config: dict[str, Any]) -> None:
             if i < progress["batch"]:
                 continue  # already trained before the restart
             rows = batch.to_pylist()
-            queries, texts, targets, mask = build_batch(rows, store, rng, cfg.candidates_per_step)
+            queries, texts, targets, mask = build_batch(rows, store, rng, cfg.candidates_per_step, cfg.hops)
             frac = progress["step"] / max(total, 1)
             tau1 = annealed(cfg.tau1, cfg.tau1_end or cfg.tau1, frac) if cfg.anneal_tau else cfg.tau1
             tau2 = annealed(cfg.tau2, cfg.tau2_end or cfg.tau2, frac) if cfg.anneal_tau else cfg.tau2

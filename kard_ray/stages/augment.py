@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from kard_ray.answers import rationale_query
 from kard_ray.artifacts import RunDir, StageResult, run_stage
 from kard_ray.config import KardConfig
 from kard_ray.reranker.candidates import FROM_QUESTION, FROM_RATIONALE, candidate_set
@@ -26,7 +27,8 @@ from kard_ray.stages import rationales as rationales_stage
 STAGE = "augment"
 STUDENT_COLUMNS = ["qid", "sample", "question", "options", "answer", "rationale", "passage_rows", "passage_pids",
                    "passage_texts"]
-RERANKER_COLUMNS = ["qid", "sample", "query", "rationale", "cand_rows", "cand_sources", "cand_targets"]
+RERANKER_COLUMNS = ["qid", "sample", "query", "rationale", "rationale_query", "cand_rows", "cand_sources",
+                    "cand_targets"]
 
 
 def kept_pairs(run: RunDir, filter_correct: bool, split: str = "train") -> list[dict[str, Any]]:
@@ -48,14 +50,14 @@ def kept_pairs(run: RunDir, filter_correct: bool, split: str = "train") -> list[
 class AugmentBatch:
     """Ray Data actor: BM25 index and passage store opened once (memory-mapped)."""
 
-    def __init__(self, run_uri: str, k: int, kappa: int, with_options: bool):
+    def __init__(self, run_uri: str, k: int, kappa: int, with_options: bool, rationale_mode: str):
         from kard_ray.artifacts import local_copy
         from kard_ray.retrieval.bm25 import BM25Index
         from kard_ray.retrieval.open import open_passages
 
         self.bm25 = BM25Index(local_copy(f"{run_uri}/{index_stage.STAGE}/bm25"))
         self.passages = open_passages(run_uri)
-        self.k, self.kappa, self.with_options = k, kappa, with_options
+        self.k, self.kappa, self.with_options, self.rationale_mode = k, kappa, with_options, rationale_mode
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -65,13 +67,15 @@ class AugmentBatch:
             query = query_text(r["question"], r["options"], self.with_options)
             if r["qid"] not in by_question:
                 by_question[r["qid"]] = self.bm25.search(query, self.kappa)[0]
-            r_rows = self.bm25.search(r["rationale"], max(self.k, self.kappa))[0]
+            r_query = rationale_query(r["rationale"], self.rationale_mode)
+            r_rows = self.bm25.search(r_query, max(self.k, self.kappa))[0]
             cands, sources = candidate_set(r_rows, by_question[r["qid"]], self.kappa)
             top = r_rows[: self.k].tolist()
-            values = {**r, "query": query, "passage_rows": top, "passage_pids": self.passages.pids(top),
-                      "passage_texts": self.passages.texts(top), "cand_rows": cands.tolist(),
+            values = {**r, "query": query, "rationale_query": r_query, "passage_rows": top,
+                      "passage_pids": self.passages.pids(top), "passage_texts": self.passages.texts(top),
+                      "cand_rows": cands.tolist(),
                       "cand_sources": sources.tolist(),
-                      "cand_targets": self.bm25.score_rows(r["rationale"], cands).tolist()}
+                      "cand_targets": self.bm25.score_rows(r_query, cands).tolist()}
             for c in out:
                 out[c].append(values[c])
         return pa.table(out)
@@ -90,7 +94,8 @@ def run(cfg: KardConfig, run_dir: RunDir, force: bool = False, log=print) -> dic
         blocks = [table.slice(i, a.batch_size) for i in range(0, table.num_rows, a.batch_size)]
         ds = ray.data.from_arrow(blocks).map_batches(
             AugmentBatch, fn_constructor_kwargs={"run_uri": run.uri, "k": a.passages_per_rationale,
-                                                 "kappa": a.candidates_per_list, "with_options": a.query_with_options},
+                                                 "kappa": a.candidates_per_list, "with_options": a.query_with_options,
+                                                 "rationale_mode": a.rationale_query},
             compute=ray.data.ActorPoolStrategy(size=a.actors), batch_size=a.batch_size, batch_format="pyarrow")
         out = pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by([("qid", "ascending"), ("sample", "ascending")])
         run.write_table(f"{STAGE}/student.parquet", out.select(STUDENT_COLUMNS))

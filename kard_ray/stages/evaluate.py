@@ -52,6 +52,7 @@ class EvalRetrieve:
         self.k = max([*self.cfg.eval.recall_at, self.cfg.eval.passages])
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from kard_ray.answers import rationale_query
         from kard_ray.reranker.model import query_text
 
         out: dict[str, list] = {"qid": [], "bm25_rows": [], "candidate_rows": [], "reranked_rows": [],
@@ -61,12 +62,14 @@ class EvalRetrieve:
             cands = self.first.search(query, self.cfg.reranker.first_stage_k)[0]
             reranked = cands[: self.k]
             if self.reranker is not None and len(cands):
-                reranked = self.reranker.rerank(query, cands, self.store.texts(cands.tolist()), self.k)[0]
+                reranked = self.reranker.retrieve(query, self.first, self.store.texts, self.k,
+                                                  self.cfg.reranker.first_stage_k)[0]
             out["qid"].append(r["qid"])
             out["bm25_rows"].append(self.bm25.search(query, self.k)[0].tolist())
             out["candidate_rows"].append(cands.tolist())
             out["reranked_rows"].append(np.asarray(reranked).tolist())
-            out["oracle_rows"].append(self.bm25.search(r["rationale"], self.k)[0].tolist() if r["rationale"] else [])
+            oracle = rationale_query(r["rationale"], self.cfg.augment.rationale_query) if r["rationale"] else None
+            out["oracle_rows"].append(self.bm25.search(oracle, self.k)[0].tolist() if oracle else [])
         return pa.table(out)
 
 

@@ -44,6 +44,7 @@ def fit(cfg: KardConfig, run: RunDir, name: str, fresh: bool) -> tuple[Any, dict
 
 
 def evaluate(cfg: KardConfig, run: RunDir, model_dir: str) -> dict:
+    from kard_ray.answers import rationale_query
     from kard_ray.reranker.evaluate import knowledge_gap
     from kard_ray.reranker.model import Reranker
     from kard_ray.retrieval.bm25 import BM25Index
@@ -55,7 +56,7 @@ def evaluate(cfg: KardConfig, run: RunDir, model_dir: str) -> dict:
     rationales = {}
     for row in table.to_pylist():
         if row["sample"] == 0:
-            rationales[row["qid"]] = row["rationale"]
+            rationales[row["qid"]] = rationale_query(row["rationale"], cfg.augment.rationale_query)
     bm25 = BM25Index(local_copy(run.uri_of(index_stage.STAGE, "bm25")))
     first = bm25 if r.first_stage == "bm25" else open_retriever(run.uri, cfg.retrieval, r.first_stage)
     return knowledge_gap(questions, rationales, bm25=bm25, first_stage=first,

@@ -10,12 +10,12 @@ or the options.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from kard_ray.answers import strip_conclusion
 from kard_ray.data.schema import LETTERS
 
 Method = Literal["kard", "rd", "ft"]
@@ -23,7 +23,6 @@ METHODS: tuple[Method, ...] = ("kard", "rd", "ft")
 WITH_RATIONALE = {"kard": True, "rd": True, "ft": False}
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 MIN_PASSAGE_TOKENS = 4  # a passage trimmed below this is dropped rather than kept as a fragment
-_CONCLUSION = re.compile(r"[^.!?\n]*\banswer\s+(?:is|:)[^\n]*$", re.IGNORECASE)
 
 
 @lru_cache(maxsize=None)
@@ -48,12 +47,6 @@ def format_fingerprint() -> str:
 
     probe = answer_line(["x", "y"], 1) + "|" + strip_conclusion("a. So the answer is (A) x.")
     return hashlib.sha256("".join(template(m) for m in METHODS).encode() + probe.encode()).hexdigest()[:12]
-
-
-def strip_conclusion(rationale: str) -> str:
-    """The rationale without its final 'so the answer is ...' sentence (the answer line replaces it)."""
-    body = _CONCLUSION.sub("", rationale.strip()).strip()
-    return body or rationale.strip()
 
 
 def target_text(method: str, rationale: str | None, options: list[str], answer: int) -> str:
