@@ -106,24 +106,26 @@ def fit(loop: Callable[[dict], None], loop_config: dict[str, Any], workers: Trai
     return result
 
 
+def copy_model_files(src: str, dst: str) -> None:
+    """A checkpoint folder's model files (everything but the trainer state) into ``dst``."""
+    import shutil
+
+    for f in os.listdir(src):
+        if f != TRAINER_STATE:
+            shutil.copy2(os.path.join(src, f), os.path.join(dst, f))
+
+
 def export_checkpoint(run, checkpoint, stage: str, transform: Callable[[str, str], None] | None = None) -> str:
     """Copy the final checkpoint (minus trainer state) into the stage folder as a plain HF folder.
 
     ``transform(src, dst)`` replaces the plain copy (e.g. merging a LoRA adapter). Remote run
     directories get the folder uploaded; the local folder's path is returned either way.
     """
-    import shutil
-
     with checkpoint.as_directory() as ckpt:
         out = run.path(stage) if run.is_local else None
         target = out or tempfile.mkdtemp(prefix="kard-export-")
         os.makedirs(target, exist_ok=True)
-        if transform is not None:
-            transform(ckpt, target)
-        else:
-            for f in os.listdir(ckpt):
-                if f != TRAINER_STATE:
-                    shutil.copy2(os.path.join(ckpt, f), os.path.join(target, f))
+        (transform or copy_model_files)(ckpt, target)
     if out is None:
         for f in os.listdir(target):
             with open(os.path.join(target, f), "rb") as fh:

@@ -91,3 +91,38 @@ def test_killed_student_training_resumes_from_its_checkpoint(prepared):
     m = train_student.run(cfg, run, method="rd", log=quiet)
     per_epoch = int(np.ceil(m["counts"]["train_examples"] / 4))
     assert m["extra"]["resumed_from_step"] >= 2 and m["counts"]["steps"] == 3 * per_epoch
+
+
+def test_lora_checkpoint_exports_as_one_plain_merged_model(tmp_path):
+    """No Ray: a LoRA checkpoint (adapter + trainer state) becomes a plain HF folder with the same outputs."""
+    pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    from kard_ray.stages.train_student import merge_lora
+    from kard_ray.student.model import load_student
+    from kard_ray.training import ADAPTER_WEIGHTS, TRAINER_STATE
+
+    tokenizer, model = load_student("smollm2-135m-instruct", "causal", lora=True)
+    torch.manual_seed(0)
+    with torch.no_grad():  # a fresh adapter is a no-op (B = 0); make it change the model
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    src, dst = tmp_path / "checkpoint", tmp_path / "export"
+    model.save_pretrained(src)
+    tokenizer.save_pretrained(src)
+    (src / TRAINER_STATE).write_bytes(b"optimizer state")
+    dst.mkdir()
+    assert (src / ADAPTER_WEIGHTS).exists()
+    merge_lora(str(src), str(dst))
+    assert not (dst / TRAINER_STATE).exists() and not (dst / "adapter_config.json").exists()
+    plain = AutoModelForCausalLM.from_pretrained(dst).eval()
+    ids = tokenizer("Where was Vorna Tesk born?", return_tensors="pt")
+    with torch.no_grad():
+        expected = model.eval()(**ids).logits
+        merged = plain(**ids).logits
+        base = model.get_base_model()
+        with model.disable_adapter():
+            unadapted = base(**ids).logits
+    assert torch.allclose(merged, expected, atol=1e-3)
+    assert not torch.allclose(merged, unadapted, atol=1e-3)  # the adapter really was merged in

@@ -87,14 +87,11 @@ def merge_lora(src: str, dst: str) -> None:
     """Export a LoRA checkpoint as a plain model: base weights + adapter, merged."""
     import json
     import os
-    import shutil
 
-    from kard_ray.training import ADAPTER_WEIGHTS, TRAINER_STATE
+    from kard_ray.training import ADAPTER_WEIGHTS, copy_model_files
 
     if not os.path.exists(os.path.join(src, ADAPTER_WEIGHTS)):
-        for f in os.listdir(src):
-            if f != TRAINER_STATE:
-                shutil.copy2(os.path.join(src, f), os.path.join(dst, f))
+        copy_model_files(src, dst)
         return
     from peft import PeftModel
 
