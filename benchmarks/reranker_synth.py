@@ -36,12 +36,14 @@ VARIANTS = {
     "plus_two_hops": ["reranker.tau1=1", "reranker.samples_per_question=1"],
     "plus_tau1_5": ["reranker.samples_per_question=1"],
     "demo": [],  # + 800 training pairs: configs/demo.yaml as it is
+    "demo_tau1_1": ["reranker.tau1=1"],  # the demo with sharp targets (not in the default list)
 }
+DEFAULT = ["baseline", "reasoning_query", "plus_two_hops", "plus_tau1_5", "demo"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
+    ap.add_argument("--variants", default=",".join(DEFAULT), help=f"comma list of {', '.join(VARIANTS)}")
     ap.add_argument("--questions", type=int, default=120, help="test questions to evaluate on")
     args = ap.parse_args()
 

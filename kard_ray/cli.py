@@ -326,6 +326,8 @@ def serve_run(
         help="Require a bearer key read from this environment variable.")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Dynamic batch size of reranker and generator (1 = off).")] = 16,
     max_replicas: Annotated[int, typer.Option(help="Autoscaling ceiling of reranker and generator replicas.")] = 1,
+    hops: Annotated[Optional[int], typer.Option(
+        help="Retrieve-and-rerank rounds (default: as many as the reranker was trained for).")] = None,
     address: AddressOpt = None,
 ) -> None:
     """Serve a run: POST /v1/answer, POST /v1/chat/completions, GET /healthz, OpenAPI at /docs."""
@@ -340,7 +342,7 @@ def serve_run(
     scaling = Autoscaling(min_replicas=1, max_replicas=max_replicas)
     try:
         args = ServeAppArgs(run_dir=run_dir, student=student, api_key_env=api_key_env, max_batch_size=max_batch_size,
-                            reranker_autoscaling=scaling, generator_autoscaling=scaling)
+                            hops=hops, reranker_autoscaling=scaling, generator_autoscaling=scaling)
         app_ = build_app(args)
     except ValueError as exc:
         _fail(str(exc))
