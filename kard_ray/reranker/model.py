@@ -29,6 +29,8 @@ def load_reranker(name: str, architecture: str = "cross", trust_remote_code: boo
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if architecture == "bi":
         model = AutoModel.from_pretrained(path, **safe_load_kwargs(trust_remote_code))
+        if getattr(model, "pooler", None) is not None:
+            model.pooler = None  # mean pooling does not use it; unused parameters break DDP's gradient sync
     else:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1,
                                                                    **safe_load_kwargs(trust_remote_code))
