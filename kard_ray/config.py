@@ -173,9 +173,10 @@ class AugmentConfig(Section):
     passages_per_rationale: int = Field(3, ge=1, le=100, description="k: BM25(rationale) passages per pair.")
     candidates_per_list: int = Field(32, ge=1, description="kappa: candidates from each retrieval list.")
     query_with_options: bool = Field(True, description="Question-side queries include the answer options.")
-    rationale_query: Literal["reasoning", "full"] = Field(
-        "reasoning", description="reasoning: the rationale without its 'so the answer is' sentence (which only "
-        "repeats the answer's words); full: verbatim. Used for student passages, reranker targets and the oracle.")
+    rationale_query: Literal["full", "reasoning"] = Field(
+        "full", description="full: the rationale verbatim (the paper); reasoning: without its 'so the answer is' "
+        "sentence, for KBs where the answer's words pull in unrelated passages (the synthetic world). Used for "
+        "student passages, reranker targets and the oracle row.")
     actors: int = Field(1, ge=1)
     batch_size: int = Field(256, ge=1)
 

@@ -48,8 +48,8 @@ def ray_session():
 TINY_RUN_SETS = [
     "data.synth.seed=11", "data.synth.train_people=12", "data.synth.dev_people=2", "data.synth.test_people=4",
     "data.synth.towns=10", "data.synth.regions=4", "teacher.reference=true", "teacher.n=1",
-    "teacher.splits=[train, test]", "augment.candidates_per_list=8", "reranker.max_length=48",
-    "reranker.batch_size=4", "reranker.candidates_per_step=4", "reranker.first_stage_k=10",
+    "teacher.splits=[train, test]", "augment.candidates_per_list=8", "augment.rationale_query=reasoning",
+    "reranker.max_length=48", "reranker.batch_size=4", "reranker.candidates_per_step=4", "reranker.first_stage_k=10",
     "reranker.eval_questions=8", "reranker.lr=1e-4", "reranker.hops=2", "reranker.workers.cpus_per_worker=1",
     "student.model=tiny-t5", "student.family=seq2seq", "student.lr=1e-3", "student.batch_size=4",
     "student.max_input_length=96", "student.max_target_length=48", "student.workers.cpus_per_worker=1",
