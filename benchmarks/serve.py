@@ -94,6 +94,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--skip-autoscaling", action="store_true")
+    p.add_argument("--hops", type=int, default=None, help="retrieve-and-rerank rounds (default: as trained)")
     args = p.parse_args()
 
     from ray import serve
@@ -115,8 +116,9 @@ def main() -> None:
     try:
         for label, batch in (("batched", 16), ("unbatched", 1)):
             serve.run(build_app(ServeAppArgs(run_dir=args.run_dir, max_batch_size=batch, batch_wait_ms=20,
-                                             max_new_tokens=args.max_new_tokens, max_ongoing_requests=64,
-                                             max_queued_requests=256, request_timeout_s=600)),
+                                             hops=args.hops, max_new_tokens=args.max_new_tokens,
+                                             max_ongoing_requests=64, max_queued_requests=256,
+                                             request_timeout_s=600)),
                       name="kard", route_prefix="/")
             closed_loop(url, bodies, 2, 4)  # warm-up
             results[label] = []
