@@ -329,10 +329,10 @@ class ServeAppArgs(BaseModel):
 
 def reranker_hops(run) -> int:
     """The hops the run's reranker was trained for (1 for models saved before hops existed)."""
-    from kard_ray.reranker.model import ARCH_FILE
+    from kard_ray.reranker.model import ARCH_DEFAULTS, ARCH_FILE
 
     rel = f"models/reranker/{ARCH_FILE}"
-    return int(run.read_json(rel).get("hops", 1)) if run.exists(rel) else 1
+    return int({**ARCH_DEFAULTS, **(run.read_json(rel) if run.exists(rel) else {})}["hops"])
 
 
 def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None) -> Application:

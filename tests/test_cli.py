@@ -68,3 +68,8 @@ def test_prepare_runs_then_skips(tmp_path):
     second = runner.invoke(app, args)
     assert second.exit_code == 0 and "skipped" in second.output
     assert (tmp_path / "run" / "config.resolved.yaml").is_file()
+
+
+def test_serve_rejects_zero_hops_before_starting_anything(tmp_path):
+    result = runner.invoke(app, ["serve", str(tmp_path), "--hops", "0"])
+    assert result.exit_code != 0 and "hops" in result.output

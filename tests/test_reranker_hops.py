@@ -96,3 +96,20 @@ def test_two_hop_training_batches_expand_some_queries_and_drop_that_passage():
         assert queries[i] == hop_query(QUESTION, [KB[0]])
         assert KB[0] not in texts[4 * i:4 * i + 4] and texts[4 * i] == KB[2]  # next best leads the list
         assert targets[i, 0] == 8.0 and bool(mask[i].all())
+
+
+def test_known_first_hop_candidates_are_not_searched_again(bm25):
+    calls = []
+
+    def search(q, n):
+        calls.append(q)
+        return bm25.search(q, n)[0]
+
+    def score(q, texts):
+        return bm25.score_rows(q, [KB.index(t) for t in texts])
+
+    first = bm25.search(QUESTION, 8)[0]
+    rows, _ = multi_hop_rerank(QUESTION, search=search, score=score, texts=lambda rs: [KB[r] for r in rs], k=2,
+                               kappa=8, hops=2, first_rows=first)
+    assert rows.tolist() == rank(bm25, hops=2)[0].tolist() == [0, 2]
+    assert calls == [hop_query(QUESTION, [KB[0]])]  # only the second hop searched

@@ -37,7 +37,7 @@ def knowledge_gap(questions: Sequence[Question], rationales: dict[str, str], *, 
         cand_texts = store.texts(cands.tolist())
         ranked = {first_stage_name: cands[:max_k],
                   f"{first_stage_name}+reranker": reranker.retrieve(query, first_stage, store.texts, max_k,
-                                                                     kappa_star)[0]}
+                                                                     kappa_star, cands)[0]}
         if first_stage_name != "bm25":
             ranked["bm25"] = bm25.search(query, max_k)[0]
         if q.facts:

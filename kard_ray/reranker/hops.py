@@ -62,12 +62,16 @@ def run_plan(plan: Plan, search: Callable[[str, int], list], score: Callable[[st
 
 def multi_hop_rerank(query: str, *, search: Callable[[str, int], Sequence[int]],
                      score: Callable[[str, list[str]], np.ndarray], texts: Callable[[list[int]], list[str]],
-                     k: int, kappa: int, hops: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                     k: int, kappa: int, hops: int = 1,
+                     first_rows: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The k best passage rows for ``query``, best first, with their scores (each from its own hop).
-    ``search`` is the first stage ((query, n) -> rows), ``score`` the reranker."""
+    ``search`` is the first stage ((query, n) -> rows), ``score`` the reranker; ``first_rows``, when
+    the caller already has them, are the first hop's candidates (no second search for them)."""
+    pending = None if first_rows is None else [int(r) for r in first_rows]
 
     def items(q: str, n: int) -> list[tuple[int, str]]:
-        rows = [int(r) for r in search(q, n)]
+        nonlocal pending
+        rows, pending = (pending, None) if pending is not None else ([int(r) for r in search(q, n)], None)
         return list(zip(rows, texts(rows)))
 
     chosen = run_plan(hop_plan(query, k, kappa, hops), items, score)
@@ -79,5 +83,6 @@ def training_hop(rng: np.random.Generator, hops: int, targets: np.ndarray) -> tu
     uniform in 0..hops-1) and the candidates that stay to be ranked, in their order."""
     h = int(rng.integers(hops)) if hops > 1 else 0
     given = np.argsort(-np.asarray(targets), kind="stable")[:h].astype(np.int64)
-    keep = np.array([i for i in range(len(targets)) if i not in set(given.tolist())], np.int64)
+    taken = set(given.tolist())
+    keep = np.array([i for i in range(len(targets)) if i not in taken], np.int64)
     return given, keep

@@ -17,7 +17,8 @@ def query_text(question: str, options: Sequence[str], with_options: bool = True)
     return question + " " + " ".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(options))
 
 
-ARCH_FILE = "kard_reranker.json"  # architecture and scale, saved beside the HF files
+ARCH_FILE = "kard_reranker.json"  # architecture, scale and hops, saved beside the HF files
+ARCH_DEFAULTS = {"architecture": "cross", "bi_scale": 1.0, "hops": 1}  # folders without the file, or older ones
 
 
 def load_reranker(name: str, architecture: str = "cross", trust_remote_code: bool = False, lora: bool = False):
@@ -88,7 +89,7 @@ class Reranker:
 
         import torch
 
-        spec = {"architecture": "cross", "bi_scale": 1.0, "hops": 1}
+        spec = dict(ARCH_DEFAULTS)
         if os.path.exists(os.path.join(path, ARCH_FILE)):
             spec.update(json.load(open(os.path.join(path, ARCH_FILE))))
         self.architecture, self.scale, self.hops = spec["architecture"], spec["bi_scale"], int(spec["hops"])
@@ -137,10 +138,12 @@ class Reranker:
             offset += len(texts)
         return out
 
-    def retrieve(self, query: str, first_stage, texts, k: int, kappa: int) -> tuple[np.ndarray, np.ndarray]:
+    def retrieve(self, query: str, first_stage, texts, k: int, kappa: int,
+                 candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The k best passage rows for ``query`` over ``kappa`` first-stage candidates per hop, in as
-        many hops as the model was trained for (``first_stage.search``, ``texts(rows)``)."""
+        many hops as the model was trained for (``first_stage.search``, ``texts(rows)``);
+        ``candidates``: the first hop's, when the caller already searched."""
         from kard_ray.reranker.hops import multi_hop_rerank
 
         return multi_hop_rerank(query, search=lambda q, n: first_stage.search(q, n)[0], score=self.score,
-                                texts=texts, k=k, kappa=kappa, hops=self.hops)
+                                texts=texts, k=k, kappa=kappa, hops=self.hops, first_rows=candidates)

@@ -63,7 +63,7 @@ class EvalRetrieve:
             reranked = cands[: self.k]
             if self.reranker is not None and len(cands):
                 reranked = self.reranker.retrieve(query, self.first, self.store.texts, self.k,
-                                                  self.cfg.reranker.first_stage_k)[0]
+                                                  self.cfg.reranker.first_stage_k, cands)[0]
             out["qid"].append(r["qid"])
             out["bm25_rows"].append(self.bm25.search(query, self.k)[0].tolist())
             out["candidate_rows"].append(cands.tolist())
