@@ -57,9 +57,8 @@ def run_pipeline(passages: list[str], tmp: str, shards: int) -> tuple[str, dict]
 
     from kard_ray.artifacts import RunDir
     from kard_ray.config import load_config
+    from kard_ray.pipeline import run_one
     from kard_ray.runtime import init_ray
-    from kard_ray.stages import index as index_stage
-    from kard_ray.stages import kb as kb_stage
 
     kb_path = os.path.join(tmp, "kb.jsonl")
     with open(kb_path, "w") as f:
@@ -70,9 +69,9 @@ def run_pipeline(passages: list[str], tmp: str, shards: int) -> tuple[str, dict]
     init_ray(cfg.ray)
     run = RunDir(cfg.run_dir)
     with Timer() as t_kb:
-        kb_stage.run(cfg, run, log=lambda m: None)
+        run_one("kb", cfg, run, log=lambda m: None)
     with Timer() as t_idx:
-        index_stage.run(cfg, run, log=lambda m: None)
+        run_one("index", cfg, run, log=lambda m: None)
     return run.path("index", "bm25"), {"chunk_s": round(t_kb.s, 2), "index_s": round(t_idx.s, 2)}
 
 

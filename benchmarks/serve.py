@@ -92,10 +92,11 @@ def main() -> None:
     p.add_argument("--run-dir", default="runs/demo")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="override the run's eval.max_new_tokens")
     p.add_argument("--skip-autoscaling", action="store_true")
     p.add_argument("--hops", type=int, default=None, help="retrieve-and-rerank rounds (default: as trained)")
     args = p.parse_args()
+    overrides = {k: v for k, v in (("hops", args.hops), ("max_new_tokens", args.max_new_tokens)) if v is not None}
 
     from ray import serve
 
@@ -116,7 +117,7 @@ def main() -> None:
     try:
         for label, batch in (("batched", 16), ("unbatched", 1)):
             serve.run(build_app(ServeAppArgs(run_dir=args.run_dir, max_batch_size=batch, batch_wait_ms=20,
-                                             hops=args.hops, max_new_tokens=args.max_new_tokens,
+                                             overrides=overrides,
                                              max_ongoing_requests=64, max_queued_requests=256,
                                              request_timeout_s=600)),
                       name="kard", route_prefix="/")
@@ -131,7 +132,7 @@ def main() -> None:
         if not args.skip_autoscaling:
             auto = Autoscaling(min_replicas=1, max_replicas=2, target_ongoing_requests=2, upscale_delay_s=2,
                                downscale_delay_s=5)
-            serve.run(build_app(ServeAppArgs(run_dir=args.run_dir, max_batch_size=4, max_new_tokens=args.max_new_tokens,
+            serve.run(build_app(ServeAppArgs(run_dir=args.run_dir, max_batch_size=4, overrides=overrides,
                                              reranker_autoscaling=auto, generator_autoscaling=auto,
                                              model_cpus=0.5, request_timeout_s=600)), name="kard", route_prefix="/")
             before = replica_counts("kard")

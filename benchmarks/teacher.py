@@ -26,9 +26,8 @@ from common import emit  # noqa: E402
 
 from kard_ray.artifacts import RunDir  # noqa: E402
 from kard_ray.config import load_config  # noqa: E402
+from kard_ray.pipeline import run_one  # noqa: E402
 from kard_ray.runtime import init_ray  # noqa: E402
-from kard_ray.stages import data as data_stage  # noqa: E402
-from kard_ray.stages import rationales as rationales_stage  # noqa: E402
 from kard_ray.teacher.reference_server import ReferenceTeacherProcess, ServerOptions  # noqa: E402
 
 
@@ -41,11 +40,11 @@ def run_phase(tmp: str, name: str, world: str, args, rpm: float | None) -> dict:
         sets.append(f"teacher.requests_per_minute={rpm}")
     cfg = load_config(None, sets)
     run = RunDir(cfg.run_dir)
-    data_stage.run(cfg, run, log=lambda m: None)
+    run_one("data", cfg, run, log=lambda m: None)
     with ReferenceTeacherProcess(world, ServerOptions(latency_ms=args.latency_ms)) as server:
         cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"base_url": server.base_url})})
         t0 = time.perf_counter()
-        m = rationales_stage.run(cfg, run, log=lambda m: None)
+        m = run_one("rationales", cfg, run, log=lambda m: None)
         wall = time.perf_counter() - t0
         stats = server.stats()
         stats["peak_rpm_2s"] = server.stats(window_s=2.0)["peak_rpm"]

@@ -227,7 +227,9 @@ class RunDir:
 
     # ---- config
     def save_config(self, cfg: BaseModel) -> None:
-        self.write_text("config.resolved.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        from kard_ray.registry import RESOLVED_CONFIG
+
+        self.write_text(RESOLVED_CONFIG, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
     # ---- manifests
     def manifest(self, stage: str) -> dict[str, Any] | None:

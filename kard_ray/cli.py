@@ -101,21 +101,6 @@ def data_check(
     console.print(table)
 
 
-@app.command("prepare")
-def prepare(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, force: ForceOpt = False) -> None:
-    """Stage `data`: load (or generate) the question sets into the run directory."""
-    from kard_ray.artifacts import RunDir
-    from kard_ray.stages import data as data_stage
-
-    cfg = _load(config, set_, run_dir)
-    run = RunDir(cfg.run_dir)
-    run.save_config(cfg)
-    try:
-        data_stage.run(cfg, run, force=force)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc), 1)
-
-
 # --------------------------------------------------------------------------- knowledge base
 
 
@@ -128,14 +113,9 @@ def kb_build(
     force: ForceOpt = False,
 ) -> None:
     """Stages `kb` and `index`: chunk the KB into passages on Ray Data, build BM25 (and dense) indexes."""
-    from kard_ray.stages import data as data_stage
-    from kard_ray.stages import index as index_stage
-    from kard_ray.stages import kb as kb_stage
+    from kard_ray.registry import commands
 
-    def needs(cfg: KardConfig) -> list:  # a synthetic world's KB comes from the data stage
-        return [data_stage] if cfg.data.synth is not None and not cfg.kb.paths else []
-
-    _run_stages(config, set_, run_dir, address, force, [kb_stage, index_stage], needs=needs)
+    _run_stages(config, set_, run_dir, address, force, commands()["kb build"])
 
 
 @kb_app.command("search")
@@ -147,16 +127,12 @@ def kb_search(
 ) -> None:
     """Search a run's knowledge base from the command line."""
     from kard_ray.artifacts import RunDir
+    from kard_ray.inference import run_config
     from kard_ray.retrieval.open import open_passages, open_retriever
 
     run = RunDir(run_dir)
-    cfg = _load(None, [], None)
-    if run.exists("config.resolved.yaml"):
-        import yaml
-
-        cfg = KardConfig.model_validate(yaml.safe_load(run.read_bytes("config.resolved.yaml")))
     try:
-        retriever = open_retriever(run.uri, cfg.retrieval, method)
+        retriever = open_retriever(run.uri, run_config(run).retrieval, method)
     except FileNotFoundError as exc:
         _fail(str(exc), 1)
         return
@@ -185,18 +161,15 @@ def rationales(
 ) -> None:
     """Stage `rationales`: n chain-of-thought rationales per question from the teacher (cached, rate-limited)."""
     from kard_ray.artifacts import RunDir
-    from kard_ray.runtime import init_ray
-    from kard_ray.stages import data as data_stage
+    from kard_ray.pipeline import run_stages
     from kard_ray.stages import rationales as rationales_stage
-    from kard_ray.teacher.worker import TeacherAborted
 
     sets = list(set_ or []) + ([f"teacher.import_path={import_path}"] if import_path else [])
     cfg = _load(config, sets, run_dir)
     run = RunDir(cfg.run_dir)
     try:
-        if not run.is_done(data_stage.STAGE):
-            data_stage.run(cfg, run)
         if dry_run:
+            run_stages(cfg, run, ["data"])
             plan = rationales_stage.plan(cfg, run)
             table = Table("questions", "samples", "already cached", "calls to make", "est. prompt tokens",
                           "est. completion tokens", "est. cost (USD)", title=f"Dry run: teacher {cfg.teacher.model}")
@@ -204,56 +177,58 @@ def rationales(
                                                    "est_prompt_tokens", "est_completion_tokens", "est_cost_usd")))
             console.print(table)
             return
-        init_ray(cfg.ray, address)
-        run.save_config(cfg)
-        rationales_stage.run(cfg, run, force=force)
-    except TeacherAborted as exc:
-        _fail(str(exc), 3)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc), 1)
+    _run_stages(config, sets, run_dir, address, force, ["rationales"])
 
 
 # --------------------------------------------------------------------------- augment and reranker
 
 
-def _run_stages(config, set_, run_dir, address, force, modules, needs=None) -> None:
-    """Load config, start/attach Ray, run the given stage modules in order with clear errors.
-
-    ``needs(cfg)`` names upstream stages to run first when they have not finished (never forced).
-    """
+def _run_stages(config, set_, run_dir, address, force, names: list[str]) -> None:
+    """Load config, start/attach Ray, run the named stages and, first, whatever they need (never forced)."""
     from kard_ray.artifacts import RunDir
+    from kard_ray.pipeline import run_stages
     from kard_ray.runtime import init_ray
+    from kard_ray.teacher.worker import TeacherAborted
 
     cfg = _load(config, set_, run_dir)
-    init_ray(cfg.ray, address)
+    if names != ["data"]:  # reading question files needs no Ray
+        init_ray(cfg.ray, address)
     run = RunDir(cfg.run_dir)
     run.save_config(cfg)
     try:
-        for module in needs(cfg) if needs else []:
-            if not run.is_done(module.STAGE):
-                module.run(cfg, run)
-        for module in modules:
-            module.run(cfg, run, force=force)
+        run_stages(cfg, run, names, force=force)
+    except TeacherAborted as exc:  # the failure budget ran out: a distinct exit code for scripts
+        _fail(str(exc), 3)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc), 1)
 
 
-@app.command("augment")
-def augment(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, address: AddressOpt = None,
-            force: ForceOpt = False) -> None:
-    """Stage `augment`: rationale-retrieved passages for the student, candidate sets for the reranker."""
-    from kard_ray.stages import augment as augment_stage
+def _stage_command(names: list[str]):
+    """A `kard` command that runs ``names`` (from the registry); its help is their summaries."""
+    from kard_ray.registry import stage
 
-    _run_stages(config, set_, run_dir, address, force, [augment_stage])
+    def command(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+                address: AddressOpt = None, force: ForceOpt = False) -> None:
+        _run_stages(config, set_, run_dir, address, force, names)
+        if "evaluate" in names:
+            _print_report(_load(config, set_, run_dir).run_dir)
+
+    command.__doc__ = " ".join(f"Stage `{n}`: {stage(n).summary}" for n in names)
+    return command
 
 
-@app.command("train-reranker")
-def train_reranker(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
-                   address: AddressOpt = None, force: ForceOpt = False) -> None:
-    """Stage `train_reranker`: KL-distilled cross-encoder on Ray Train (resumes from its last checkpoint)."""
-    from kard_ray.stages import train_reranker as train_reranker_stage
+def _register_stage_commands() -> None:
+    from kard_ray.registry import commands
 
-    _run_stages(config, set_, run_dir, address, force, [train_reranker_stage])
+    custom = {"kb build", "rationales", "train-student"}  # commands with options of their own, below
+    for name, stages in commands().items():
+        if name not in custom:
+            app.command(name)(_stage_command(stages))
+
+
+_register_stage_commands()
 
 
 @app.command("train-student")
@@ -261,40 +236,26 @@ def train_student(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDir
                   address: AddressOpt = None, force: ForceOpt = False,
                   method: Annotated[Optional[list[str]], typer.Option(
                       "--method", "-m", help="kard, rd or ft (repeatable; default: student.method).")] = None) -> None:
-    """Stage `train_student`: fine-tune the student on Ray Train (resumes from its last checkpoint)."""
-    from functools import partial
-    from types import SimpleNamespace
+    """Stages `student_<method>`: fine-tune the student on Ray Train (resumes from its last checkpoint)."""
+    from kard_ray.registry import STUDENT_METHODS, student_stage
 
-    from kard_ray.stages import train_student as stage
-
-    methods = method or [None]
-    bad = [m for m in methods if m not in (None, "kard", "rd", "ft")]
+    bad = [m for m in method or [] if m not in STUDENT_METHODS]
     if bad:
-        _fail(f"unknown method(s) {', '.join(bad)}; choose kard, rd or ft")
-    modules = [SimpleNamespace(STAGE=m, run=partial(stage.run, method=m)) for m in methods]
-    _run_stages(config, set_, run_dir, address, force, modules)
-
-
-@app.command("evaluate")
-def evaluate(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
-             address: AddressOpt = None, force: ForceOpt = False) -> None:
-    """Stage `evaluate`: every trained method on the same test questions; writes RUN/eval/report.{json,md}."""
-    from kard_ray.stages import evaluate as evaluate_stage
-
-    _run_stages(config, set_, run_dir, address, force, [evaluate_stage])
-    cfg = _load(config, set_, run_dir)
-    _print_report(cfg.run_dir)
+        _fail(f"unknown method(s) {', '.join(bad)}; choose {', '.join(STUDENT_METHODS)}")
+    methods = method or [_load(config, set_, run_dir).student.method]
+    _run_stages(config, set_, run_dir, address, force, [student_stage(m) for m in methods])
 
 
 def _print_report(run_dir: str) -> None:
     from kard_ray.artifacts import RunDir
     from kard_ray.evaluation.report import results_table
+    from kard_ray.registry import output
 
     run = RunDir(run_dir)
-    if not run.exists("eval", "report.json"):
+    if not run.exists(output("evaluate", "report_json")):
         _fail(f"no evaluation report in {run.uri} (run `kard evaluate` or `kard run` first)", 1)
-    console.print(results_table(run.read_json("eval/report.json")))
-    console.print(f"report: {run.uri_of('eval', 'report.md')}")
+    console.print(results_table(run.read_json(output("evaluate", "report_json"))))
+    console.print(f"report: {run.uri_of(output('evaluate', 'report_md'))}")
 
 
 @app.command("report")
@@ -327,24 +288,30 @@ def serve_run(
     max_batch_size: Annotated[int, typer.Option(help="Dynamic batch size of reranker and generator (1 = off).")] = 16,
     max_replicas: Annotated[int, typer.Option(help="Autoscaling ceiling of reranker and generator replicas.")] = 1,
     hops: Annotated[Optional[int], typer.Option(
-        help="Retrieve-and-rerank rounds (default: as many as the reranker was trained for).")] = None,
+        help="Retrieve-and-rerank rounds (default: the run's; same as --override hops=N).")] = None,
+    override: Annotated[Optional[list[str]], typer.Option(
+        "--override", help="Replace one of the run's inference settings, e.g. max_new_tokens=96 (repeatable; "
+                           "GET /healthz lists them).")] = None,
     address: AddressOpt = None,
 ) -> None:
-    """Serve a run: POST /v1/answer, POST /v1/chat/completions, GET /healthz, OpenAPI at /docs."""
+    """Serve a run as it was evaluated: POST /v1/answer, POST /v1/chat/completions, GET /healthz, /docs."""
     import time
 
     from ray import serve
 
-    from kard_ray.config import RayConfig
+    from kard_ray.config import RayConfig, parse_override
     from kard_ray.runtime import init_ray
     from serve.app import Autoscaling, ServeAppArgs, build_app
 
     scaling = Autoscaling(min_replicas=1, max_replicas=max_replicas)
     try:
+        overrides = {".".join(k): v for k, v in map(parse_override, override or [])}
+        if hops is not None:
+            overrides["hops"] = hops
         args = ServeAppArgs(run_dir=run_dir, student=student, api_key_env=api_key_env, max_batch_size=max_batch_size,
-                            hops=hops, reranker_autoscaling=scaling, generator_autoscaling=scaling)
+                            overrides=overrides, reranker_autoscaling=scaling, generator_autoscaling=scaling)
         app_ = build_app(args)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     init_ray(RayConfig(), address)
     serve.start(http_options={"host": host, "port": port})

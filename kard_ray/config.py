@@ -58,6 +58,10 @@ class DataConfig(Section):
     on_malformed: Literal["error", "skip"] = "error"
     limit: int | None = Field(None, ge=1, description="Keep only the first N questions of each split.")
 
+    def split_paths(self) -> dict[str, str]:
+        """The question files configured, by split."""
+        return {s: p for s in ("train", "dev", "test") if (p := getattr(self, s))}
+
 
 # --------------------------------------------------------------------------- knowledge base
 
@@ -270,18 +274,6 @@ class EvalConfig(Section):
     examples_per_class: int = Field(3, ge=0, description="Example questions per error class in the report.")
 
 
-class ServeConfig(Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    api_key_env: str | None = Field(None, description="If set, require this bearer key from the environment.")
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(2, ge=1)
-    target_ongoing_requests: float = Field(4, gt=0)
-    max_ongoing_requests: int = Field(32, ge=1)
-    request_timeout_s: float = Field(30.0, gt=0)
-    max_question_chars: int = Field(4000, ge=1)
-
-
 class RayConfig(Section):
     """How to reach Ray. With an address we attach and ask for nothing; without one we start Ray here."""
 
@@ -307,8 +299,39 @@ class KardConfig(Section):
     reranker: RerankerConfig = Field(default_factory=RerankerConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    serve: ServeConfig = Field(default_factory=ServeConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+
+class InferenceSettings(Section):
+    """Everything that shapes an answer at inference, taken from one resolved config: the evaluation
+    stage keys on it and the Serve endpoint is built from it, so what is served is what was evaluated."""
+
+    query_with_options: bool
+    first_stage: Literal["bm25", "dense", "hybrid"]
+    first_stage_k: int = Field(ge=1)
+    hops: int = Field(ge=1, le=4)
+    reranker_max_length: int = Field(ge=16)
+    passages: int = Field(ge=0)
+    student_max_input_length: int = Field(ge=16)
+    max_new_tokens: int = Field(ge=1)
+    decoding: Literal["greedy", "self_consistency"]
+    samples: int = Field(ge=1)
+
+    @classmethod
+    def of(cls, cfg: "KardConfig") -> "InferenceSettings":
+        r, e = cfg.reranker, cfg.eval
+        return cls(query_with_options=cfg.augment.query_with_options, first_stage=r.first_stage,
+                   first_stage_k=r.first_stage_k, hops=r.hops, reranker_max_length=r.max_length,
+                   passages=e.passages, student_max_input_length=cfg.student.max_input_length,
+                   max_new_tokens=e.max_new_tokens, decoding=e.decoding,
+                   samples=e.samples if e.decoding == "self_consistency" else 1)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "InferenceSettings":
+        """A copy with some fields replaced; unknown names and invalid values are errors."""
+        try:
+            return type(self).model_validate({**self.model_dump(), **overrides})
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc)) from None
 
 
 # --------------------------------------------------------------------------- loading

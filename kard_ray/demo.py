@@ -46,7 +46,8 @@ def run_pipeline_with_progress(cfg: KardConfig, address: str | None = None, forc
                                console: Console | None = None, quiet_logs: bool = True) -> RunDir:
     """Every stage in order, one line per stage, then the results table and the report's path."""
     from kard_ray.evaluation.report import results_table
-    from kard_ray.pipeline import run_pipeline, steps
+    from kard_ray.pipeline import run_pipeline
+    from kard_ray.registry import output, plan
 
     console = console or Console()
     t0 = time.time()
@@ -54,7 +55,7 @@ def run_pipeline_with_progress(cfg: KardConfig, address: str | None = None, forc
     console.print(f"[bold]Ray[/] {runtime.mode} at {runtime.address} ({runtime.cpus:.0f} logical CPUs)")
     run = RunDir(cfg.run_dir)
     run.save_config(cfg)
-    total = len(steps(cfg))
+    total = len(plan(cfg))
     done = [0]
     status = console.status("starting")
 
@@ -69,11 +70,11 @@ def run_pipeline_with_progress(cfg: KardConfig, address: str | None = None, forc
     with status:
         manifests = run_pipeline(cfg, run, force=force, log=(lambda _m: None) if quiet_logs else console.print,
                                  on_stage=on_stage)
-    gap = manifests.get("models/reranker", {}).get("extra", {}).get("knowledge_gap")
+    gap = manifests.get("reranker", {}).get("extra", {}).get("knowledge_gap")
     if gap and "gold_facts" in gap:
         console.print(reranker_table(gap))
-    console.print(results_table(run.read_json("eval/report.json")))
-    console.print(f"finished in {time.time() - t0:.0f}s; report: {run.uri_of('eval', 'report.md')} "
+    console.print(results_table(run.read_json(output("evaluate", "report_json"))))
+    console.print(f"finished in {time.time() - t0:.0f}s; report: {run.uri_of(output('evaluate', 'report_md'))} "
                   f"(charts: accuracy.png, recall.png; `kard report {run.uri}` prints the table again)")
     return run
 

@@ -18,7 +18,6 @@ from kard_ray.config import TrainWorkers
 
 TRAINER_STATE = "trainer_state.pt"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-TRAIN_DIR = "train"
 
 
 def unwrap(model):

@@ -1,1 +1,1 @@
-"""Ray Serve applications: the self-hosted teacher (OpenAI-compatible chat) and, later, the KARD graph."""
+"""Ray Serve applications: the KARD answer service (``app``) and the self-hosted teacher (``teacher``)."""

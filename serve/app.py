@@ -4,6 +4,10 @@ Deployments: ``Retriever`` (the run's BM25 index and passages, memory-mapped), `
 and ``Generator`` (both ``@serve.batch``: concurrent requests share forward passes), composed by
 the FastAPI ingress ``KardService`` through ``DeploymentHandle``s. Build with
 ``build_app(ServeAppArgs(...))`` or from ``serve/config.yaml`` (``import_path: serve.app:build_app``).
+
+Everything that shapes an answer (query format, first stage and kappa*, hops, reranker and student
+lengths, passages, decoding) comes from the run's resolved config as ``InferenceSettings``, the same
+object the evaluation stage used; ``ServeAppArgs`` holds serving knobs and explicit overrides only.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the request models as classes.
@@ -96,15 +100,15 @@ def _load_or_log(what: str, fn):
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
 class Retriever:
-    def __init__(self, run_dir: str, first_stage: str = "bm25"):
+    def __init__(self, run_dir: str, retrieval: dict[str, Any], first_stage: str):
         from kard_ray.artifacts import RunDir
         from kard_ray.config import RetrievalConfig
         from kard_ray.retrieval.open import open_passages, open_retriever
 
-        run = RunDir(run_dir)
+        run, cfg = RunDir(run_dir), RetrievalConfig.model_validate(retrieval)
         self.first = _load_or_log(f"retriever ({first_stage}) of {run_dir}",
-                                  lambda: open_retriever(run.uri, RetrievalConfig(), first_stage))
-        self.bm25 = self.first if first_stage == "bm25" else open_retriever(run.uri, RetrievalConfig(), "bm25")
+                                  lambda: open_retriever(run.uri, cfg, first_stage))
+        self.bm25 = self.first if first_stage == "bm25" else open_retriever(run.uri, cfg, "bm25")
         self.store = open_passages(run.uri)
 
     def search(self, query: str, k: int) -> list[dict[str, Any]]:
@@ -117,7 +121,7 @@ class Retriever:
 
 @serve.deployment(ray_actor_options={"num_cpus": 1})
 class RerankerModel:
-    def __init__(self, model_dir: str, max_length: int = 256, max_batch_size: int = 16, batch_wait_ms: float = 5):
+    def __init__(self, model_dir: str, max_length: int, max_batch_size: int = 16, batch_wait_ms: float = 5):
         from kard_ray.artifacts import local_copy
         from kard_ray.reranker.model import Reranker
 
@@ -133,31 +137,30 @@ class RerankerModel:
 
 @serve.deployment(ray_actor_options={"num_cpus": 1})
 class Generator:
-    def __init__(self, model_dir: str, method: str = "kard", max_input_length: int = 512, max_new_tokens: int = 64,
-                 max_batch_size: int = 16, batch_wait_ms: float = 10):
-        from kard_ray.artifacts import local_copy
-        from kard_ray.student.model import load_trained
+    """The evaluation's ``StudentPredictor`` behind ``@serve.batch``: the same prompts, lengths and decoding."""
 
-        self.tokenizer, self.model, self.family = _load_or_log(f"student {model_dir}",
-                                                               lambda: load_trained(local_copy(model_dir)))
-        self.method, self.max_input, self.max_new = method, max_input_length, max_new_tokens
+    def __init__(self, model_dir: str, method: str, settings: dict[str, Any], max_batch_size: int = 16,
+                 batch_wait_ms: float = 10):
+        from kard_ray.artifacts import local_copy
+        from kard_ray.student.generate import StudentPredictor
+
+        self.predictor = _load_or_log(f"student {model_dir}",
+                                      lambda: StudentPredictor(local_copy(model_dir), method, settings))
         self.generate.set_max_batch_size(max_batch_size)
         self.generate.set_batch_wait_timeout_s(batch_wait_ms / 1000)
 
     def _run(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from kard_ray.answers import answer_segment, parse_answer
-        from kard_ray.student.formats import build_prompt
-        from kard_ray.student.generate import generate_texts
+        from kard_ray.answers import answer_segment
 
-        prompts = [build_prompt(self.tokenizer, self.method, it["question"], it["options"], it["passages"],
-                                self.max_input).text for it in items]
-        texts = generate_texts(self.model, self.tokenizer, self.family, prompts, self.max_new)
         out = []
-        for it, (text,) in zip(items, texts):
-            parsed = parse_answer(text, it["options"]) if it["options"] else None
-            answer = it["options"][parsed.index] if parsed and parsed.ok else answer_segment(text).strip() or None
-            out.append({"text": text, "answer": answer, "answer_index": parsed.index if parsed else None,
-                        "parsed_by": parsed.method if parsed else "free_text"})
+        for it, p in zip(items, self.predictor.predict(items)):
+            text, index = p["generation"], p["prediction"]
+            if it["options"] and index >= 0:
+                answer, parsed_by = it["options"][index], p["parsed_by"]
+            else:
+                answer, index = answer_segment(text).strip() or None, None
+                parsed_by = "free_text" if not it["options"] else p["parsed_by"]
+            out.append({"text": text, "answer": answer, "answer_index": index, "parsed_by": parsed_by})
         return out
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
@@ -171,11 +174,13 @@ class Generator:
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, max_queued_requests=256)
 @serve.ingress(api)
 class KardService:
-    def __init__(self, retriever, reranker, generator, *, top_k: int = 3, candidates: int = 30, hops: int = 1,
+    def __init__(self, retriever, reranker, generator, *, settings: dict[str, Any], overrides: dict[str, Any],
                  max_question_chars: int = 4000, request_timeout_s: float = 30.0, api_key_env: str | None = None,
                  model_name: str = "kard-student"):
+        from kard_ray.config import InferenceSettings
+
         self.retriever, self.reranker, self.generator = retriever, reranker, generator
-        self.top_k, self.candidates, self.hops = top_k, candidates, hops
+        self.settings, self.overrides = InferenceSettings.model_validate(settings), overrides
         self.max_chars, self.timeout = max_question_chars, request_timeout_s
         self.api_key = os.environ.get(api_key_env) if api_key_env else None
         if api_key_env and not self.api_key:
@@ -193,11 +198,12 @@ class KardService:
     async def _answer(self, req: AnswerRequest) -> dict[str, Any]:
         if len(req.question) > self.max_chars:
             raise HTTPException(413, f"question has {len(req.question)} characters; the limit is {self.max_chars}")
-        from kard_ray.reranker.model import query_text
+        from kard_ray.inference import question_query
 
-        options = req.options or []
-        top_k, n_cand = req.top_k or self.top_k, max(req.candidates or self.candidates, req.top_k or self.top_k)
-        query = query_text(req.question, options, bool(options))
+        options, s = req.options or [], self.settings
+        top_k = req.top_k or s.passages
+        n_cand = max(req.candidates or s.first_stage_k, top_k)
+        query = question_query(s, req.question, options)
         timings: dict[str, float] = {}
         t = time.perf_counter()
         if self.reranker is None:
@@ -219,11 +225,11 @@ class KardService:
 
     async def _retrieve_and_rerank(self, query: str, top_k: int, n_cand: int,
                                    timings: dict[str, float]) -> list[tuple[dict, float]]:
-        """``hop_plan`` driven by the Retriever and RerankerModel deployments (as many hops as the
-        reranker was trained for); time spent in each is summed into ``timings``."""
+        """``hop_plan`` (the evaluation's multi-hop rerank) driven by the Retriever and RerankerModel
+        deployments; time spent in each is summed into ``timings``."""
         from kard_ray.reranker.hops import hop_plan
 
-        plan = hop_plan(query, top_k, n_cand, self.hops, key=lambda c: c["row"], text=lambda c: c["text"])
+        plan = hop_plan(query, top_k, n_cand, self.settings.hops, key=lambda c: c["row"], text=lambda c: c["text"])
         timings.update(retrieve=0.0, rerank=0.0)
         try:
             kind, q, arg = next(plan)
@@ -249,7 +255,9 @@ class KardService:
 
     @api.get("/healthz")
     def healthz(self) -> dict:
-        return {"ok": True, "model": self.model_name, "reranker": self.reranker is not None}
+        """Liveness, and the settings every answer is made with (with any override of the run's)."""
+        return {"ok": True, "model": self.model_name, "reranker": self.reranker is not None,
+                "settings": self.settings.model_dump(), "overrides": self.overrides}
 
     @api.post("/v1/answer", response_model=AnswerResponse)
     async def answer(self, req: AnswerRequest, request: Request) -> dict[str, Any]:
@@ -301,19 +309,15 @@ class Autoscaling(BaseModel):
 
 
 class ServeAppArgs(BaseModel):
-    """Everything ``build_app`` needs; the same fields as ``serve/config.yaml``'s ``args``."""
+    """Serving knobs for ``build_app`` (the same fields as ``serve/config.yaml``'s ``args``). How answers are
+    made comes from the run; ``overrides`` replaces named ``InferenceSettings`` fields (reported by /healthz)."""
 
     model_config = ConfigDict(extra="forbid")
 
     run_dir: str
     student: Literal["kard", "rd", "ft"] = "kard"
     use_reranker: bool = True
-    first_stage: Literal["bm25", "dense", "hybrid"] = "bm25"
-    hops: int | None = Field(None, ge=1, le=4, description="Retrieve-and-rerank rounds; default: as trained.")
-    top_k: int = Field(3, ge=1)
-    candidates: int = Field(30, ge=1)
-    max_input_length: int = Field(512, ge=16)
-    max_new_tokens: int = Field(64, ge=1)
+    overrides: dict[str, Any] = Field(default_factory=dict, description="e.g. {hops: 1, max_new_tokens: 96}")
     max_batch_size: int = Field(16, ge=1, description="1 turns dynamic batching off.")
     batch_wait_ms: float = Field(10, ge=0)
     max_ongoing_requests: int = Field(32, ge=1)
@@ -327,41 +331,38 @@ class ServeAppArgs(BaseModel):
     model_cpus: float = Field(1, gt=0)
 
 
-def reranker_hops(run) -> int:
-    """The hops the run's reranker was trained for (1 for models saved before hops existed)."""
-    from kard_ray.reranker.model import ARCH_DEFAULTS, ARCH_FILE
-
-    rel = f"models/reranker/{ARCH_FILE}"
-    return int({**ARCH_DEFAULTS, **(run.read_json(rel) if run.exists(rel) else {})}["hops"])
-
-
 def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None) -> Application:
-    """The retrieve -> rerank -> generate graph for a finished run directory.
+    """The retrieve -> rerank -> generate graph for a finished run directory, with the run's settings.
 
     Replicas read ``api_key_env`` from their node's environment (a Kubernetes Secret, the cluster's
     env); ``ingress_runtime_env`` can hand the ingress variables the nodes do not have.
     """
     from kard_ray.artifacts import RunDir
+    from kard_ray.config import InferenceSettings
+    from kard_ray.inference import run_config
+    from kard_ray.registry import output, student_stage
 
     args = args if isinstance(args, ServeAppArgs) else ServeAppArgs.model_validate(args)
     run = RunDir(args.run_dir)
-    student_stage = f"models/student_{args.student}"
-    if not run.is_done(student_stage):
-        raise ValueError(f"{run.uri} has no finished {student_stage}; train it first (kard train-student)")
+    student = student_stage(args.student)
+    if not run.is_done(student):
+        raise ValueError(f"{run.uri} has no finished {student}; train it first (kard train-student)")
+    cfg = run_config(run)
+    settings = InferenceSettings.of(cfg).with_overrides(args.overrides)
     queue = {"max_ongoing_requests": args.max_ongoing_requests, "max_queued_requests": args.max_queued_requests}
-    retriever = Retriever.options(**queue).bind(run.uri, args.first_stage)
+    retriever = Retriever.options(**queue).bind(run.uri, cfg.retrieval.model_dump(), settings.first_stage)
     reranker = None
-    if args.use_reranker and run.is_done("models/reranker"):
+    if args.use_reranker and run.is_done("reranker"):
         reranker = RerankerModel.options(
             autoscaling_config=args.reranker_autoscaling.model_dump(), ray_actor_options={"num_cpus": args.model_cpus},
-            **queue).bind(run.uri_of("models/reranker"), 256, args.max_batch_size, args.batch_wait_ms)
+            **queue).bind(run.uri_of(output("reranker", "model")), settings.reranker_max_length, args.max_batch_size,
+                          args.batch_wait_ms)
     generator = Generator.options(
         autoscaling_config=args.generator_autoscaling.model_dump(),
         ray_actor_options={"num_cpus": args.model_cpus, "num_gpus": args.generator_num_gpus}, **queue,
-    ).bind(run.uri_of(student_stage), args.student, args.max_input_length, args.max_new_tokens, args.max_batch_size,
+    ).bind(run.uri_of(output(student, "model")), args.student, settings.model_dump(), args.max_batch_size,
            args.batch_wait_ms)
     ingress = KardService.options(ray_actor_options={"num_cpus": 0.25, "runtime_env": ingress_runtime_env or {}})
-    return ingress.bind(retriever, reranker, generator, top_k=args.top_k, candidates=args.candidates,
-                        hops=args.hops or reranker_hops(run),
-                            max_question_chars=args.max_question_chars, request_timeout_s=args.request_timeout_s,
-                            api_key_env=args.api_key_env, model_name=f"kard-student-{args.student}")
+    return ingress.bind(retriever, reranker, generator, settings=settings.model_dump(), overrides=args.overrides,
+                        max_question_chars=args.max_question_chars, request_timeout_s=args.request_timeout_s,
+                        api_key_env=args.api_key_env, model_name=f"kard-student-{args.student}")

@@ -65,14 +65,11 @@ def prepare_tiny_run(root, upto: str = "augment"):
     """(cfg, run) of a tiny run directory with the stages up to ``upto`` finished."""
     from kard_ray.artifacts import RunDir
     from kard_ray.config import load_config
-    from kard_ray.stages import augment, data, index, kb, rationales
+    from kard_ray.pipeline import run_stages
 
     cfg = load_config(None, [f"run_dir={root}/run", *TINY_RUN_SETS])
     run = RunDir(cfg.run_dir)
-    for stage in (data, kb, index, rationales, augment):
-        stage.run(cfg, run, log=quiet)
-        if stage.STAGE == upto:
-            break
+    run_stages(cfg, run, [upto], log=quiet)
     return cfg, run
 
 

@@ -130,7 +130,7 @@ def cluster(s3):
 
 def _submit_once(client, endpoint: str, args: list[str]) -> str:
     return client.submit_job(
-        entrypoint=f"{sys.executable} -m jobs.pipeline " + " ".join(args),
+        entrypoint=f"{sys.executable} -m jobs run " + " ".join(args),
         runtime_env={"working_dir": str(REPO), "excludes": [".venv", "runs", ".git", "**/__pycache__", "*.egg-info"],
                      "env_vars": {**CREDS, "AWS_ENDPOINT_URL": endpoint, "HF_HUB_OFFLINE": "1"}})
 
@@ -176,22 +176,22 @@ def test_pipeline_job_on_a_two_node_cluster_with_s3_storage(cluster, s3):
         return s3fs.get_file_info(f"{BUCKET}/runs/tiny/{rel}").type != fs.FileType.NotFound
 
     for rel in ["data/manifest.json", "kb/passages.arrow", "index/manifest.json", "augment/student.parquet",
-                "models/reranker/model.safetensors", "models/student_kard/model.safetensors", "eval/report.json",
-                "eval/accuracy.png", "train"]:
+                "reranker/model.safetensors", "student_kard/model.safetensors", "evaluate/report.json",
+                "evaluate/accuracy.png", "train"]:
         assert exists(rel), rel
-    report = json.loads(s3fs.open_input_stream(f"{BUCKET}/runs/tiny/eval/report.json").read())
+    report = json.loads(s3fs.open_input_stream(f"{BUCKET}/runs/tiny/evaluate/report.json").read())
     assert set(report["methods"]) == {"rd", "kard_bm25", "kard_reranker"}
 
     # a killed/failed stage resumes from S3: drop the student's and evaluation's manifests, rerun the job
     manifests = {}
-    for stage in ["models/reranker", "models/student_kard", "eval"]:
+    for stage in ["reranker", "student_kard", "evaluate"]:
         manifests[stage] = json.loads(s3fs.open_input_stream(f"{BUCKET}/runs/tiny/{stage}/manifest.json").read())
-    for stage in ["models/student_kard", "eval"]:
+    for stage in ["student_kard", "evaluate"]:
         s3fs.delete_file(f"{BUCKET}/runs/tiny/{stage}/manifest.json")
     status, logs = _submit(cluster, endpoint, args)
     assert status == "SUCCEEDED", logs
     again = {s: json.loads(s3fs.open_input_stream(f"{BUCKET}/runs/tiny/{s}/manifest.json").read()) for s in manifests}
-    assert again["models/reranker"]["started_at"] == manifests["models/reranker"]["started_at"]  # skipped
-    assert again["models/student_kard"]["key"] == manifests["models/student_kard"]["key"]
-    assert again["models/student_kard"]["extra"]["resumed_from_step"] == manifests["models/student_kard"]["counts"][
+    assert again["reranker"]["started_at"] == manifests["reranker"]["started_at"]  # skipped
+    assert again["student_kard"]["key"] == manifests["student_kard"]["key"]
+    assert again["student_kard"]["extra"]["resumed_from_step"] == manifests["student_kard"]["counts"][
         "steps"]  # training resumed from its final checkpoint in S3 instead of starting over

@@ -38,7 +38,7 @@ def test_kuberay_manifests_have_their_required_keys():
     assert gpu["minReplicas"] <= gpu["maxReplicas"]
     assert "nvidia.com/gpu" in gpu["template"]["spec"]["containers"][0]["resources"]["limits"]
     job = load(CLUSTER / "kuberay" / "rayjob.yaml")
-    assert job["kind"] == "RayJob" and job["spec"]["entrypoint"].startswith("python -m jobs.pipeline")
+    assert job["kind"] == "RayJob" and job["spec"]["entrypoint"].startswith("python -m jobs run")
     assert "rayClusterSpec" in job["spec"] and job["spec"]["shutdownAfterJobFinishes"] is True
 
 

@@ -10,9 +10,8 @@ from kard_ray.artifacts import RunDir
 from kard_ray.config import load_config
 from kard_ray.data import MalformedRecord
 from kard_ray.data.text import contains_fact
+from kard_ray.pipeline import run_one
 from kard_ray.retrieval.open import open_passages, open_retriever
-from kard_ray.stages import index as index_stage
-from kard_ray.stages import kb as kb_stage
 
 pytestmark = pytest.mark.ray
 
@@ -33,11 +32,11 @@ def test_world_kb_index_and_batch_retrieval(ray_session, tmp_path, tiny_world):
     from kard_ray.retrieval.batch import retrieve_dataset
 
     cfg, run = kb_run(tmp_path, [tiny_world / "kb.jsonl"], "retrieval.bm25.shards=2")
-    m = kb_stage.run(cfg, run, log=quiet)
+    m = run_one("kb", cfg, run, log=quiet)
     table = pq.read_table(run.path("kb/passages.parquet"))
     assert table.column_names == ["pid", "doc_id", "title", "text"]
     assert m["counts"]["passages"] == table.num_rows and len(set(table["pid"].to_pylist())) == table.num_rows
-    im = index_stage.run(cfg, run, log=quiet)
+    im = run_one("index", cfg, run, log=quiet)
     assert im["counts"]["bm25_shards"] == 2
     qs, _ = load_questions(str(tiny_world / "test.jsonl"))
     texts = table["text"].to_pylist()
@@ -60,10 +59,10 @@ def test_rerun_skips_and_duplicates_are_dropped(ray_session, tmp_path):
     kb = tmp_path / "kb.txt"
     kb.write_text("Fact one.\nFact two.\n  Fact   one. \n\n")
     cfg, run = kb_run(tmp_path, [kb])
-    m = kb_stage.run(cfg, run, log=quiet)
+    m = run_one("kb", cfg, run, log=quiet)
     assert m["counts"]["chunks"] == 3 and m["counts"]["duplicates_dropped"] == 1
     assert open_passages(run.uri).texts([0, 1]) == ["Fact one.", "Fact two."]
-    assert kb_stage.run(cfg, run, log=quiet)["started_at"] == m["started_at"]
+    assert run_one("kb", cfg, run, log=quiet)["started_at"] == m["started_at"]
 
 
 def test_bad_inputs(ray_session, tmp_path):
@@ -71,7 +70,7 @@ def test_bad_inputs(ray_session, tmp_path):
     empty.write_text("\n \n")
     cfg, run = kb_run(tmp_path, [empty])
     with pytest.raises(ValueError, match="no non-empty passages"):
-        kb_stage.run(cfg, run, log=quiet)
+        run_one("kb", cfg, run, log=quiet)
     assert not run.is_done("kb")
 
     folder = tmp_path / "docs"
@@ -81,14 +80,25 @@ def test_bad_inputs(ray_session, tmp_path):
     (folder / "latin.txt").write_bytes(b"caf\xe9 au lait")
     cfg, run = kb_run(tmp_path, [folder])
     with pytest.raises(MalformedRecord, match=r"latin.txt:1: not valid UTF-8"):
-        kb_stage.run(cfg, run, log=quiet)
+        run_one("kb", cfg, run, log=quiet)
 
     bad = tmp_path / "kb.jsonl"
     bad.write_text('{"id": "a", "text": "Alpha."}\n{broken\n{"id": "c", "text": ""}\n')
     cfg, run = kb_run(tmp_path, [bad], "kb.on_malformed=skip")
-    m = kb_stage.run(cfg, run, log=quiet)
+    m = run_one("kb", cfg, run, log=quiet)
     assert m["counts"]["passages"] == 1 and m["counts"]["documents_skipped"] == 2
     assert any("kb.jsonl:2" in e for e in m["extra"]["skipped_examples"])
+
+
+def test_same_named_files_in_subfolders_are_distinct_documents(ray_session, tmp_path):
+    folder = tmp_path / "docs"
+    for sub, text in (("x", "Fish live in water."), ("y", "Rocks are hard.")):
+        (folder / sub).mkdir(parents=True)
+        (folder / sub / "a.txt").write_text(text)
+    cfg, run = kb_run(tmp_path, [folder])
+    run_one("kb", cfg, run, log=quiet)
+    table = pq.read_table(run.path("kb/passages.parquet"))
+    assert table["doc_id"].to_pylist() == ["x/a.txt", "y/a.txt"]
 
 
 def test_ten_megabyte_document(ray_session, tmp_path):
@@ -97,7 +107,7 @@ def test_ten_megabyte_document(ray_session, tmp_path):
     big.write_text(json.dumps({"id": "big", "text": body}) + "\n")
     assert big.stat().st_size > 10_000_000
     cfg, run = kb_run(tmp_path, [big], "kb.chunking.strategy=sentences", "kb.chunking.sentences_per_chunk=4")
-    m = kb_stage.run(cfg, run, log=quiet)
+    m = run_one("kb", cfg, run, log=quiet)
     assert m["counts"]["documents"] == 1 and m["counts"]["passages"] == 250_000 // 4
 
 
@@ -106,8 +116,8 @@ def test_dense_and_hybrid(ray_session, tmp_path):
     kb.write_text("Plants need sunlight to grow.\nThe moon orbits the earth.\nIron rusts when wet.\n"
                   "Fish breathe through gills.\n")
     cfg, run = kb_run(tmp_path, [kb], "retrieval.method=hybrid")
-    kb_stage.run(cfg, run, log=quiet)
-    m = index_stage.run(cfg, run, log=quiet)
+    run_one("kb", cfg, run, log=quiet)
+    m = run_one("index", cfg, run, log=quiet)
     assert m["counts"]["dense_vectors"] == 4
     dense = open_retriever(run.uri, cfg.retrieval, "dense")
     rows, scores = dense.search("What do vegetables require to develop?", 2)
@@ -123,6 +133,6 @@ def test_folder_of_jsonl_files_is_read_file_by_file(ray_session, tmp_path):
         (folder / f"part-{i}.jsonl").write_text("".join(json.dumps({"id": f"d{i}-{j}", "text": f"Doc {i} {j}."}) + "\n"
                                                         for j in range(4)))
     cfg, run = kb_run(tmp_path, [folder])
-    m = kb_stage.run(cfg, run, log=quiet)
+    m = run_one("kb", cfg, run, log=quiet)
     assert m["counts"]["files"] == 3 and m["counts"]["passages"] == 12
     assert open_passages(run.uri).pids([0, 11]) == ["d0-0#0", "d2-3#0"]

@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import quiet
 
-from kard_ray.pipeline import run_pipeline, steps
+from kard_ray.pipeline import run_pipeline
+from kard_ray.registry import plan
 
 pytestmark = pytest.mark.ray
 
@@ -16,13 +17,13 @@ METHODS = ["ft", "rd", "kard_bm25", "kard_reranker", "oracle"]
 
 def test_every_stage_leaves_its_artifacts(tiny_pipeline):
     cfg, run, manifests = tiny_pipeline
-    assert [s.name for s in steps(cfg)] == list(manifests)
+    assert plan(cfg) == list(manifests)
     root = Path(run.path())
     for rel in ["data/test.parquet", "kb/passages.arrow", "index/bm25", "rationales/rationales.parquet",
-                "augment/student.parquet", "augment/reranker.parquet", "models/reranker/config.json",
-                "models/student_kard/config.json", "models/student_rd/config.json", "models/student_ft/config.json",
-                "eval/report.json", "eval/report.md", "eval/predictions.parquet", "eval/accuracy.png",
-                "eval/recall.png"]:
+                "augment/student.parquet", "augment/reranker.parquet", "reranker/config.json",
+                "student_kard/config.json", "student_rd/config.json", "student_ft/config.json",
+                "evaluate/report.json", "evaluate/report.md", "evaluate/predictions.parquet", "evaluate/accuracy.png",
+                "evaluate/recall.png", "evaluate/config.resolved.yaml"]:
         assert (root / rel).exists(), rel
     for name in manifests:
         assert run.is_done(name), name
@@ -30,7 +31,7 @@ def test_every_stage_leaves_its_artifacts(tiny_pipeline):
 
 def test_report_has_every_method_with_interval_and_recalls(tiny_pipeline):
     cfg, run, _ = tiny_pipeline
-    report = json.loads(Path(run.path("eval/report.json")).read_text())
+    report = json.loads(Path(run.path("evaluate/report.json")).read_text())
     assert list(report["methods"]) == METHODS
     for r in report["methods"].values():
         assert {"accuracy", "ci_low", "ci_high", "n"} <= set(r)
@@ -38,7 +39,7 @@ def test_report_has_every_method_with_interval_and_recalls(tiny_pipeline):
     assert set(report["retrieval"]) == {"bm25 (question)", "bm25 -> reranker", "bm25 (teacher rationale)"}
     for vals in report["retrieval"].values():
         assert list(vals) == ["recall@1", "recall@3", "recall@10"]
-    preds = pq.read_table(run.path("eval/predictions.parquet")).to_pylist()
+    preds = pq.read_table(run.path("evaluate/predictions.parquet")).to_pylist()
     assert len(preds) == len(METHODS) * report["questions"]
     kard = [p for p in preds if p["method"] == "kard_reranker"]
     assert all(p["error_class"] in {"correct", "retrieval_miss", "rerank_miss", "reasoning_error"} for p in kard)

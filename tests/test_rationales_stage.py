@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 from kard_ray.artifacts import RunDir
 from kard_ray.cli import app
 from kard_ray.config import load_config
-from kard_ray.stages import data as data_stage
-from kard_ray.stages import rationales as rationales_stage
+from kard_ray.pipeline import run_one
+from kard_ray.registry import output
+from kard_ray.stages.data import read_split
 from kard_ray.teacher.reference_server import ReferenceTeacherServer, ServerOptions
 
 WORLD = ["data.synth.seed=7", "data.synth.train_people=30", "data.synth.dev_people=2", "data.synth.test_people=2",
@@ -34,8 +35,8 @@ def prepared(tmp_path, *sets):
     cfg = load_config(None, [f"run_dir={tmp_path}/run", *WORLD, "teacher.n=3", "teacher.model=kard-reference-teacher",
                              *FAST_RETRIES, *sets])
     run = RunDir(cfg.run_dir)
-    data_stage.run(cfg, run, log=quiet)
-    return cfg, run, run.path(data_stage.WORLD_DIR)
+    run_one("data", cfg, run, log=quiet)
+    return cfg, run, run.path(output("data", "world"))
 
 
 def with_url(cfg, url):
@@ -52,13 +53,13 @@ def test_generate_then_rerun_is_free(ray_session, tmp_path):
     cfg, run, world = prepared(tmp_path)
     with ReferenceTeacherServer(world, ServerOptions(wrong_rate=0.25, seed=1)) as server:
         cfg = with_url(cfg, server.base_url)
-        m = rationales_stage.run(cfg, run, log=quiet)
+        m = run_one("rationales", cfg, run, log=quiet)
         first = server.stats()
         assert m["counts"]["questions"] == 60 and m["counts"]["samples"] == 180
         assert first["billed_requests"] == 60  # one request per question, n=3 in it
         assert 0.6 < m["extra"]["teacher_accuracy"] < 0.9 and m["counts"]["kept"] < 180
         assert m["extra"]["tokens_billed_this_run"]["completion"] == first["completion_tokens"]
-        again = rationales_stage.run(cfg, run, force=True, log=quiet)
+        again = run_one("rationales", cfg, run, force=True, log=quiet)
         assert server.stats()["requests"] == first["requests"]  # the cache made the rerun free
         assert again["counts"]["samples_cached"] == 180 and again["extra"]["cost_usd_this_run"] == 0
     table, failures = outputs(run)
@@ -74,10 +75,10 @@ def test_faults_end_in_rationales_or_recorded_failures(ray_session, tmp_path):
     cfg, run, world = prepared(tmp_path, "teacher.timeout_s=0.5", "teacher.max_retries=2")
     options = ServerOptions(fault_rate=0.2, stall_s=1.0, retry_after_s=0.05, seed=5)
     with ReferenceTeacherServer(world, options) as server:
-        m = rationales_stage.run(with_url(cfg, server.base_url), run, log=quiet)
+        m = run_one("rationales", with_url(cfg, server.base_url), run, log=quiet)
         stats = server.stats()
     table, failures = outputs(run)
-    qids = {q.id for q in data_stage.read_split(run, "train")}
+    qids = {q.id for q in read_split(run, "train")}
     assert set(table["qid"].to_pylist()) | set(failures["qid"].to_pylist()) == qids
     assert set(stats["faults"]) == {"429", "500", "timeout", "malformed"}
     assert stats["duplicate_billed"] == 0
@@ -131,7 +132,7 @@ def test_killed_job_resumes_without_paying_twice(ray_session, tmp_path):
         billed_before = server.stats()["billed_requests"]
         tail = (tmp_path / "killed-job.log").read_text(errors="replace")[-3000:]
         assert 12 <= billed_before < 60 and not run.is_done("rationales"), tail
-        m = rationales_stage.run(with_url(cfg, server.base_url), run, log=quiet)
+        m = run_one("rationales", with_url(cfg, server.base_url), run, log=quiet)
         stats = server.stats()
     assert m["counts"]["samples"] == 180 and m["counts"]["samples_cached"] >= 3 * (billed_before - 4)
     assert stats["unique_billed"] == 60 and stats["duplicate_billed"] == 0
@@ -143,8 +144,8 @@ def test_import_thoughtsource_rationales(tmp_path):
                              f"data.train={shared('strategyqa/strategyqa_train_split_2061.json')}",
                              f"teacher.import_path={shared('strategyqa/thoughtsource100_strategy_qa_train_gpt-3.5-turbo_and_gpt-4.jsonl')}"])
     run = RunDir(cfg.run_dir)
-    data_stage.run(cfg, run, log=quiet)
-    m = rationales_stage.run(cfg, run, log=quiet)
+    run_one("data", cfg, run, log=quiet)
+    m = run_one("rationales", cfg, run, log=quiet)
     table, _ = outputs(run)
     assert m["extra"]["imported"] + m["extra"]["unmatched"] == 200 and m["extra"]["imported"] > 150
     assert set(table["teacher"].to_pylist()) == {"gpt-3.5-turbo", "gpt-4"}
@@ -152,7 +153,7 @@ def test_import_thoughtsource_rationales(tmp_path):
     def norm(text):
         return " ".join(text.lower().split())
 
-    questions = {q.id: norm(q.question) for q in data_stage.read_split(run, "train")}
+    questions = {q.id: norm(q.question) for q in read_split(run, "train")}
     truth = {(norm(r["question"]), r["teacher"]): r["teacher_correct"] for r in source}
     rows = table.to_pylist()
     agree = sum(truth[(questions[r["qid"]], r["teacher"])] == r["correct"] for r in rows)

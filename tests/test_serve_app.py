@@ -42,13 +42,14 @@ def service(tiny_pipeline):
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         base = f"http://127.0.0.1:{port}"
-        serve.run(build_app(ServeAppArgs(run_dir=run.path(), max_new_tokens=16, max_question_chars=300,
+        serve.run(build_app(ServeAppArgs(run_dir=run.path(), overrides={"max_new_tokens": 16}, max_question_chars=300,
                                          model_cpus=0.5)), name="open", route_prefix="/open")
-        serve.run(build_app(ServeAppArgs(run_dir=run.path(), max_new_tokens=8, api_key_env="KARD_TEST_KEY",
+        short = {"max_new_tokens": 8}
+        serve.run(build_app(ServeAppArgs(run_dir=run.path(), overrides=short, api_key_env="KARD_TEST_KEY",
                                          model_cpus=0.5, use_reranker=False),
                             ingress_runtime_env={"env_vars": {"KARD_TEST_KEY": "s3cret"}}),
                   name="locked", route_prefix="/locked")
-        serve.run(build_app(ServeAppArgs(run_dir=run.path(), max_new_tokens=8, use_reranker=False, model_cpus=0.5,
+        serve.run(build_app(ServeAppArgs(run_dir=run.path(), overrides=short, use_reranker=False, model_cpus=0.5,
                                          max_batch_size=1, max_ongoing_requests=1, max_queued_requests=1)),
                   name="tight", route_prefix="/tight")
         yield base, run
@@ -68,7 +69,9 @@ def test_answer_has_passages_and_timings(service):
     assert len({p["pid"] for p in body["passages"]}) == 2  # one per hop (the tiny reranker has hops=2)
     assert body["answer"] is None or body["answer"] in q.options or isinstance(body["answer"], str)
     with urllib.request.urlopen(f"{base}/open/healthz", timeout=30) as resp:
-        assert json.loads(resp.read())["ok"] is True
+        health = json.loads(resp.read())
+    assert health["ok"] is True and health["overrides"] == {"max_new_tokens": 16}
+    assert health["settings"]["max_new_tokens"] == 16 and health["settings"]["hops"] == 2
 
 
 @pytest.mark.parametrize("body, status", [

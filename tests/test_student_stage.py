@@ -1,4 +1,4 @@
-"""The train_student stage on the session Ray: loss goes down, plain-HF reload, causal path, kill-and-resume."""
+"""The student stages on the session Ray: loss goes down, plain-HF reload, causal path, kill-and-resume."""
 
 import sys
 from pathlib import Path
@@ -9,7 +9,8 @@ import torch
 from conftest import TINY_RUN_SETS, kill_after_first_checkpoint, prepare_tiny_run, quiet
 
 from kard_ray.config import load_config
-from kard_ray.stages import train_student
+from kard_ray.pipeline import run_one
+from kard_ray.stages import student as student_stage
 
 pytestmark = pytest.mark.ray
 
@@ -23,7 +24,7 @@ def _mean_loss(model, tokenizer, cfg, run, method):
     from kard_ray.student.formats import build_prompt, target_text
     from kard_ray.student.model import collate, tokenize_example
 
-    rows = train_student.training_rows(run, cfg.student, method)
+    rows = student_stage.training_rows(run, cfg.student, method)
     examples = [tokenize_example(tokenizer, build_prompt(tokenizer, method, r["question"], r["options"],
                                                          r["passages"], 96).text,
                                  target_text(method, r["rationale"], r["options"], r["answer"]), 96, 48)
@@ -42,13 +43,13 @@ def test_tiny_student_lowers_the_loss_and_reloads_with_plain_transformers(prepar
     torch.manual_seed(cfg.student.seed)  # the loop seeds the same way before building the model
     tokenizer, fresh = load_student(cfg.student.model, cfg.student.family)
     before = _mean_loss(fresh, tokenizer, cfg, run, "kard")
-    m = train_student.run(cfg, run, method="kard", log=quiet)
+    m = run_one("student_kard", cfg, run, log=quiet)
     assert m["counts"]["steps"] == 4 * int(np.ceil(m["counts"]["train_examples"] / 4))
     assert m["extra"]["tokens_per_s"] > 0 and 0 <= m["extra"]["padding_share"] < 0.5
 
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    folder = run.path("models/student_kard")
+    folder = run.path("student_kard")
     model = AutoModelForSeq2SeqLM.from_pretrained(folder)  # no project code needed
     tok = AutoTokenizer.from_pretrained(folder)
     assert not (Path(folder) / "trainer_state.pt").exists()
@@ -64,11 +65,11 @@ def test_causal_student_saves_a_plain_model_that_generates(prepared):
     sets = [*TINY_RUN_SETS, "student.model=smollm2-135m-instruct", "student.family=causal", "student.max_steps=2",
             "student.batch_size=2", "student.train_layers=2", "student.lr=1e-4"]
     cfg = load_config(None, [f"run_dir={cfg.run_dir}", *sets])
-    m = train_student.run(cfg, run, method="ft", log=quiet)
+    m = run_one("student_ft", cfg, run, log=quiet)
     assert m["counts"]["steps"] == 2
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = run.path("models/student_ft")
+    folder = run.path("student_ft")
     model = AutoModelForCausalLM.from_pretrained(folder)
     assert getattr(model.config, "quantization_config", None) is None
     tok = AutoTokenizer.from_pretrained(folder)
@@ -83,12 +84,12 @@ def test_killed_student_training_resumes_from_its_checkpoint(prepared):
     cfg, run = prepared
     sets = [*TINY_RUN_SETS, "student.epochs=3", "student.checkpoint_every_steps=2", "student.seed=1"]
     cfg = load_config(None, [f"run_dir={cfg.run_dir}", *sets])
-    storage = Path(cfg.run_dir) / "train" / train_student.storage_name(cfg, run, "rd")
+    storage = Path(cfg.run_dir) / "train" / student_stage.storage_name(cfg, run, "rd")
     args = [sys.executable, "-m", "kard_ray.cli", "train-student", "--method", "rd", "--run-dir", cfg.run_dir,
             "--address", ray.get_runtime_context().gcs_address] + [a for s in sets for a in ("--set", s)]
     kill_after_first_checkpoint(args, storage)
     assert list(storage.glob("checkpoint_*")), "the killed run wrote no checkpoint"
-    m = train_student.run(cfg, run, method="rd", log=quiet)
+    m = run_one("student_rd", cfg, run, log=quiet)
     per_epoch = int(np.ceil(m["counts"]["train_examples"] / 4))
     assert m["extra"]["resumed_from_step"] >= 2 and m["counts"]["steps"] == 3 * per_epoch
 
@@ -98,7 +99,7 @@ def test_lora_checkpoint_exports_as_one_plain_merged_model(tmp_path):
     pytest.importorskip("peft")
     from transformers import AutoModelForCausalLM
 
-    from kard_ray.stages.train_student import merge_lora
+    from kard_ray.stages.student import merge_lora
     from kard_ray.student.model import load_student
     from kard_ray.training import ADAPTER_WEIGHTS, TRAINER_STATE
 

@@ -1,20 +1,33 @@
 """The teacher client and its limits against the reference teacher over real HTTP (no Ray needed)."""
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
 from kard_ray.secrets import Secret
 from kard_ray.synth.world import load_world
 from kard_ray.teacher.client import TeacherClient
-from kard_ray.teacher.limits import LocalLimiter, RateBudget
+from kard_ray.teacher.limits import ActorLimiter, RateBudget
 from kard_ray.teacher.reference_server import ReferenceTeacherServer, ServerOptions
 
 
+class InProcessActor:
+    """Stands in for the coordinator's Ray actor handle: ``handle.method.remote(...)`` is awaitable."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __getattr__(self, name):
+        async def remote(*args, **kwargs):
+            return getattr(self.target, name)(*args, **kwargs)
+        return SimpleNamespace(remote=remote)
+
+
 def _client(server, budget=None, key="k", retries=6, timeout=5.0):
+    limiter = ActorLimiter(InProcessActor(budget or RateBudget()))
     return TeacherClient(server.base_url, "kard-reference-teacher", Secret(key), timeout_s=timeout,
-                         max_retries=retries, limiter=LocalLimiter(budget or RateBudget()), backoff_base_s=0.01,
-                         backoff_max_s=0.05, seed=0)
+                         max_retries=retries, limiter=limiter, backoff_base_s=0.01, backoff_max_s=0.05, seed=0)
 
 
 def _messages(world_dir):

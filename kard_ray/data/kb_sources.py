@@ -92,6 +92,24 @@ def _title_of(path: str, text: str) -> str:
     return _stem(path)
 
 
+def folder_doc_id(root: str, file: str) -> str:
+    """A folder file's document id: its path below the folder (``sub/a.txt``), so same-named files in
+    different subfolders stay distinct. ``root`` and ``file`` are filesystem paths, without a scheme."""
+    root = root.rstrip("/") + "/"
+    if not file.startswith(root):
+        raise ValueError(f"{file} is not under the knowledge-base folder {root}")
+    return file[len(root):]
+
+
+def iter_folder_file(path: str, doc_id: str, report: ReadReport) -> Iterator[Document]:
+    """One .txt/.md file of a folder KB as its one document (none when it is empty)."""
+    text = read_text(path)
+    report.rows += 1
+    doc = Document(id=doc_id, title=_title_of(path, text), text=text)
+    if _keep(doc, report, 1):
+        yield doc
+
+
 def iter_folder(path: str, report: ReadReport) -> Iterator[Document]:
     """Every .txt/.md file under a folder is one document, its id the relative path."""
     from kard_ray.artifacts import resolve_fs
@@ -101,11 +119,7 @@ def iter_folder(path: str, report: ReadReport) -> Iterator[Document]:
     files = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(FOLDER_SUFFIXES))
     scheme = path.split("://", 1)[0] + "://" if "://" in path else ""
     for f in files:
-        text = read_text(scheme + f)
-        report.rows += 1
-        doc = Document(id=f[len(root) :].lstrip("/"), title=_title_of(f, text), text=text)
-        if _keep(doc, report, 1):
-            yield doc
+        yield from iter_folder_file(scheme + f, folder_doc_id(root, f), report)
 
 
 def iter_parquet(path: str, report: ReadReport) -> Iterator[Document]:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def render_options(options: Sequence[str], sep: str = " ") -> str:
+    """'(A) x (B) y': the one way options are written, so teacher, reranker and student see the same text."""
+    return sep.join(f"({LETTERS[i]}) {o}" for i, o in enumerate(options))
 
 
 class Question(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -29,13 +29,17 @@ def facts_found(facts: Sequence[str], texts: Sequence[str]) -> list[bool]:
     return [any(contains_fact(t, f) for t in texts) for f in facts]
 
 
+def hit_rate(hits: Iterable[bool], empty: float | None = None) -> float | None:
+    """The share of hits, rounded for reports; ``empty`` when there is nothing to count."""
+    hits = list(hits)
+    return round(float(np.mean(hits)), 4) if hits else empty
+
+
 def recall_at(facts_per_q: Sequence[Sequence[str]], texts_per_q: Sequence[Sequence[str]], ks: Sequence[int]) -> dict:
     """recall@k of the needed facts over all (question, fact) pairs; questions without facts are skipped."""
-    out = {}
-    for k in ks:
-        hits = [h for facts, texts in zip(facts_per_q, texts_per_q) if facts for h in facts_found(facts, texts[:k])]
-        out[f"recall@{k}"] = round(float(np.mean(hits)), 4) if hits else None
-    return out
+    return {f"recall@{k}": hit_rate(h for facts, texts in zip(facts_per_q, texts_per_q) if facts
+                                    for h in facts_found(facts, texts[:k]))
+            for k in ks}
 
 
 def error_class(correct: bool, facts: Sequence[str], given: Sequence[str], candidates: Sequence[str] | None) -> str:

@@ -19,7 +19,13 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from kard_ray.config import ChunkingConfig, KBConfig
-from kard_ray.data.kb_sources import FOLDER_SUFFIXES, detect_kb_format, iter_documents
+from kard_ray.data.kb_sources import (
+    FOLDER_SUFFIXES,
+    detect_kb_format,
+    folder_doc_id,
+    iter_documents,
+    iter_folder_file,
+)
 from kard_ray.data.records import MalformedRecord, ReadReport
 from kard_ray.kb.chunking import chunk_text
 
@@ -29,7 +35,8 @@ REPORT_ROW = -1  # doc_idx of the one row per file that carries its ReadReport
 
 
 def expand_sources(paths: list[str], fmt: str) -> list[dict[str, Any]]:
-    """(file_idx, path, format) for every file to read; a folder of text files is one source each."""
+    """(file_idx, path, format, doc_id) for every file to read; a folder of text files is one source each,
+    its ``doc_id`` the same as ``kard data check --kb`` gives it (empty for other sources)."""
     from kard_ray.artifacts import resolve_fs
 
     if not paths:
@@ -50,7 +57,8 @@ def expand_sources(paths: list[str], fmt: str) -> list[dict[str, Any]]:
                     f = "jsonl"
             if f == "folder":  # each .txt/.md file is a document; read in groups below
                 files = [p for p in files if p.endswith(FOLDER_SUFFIXES)]
-                out.extend({"path": scheme + p, "format": "folder-file"} for p in files)
+                out.extend({"path": scheme + p, "format": "folder-file", "doc_id": folder_doc_id(root, p)}
+                           for p in files)
             else:
                 suffix = {"parquet": ".parquet", "jsonl": (".jsonl", ".json"), "text": (".txt",)}[f]
                 out.extend({"path": scheme + p, "format": f} for p in files if p.endswith(suffix))
@@ -60,6 +68,7 @@ def expand_sources(paths: list[str], fmt: str) -> list[dict[str, Any]]:
         raise ValueError(f"no knowledge-base files found under {paths}")
     for i, item in enumerate(out):
         item["file_idx"] = i
+        item.setdefault("doc_id", "")
     return out
 
 
@@ -78,16 +87,16 @@ class ReadDocuments:
         self.on_malformed, self.block_docs = on_malformed, block_docs
 
     def __call__(self, batch: dict[str, Any]):
-        for path, fmt, fidx in zip(batch["path"], batch["format"], batch["file_idx"]):
-            yield from self._one_file(str(path), str(fmt), int(fidx))
+        for path, fmt, fidx, doc_id in zip(batch["path"], batch["format"], batch["file_idx"], batch["doc_id"]):
+            yield from self._one_file(str(path), str(fmt), int(fidx), str(doc_id))
 
-    def _one_file(self, path: str, fmt: str, fidx: int):
+    def _one_file(self, path: str, fmt: str, fidx: int, doc_id: str):
         report = ReadReport(source=path)
         summary: dict[str, Any] = {}
         buf: list[tuple[str, str, str]] = []
         n = 0
         try:
-            for doc in self._read(path, fmt, report):
+            for doc in self._read(path, fmt, doc_id, report):
                 buf.append(doc)
                 if len(buf) >= self.block_docs:
                     yield self._table(fidx, n, buf)
@@ -106,20 +115,13 @@ class ReadDocuments:
                          "doc_id": [d[0] for d in docs], "title": [d[1] for d in docs],
                          "text": [d[2] for d in docs], "report": [""] * len(docs)}, schema=DOC_SCHEMA)
 
-    def _read(self, path: str, fmt: str, report: ReadReport):
-        from kard_ray.data.records import read_text
-
+    def _read(self, path: str, fmt: str, doc_id: str, report: ReadReport):
         if fmt == "folder-file":
-            text = read_text(path)
             report.format = "folder"
-            if text.strip():
-                report.rows = 1
-                name = path.rsplit("/", 1)[-1]
-                yield name, name.rsplit(".", 1)[0], text
-            else:
-                report.skip(MalformedRecord(path, 1, "empty document dropped"))
-            return
-        for d in iter_documents(path, fmt, self.on_malformed, report):
+            docs = iter_folder_file(path, doc_id, report)
+        else:
+            docs = iter_documents(path, fmt, self.on_malformed, report)
+        for d in docs:
             yield d.id, d.title, d.text
 
 

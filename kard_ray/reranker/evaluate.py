@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from kard_ray.data.schema import Question
-from kard_ray.data.text import contains_fact
+from kard_ray.evaluation.metrics import facts_found, hit_rate
 
 
 def recall(hit_lists: list[list[bool]]) -> float:
-    flat = [h for hits in hit_lists for h in hits]
-    return round(float(np.mean(flat)), 4) if flat else float("nan")
+    """Over all (question, target) pairs; NaN when there are none (the report prints it as such)."""
+    return hit_rate((h for hits in hit_lists for h in hits), empty=float("nan"))
 
 
 def knowledge_gap(questions: Sequence[Question], rationales: dict[str, str], *, bm25, first_stage, reranker, store,
@@ -41,11 +39,11 @@ def knowledge_gap(questions: Sequence[Question], rationales: dict[str, str], *, 
         if first_stage_name != "bm25":
             ranked["bm25"] = bm25.search(query, max_k)[0]
         if q.facts:
-            ceiling_facts.append([any(contains_fact(t, f) for t in cand_texts) for f in q.facts])
+            ceiling_facts.append(facts_found(q.facts, cand_texts))
             for m, rows in ranked.items():
                 texts = store.texts(rows.tolist())
                 for k in ks:
-                    fact_hits[m][k].append([any(contains_fact(t, f) for t in texts[:k]) for f in q.facts])
+                    fact_hits[m][k].append(facts_found(q.facts, texts[:k]))
         if q.id in rationales:
             target = set(bm25.search(rationales[q.id], 3)[0].tolist())
             ceiling_rat.append([r in set(cands.tolist()) for r in target])

@@ -6,15 +6,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kard_ray.data.schema import LETTERS
+from kard_ray.data.schema import render_options
 from kard_ray.models import resolve_model, safe_load_kwargs
+from kard_ray.retrieval.dense import mean_pool
 
 
 def query_text(question: str, options: Sequence[str], with_options: bool = True) -> str:
     """What the reranker (and question-side retrieval) sees of a question."""
     if not with_options:
         return question
-    return question + " " + " ".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(options))
+    return question + " " + render_options(options)
 
 
 ARCH_FILE = "kard_reranker.json"  # architecture, scale and hops, saved beside the HF files
@@ -50,11 +51,21 @@ def encode_pairs(tokenizer, queries: Sequence[str], passages: Sequence[str], max
                      max_length=max_length, return_tensors="pt")
 
 
-def _mean_pool(hidden, mask):
+def score_pairs(model, tokenizer, queries: Sequence[str], q_index: Sequence[int], passages: Sequence[str], *,
+                architecture: str, max_length: int, scale: float, device):
+    """Scores of shape (len(passages),): passages[j] against queries[q_index[j]], in one forward call
+    (so that DDP sees exactly one forward per backward). The one scoring path of both architectures:
+    the cross-encoder reads each (query, passage) pair; the bi-encoder embeds each query once."""
     import torch
 
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+    if architecture == "cross":
+        enc = encode_pairs(tokenizer, [queries[i] for i in q_index], passages, max_length).to(device)
+        return model(**enc).logits.float().view(-1)
+    enc = tokenizer(list(queries) + list(passages), padding=True, truncation=True, max_length=max_length,
+                    return_tensors="pt").to(device)
+    emb = mean_pool(model(**enc).last_hidden_state.float(), enc["attention_mask"])
+    q = emb[torch.as_tensor(list(q_index), dtype=torch.long, device=emb.device)]
+    return scale * (q * emb[len(queries):]).sum(-1)
 
 
 def score_matrix(model, tokenizer, queries: Sequence[str], passages: Sequence[str], n: int, *, architecture: str,
@@ -62,14 +73,25 @@ def score_matrix(model, tokenizer, queries: Sequence[str], passages: Sequence[st
     """Scores of shape (len(queries), n): passages[i*n:(i+1)*n] belong to queries[i]. One forward call
     (so that DDP sees exactly one forward per backward)."""
     b = len(queries)
-    if architecture == "cross":
-        enc = encode_pairs(tokenizer, [q for q in queries for _ in range(n)], passages, max_length).to(device)
-        return model(**enc).logits.float().view(b, n)
-    enc = tokenizer(list(queries) + list(passages), padding=True, truncation=True, max_length=max_length,
-                    return_tensors="pt").to(device)
-    emb = _mean_pool(model(**enc).last_hidden_state.float(), enc["attention_mask"])
-    q, p = emb[:b], emb[b:].view(b, n, -1)
-    return scale * (q.unsqueeze(1) * p).sum(-1)
+    return score_pairs(model, tokenizer, queries, [i for i in range(b) for _ in range(n)], passages,
+                       architecture=architecture, max_length=max_length, scale=scale, device=device).view(b, n)
+
+
+def read_architecture(model_dir: str) -> dict:
+    """The saved architecture, scale and hops of a reranker folder (local path or URI), with
+    ARCH_DEFAULTS for what it lacks: folders saved before the file or a field existed."""
+    import json
+
+    import pyarrow.fs as pafs
+
+    from kard_ray.artifacts import resolve_fs
+
+    fs, root = resolve_fs(model_dir)
+    path = f"{root.rstrip('/')}/{ARCH_FILE}"
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return dict(ARCH_DEFAULTS)
+    with fs.open_input_stream(path) as f:
+        return {**ARCH_DEFAULTS, **json.loads(f.read())}
 
 
 def save_architecture(path: str, architecture: str, scale: float, hops: int = 1) -> None:
@@ -84,14 +106,9 @@ class Reranker:
     """Inference: score passages for a query with a trained reranker folder (plain HF format)."""
 
     def __init__(self, path: str, max_length: int = 256, batch_size: int = 64, device: str | None = None):
-        import json
-        import os
-
         import torch
 
-        spec = dict(ARCH_DEFAULTS)
-        if os.path.exists(os.path.join(path, ARCH_FILE)):
-            spec.update(json.load(open(os.path.join(path, ARCH_FILE))))
+        spec = read_architecture(path)
         self.architecture, self.scale, self.hops = spec["architecture"], spec["bi_scale"], int(spec["hops"])
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer, self.model = load_reranker(path, self.architecture)
@@ -99,38 +116,22 @@ class Reranker:
         self.max_length, self.batch_size = max_length, batch_size
 
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
-        import torch
-
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(passages), self.batch_size):
-                chunk = list(passages[i : i + self.batch_size])
-                s = score_matrix(self.model, self.tokenizer, [query], chunk, len(chunk),
-                                 architecture=self.architecture, max_length=self.max_length, scale=self.scale,
-                                 device=self.device)
-                out.append(s[0].cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        return self.score_many([(query, passages)])[0]
 
     def score_many(self, requests: Sequence[tuple[str, Sequence[str]]]) -> list[np.ndarray]:
         """Scores for several (query, passages) requests in shared forward passes (Serve batching)."""
         import torch
 
-        pairs = [(i, q, p) for i, (q, texts) in enumerate(requests) for p in texts]
+        pairs = [(q, p) for q, texts in requests for p in texts]
         flat: list[np.ndarray] = []
         with torch.inference_mode():
             for start in range(0, len(pairs), self.batch_size):
                 chunk = pairs[start:start + self.batch_size]
-                if self.architecture == "cross":
-                    enc = encode_pairs(self.tokenizer, [q for _, q, _ in chunk], [p for _, _, p in chunk],
-                                       self.max_length).to(self.device)
-                    flat.append(self.model(**enc).logits.float().view(-1).cpu().numpy())
-                else:
-                    queries = list(dict.fromkeys(q for _, q, _ in chunk))
-                    enc = self.tokenizer(queries + [p for _, _, p in chunk], padding=True, truncation=True,
-                                         max_length=self.max_length, return_tensors="pt").to(self.device)
-                    emb = _mean_pool(self.model(**enc).last_hidden_state.float(), enc["attention_mask"])
-                    q_index = torch.tensor([queries.index(q) for _, q, _ in chunk], device=emb.device)
-                    flat.append((self.scale * (emb[q_index] * emb[len(queries):]).sum(-1)).cpu().numpy())
+                slot = {q: j for j, q in enumerate(dict.fromkeys(q for q, _ in chunk))}  # each query once
+                s = score_pairs(self.model, self.tokenizer, list(slot), [slot[q] for q, _ in chunk],
+                                [p for _, p in chunk], architecture=self.architecture, max_length=self.max_length,
+                                scale=self.scale, device=self.device)
+                flat.append(s.cpu().numpy())
         scores = np.concatenate(flat) if flat else np.zeros(0, np.float32)
         out, offset = [], 0
         for _, texts in requests:

@@ -18,6 +18,15 @@ from kard_ray.config import DenseConfig
 from kard_ray.models import resolve_model, safe_load_kwargs
 
 
+def mean_pool(hidden, mask):
+    """Unit-length mean of the token states the attention mask keeps (padding must not dilute it);
+    shared by dense retrieval and the bi-encoder reranker, so both embed text the same way."""
+    import torch
+
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+
+
 class Encoder:
     """Text -> unit vectors with any HF encoder (sentence-transformers style mean pooling)."""
 
@@ -40,10 +49,8 @@ class Encoder:
             for i in range(0, len(texts), batch_size):
                 enc = self.tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True,
                                      max_length=self.max_length, return_tensors="pt").to(self.device)
-                hidden = self.model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
+                pooled = mean_pool(self.model(**enc).last_hidden_state, enc["attention_mask"])
+                out.append(pooled.float().cpu().numpy())
         dim = self.model.config.hidden_size
         return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 

@@ -9,10 +9,8 @@ import numpy as np
 
 from kard_ray.artifacts import local_copy
 from kard_ray.config import RetrievalConfig
+from kard_ray.registry import output
 from kard_ray.retrieval.passages import PassageStore
-
-INDEX_STAGE = "index"
-PASSAGES_ARROW = "kb/passages.arrow"
 
 
 class Retriever(Protocol):
@@ -24,29 +22,30 @@ def open_retriever(run_uri: str, cfg: RetrievalConfig, method: str | None = None
     from kard_ray.retrieval.bm25 import BM25Index
 
     method = method or cfg.method
-    base = f"{run_uri.rstrip('/')}/{INDEX_STAGE}"
+    base = run_uri.rstrip("/")
     if method == "bm25":
-        return BM25Index(local_copy(f"{base}/bm25"))
+        return BM25Index(local_copy(f"{base}/{output('index', 'bm25')}"))
     from kard_ray.retrieval.dense import DenseIndex
 
-    dense = DenseIndex(_dense_dir(base))
+    dense = DenseIndex(_dense_dir(f"{base}/{output('index', 'dense')}"))
     if method == "dense":
         return dense
     from kard_ray.retrieval.hybrid import HybridRetriever
 
-    return HybridRetriever(BM25Index(local_copy(f"{base}/bm25")), dense, cfg.hybrid, depth=cfg.top_k)
+    return HybridRetriever(BM25Index(local_copy(f"{base}/{output('index', 'bm25')}")), dense, cfg.hybrid,
+                           depth=cfg.top_k)
 
 
-def _dense_dir(base: str) -> str:
-    path = local_copy(f"{base}/dense")
+def _dense_dir(uri: str) -> str:
+    path = local_copy(uri)
     import os
 
     if not os.path.exists(f"{path}/meta.json"):
         raise FileNotFoundError(
-            f"no dense index in {base}; build it with retrieval.dense.enabled=true (or method dense/hybrid)"
+            f"no dense index at {uri}; build it with retrieval.dense.enabled=true (or method dense/hybrid)"
         )
     return path
 
 
 def open_passages(run_uri: str) -> PassageStore:
-    return PassageStore(local_copy(f"{run_uri.rstrip('/')}/{PASSAGES_ARROW}"))
+    return PassageStore(local_copy(f"{run_uri.rstrip('/')}/{output('kb', 'passages_arrow')}"))

@@ -16,15 +16,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from kard_ray.answers import rationale_query
-from kard_ray.artifacts import RunDir, StageResult, run_stage
+from kard_ray.artifacts import RunDir, StageResult
 from kard_ray.config import KardConfig
+from kard_ray.registry import output
 from kard_ray.reranker.candidates import FROM_QUESTION, FROM_RATIONALE, candidate_set
 from kard_ray.reranker.model import query_text
-from kard_ray.stages import data as data_stage
-from kard_ray.stages import index as index_stage
-from kard_ray.stages import rationales as rationales_stage
+from kard_ray.stages.data import read_split
 
-STAGE = "augment"
 STUDENT_COLUMNS = ["qid", "sample", "question", "options", "answer", "rationale", "passage_rows", "passage_pids",
                    "passage_texts"]
 RERANKER_COLUMNS = ["qid", "sample", "query", "rationale", "rationale_query", "cand_rows", "cand_sources",
@@ -33,8 +31,8 @@ RERANKER_COLUMNS = ["qid", "sample", "query", "rationale", "rationale_query", "c
 
 def kept_pairs(run: RunDir, filter_correct: bool, split: str = "train") -> list[dict[str, Any]]:
     """(question, rationale) pairs of a split: every sample, or only those whose answer was right."""
-    questions = {q.id: q for q in data_stage.read_split(run, split)}
-    table = run.read_table(f"{rationales_stage.STAGE}/rationales.parquet",
+    questions = {q.id: q for q in read_split(run, split)}
+    table = run.read_table(output("rationales", "rationales"),
                            columns=["qid", "sample", "rationale", "correct"])
     if filter_correct:
         table = table.filter(table["correct"])
@@ -55,7 +53,7 @@ class AugmentBatch:
         from kard_ray.retrieval.bm25 import BM25Index
         from kard_ray.retrieval.open import open_passages
 
-        self.bm25 = BM25Index(local_copy(f"{run_uri}/{index_stage.STAGE}/bm25"))
+        self.bm25 = BM25Index(local_copy(f"{run_uri}/{output('index', 'bm25')}"))
         self.passages = open_passages(run_uri)
         self.k, self.kappa, self.with_options, self.rationale_mode = k, kappa, with_options, rationale_mode
 
@@ -81,34 +79,29 @@ class AugmentBatch:
         return pa.table(out)
 
 
-def run(cfg: KardConfig, run_dir: RunDir, force: bool = False, log=print) -> dict[str, Any]:
+def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
+    import ray
+
     a = cfg.augment
-
-    def body(run: RunDir) -> StageResult:
-        import ray
-
-        pairs = kept_pairs(run, cfg.teacher.filter_correct)
-        if not pairs:
-            raise ValueError("augment: no kept rationales for the training questions; check the rationales stage")
-        table = pa.Table.from_pylist(pairs)
-        blocks = [table.slice(i, a.batch_size) for i in range(0, table.num_rows, a.batch_size)]
-        ds = ray.data.from_arrow(blocks).map_batches(
-            AugmentBatch, fn_constructor_kwargs={"run_uri": run.uri, "k": a.passages_per_rationale,
-                                                 "kappa": a.candidates_per_list, "with_options": a.query_with_options,
-                                                 "rationale_mode": a.rationale_query},
-            compute=ray.data.ActorPoolStrategy(size=a.actors), batch_size=a.batch_size, batch_format="pyarrow")
-        out = pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by([("qid", "ascending"), ("sample", "ascending")])
-        run.write_table(f"{STAGE}/student.parquet", out.select(STUDENT_COLUMNS))
-        run.write_table(f"{STAGE}/reranker.parquet", out.select(RERANKER_COLUMNS))
-        sizes = pc.list_value_length(out["cand_rows"]).to_numpy()
-        src = np.concatenate([np.asarray(s) for s in out["cand_sources"].to_pylist()])
-        return StageResult(
-            counts={"pairs": out.num_rows, "questions": len(set(out["qid"].to_pylist()))},
-            extra={"candidates_per_pair": {"mean": round(float(sizes.mean()), 2), "min": int(sizes.min()),
-                                           "max": int(sizes.max())},
-                   "candidate_sources": {"rationale_only": int((src == FROM_RATIONALE).sum()),
-                                         "question_only": int((src == FROM_QUESTION).sum()),
-                                         "both": int((src == FROM_RATIONALE | FROM_QUESTION).sum())}})
-
-    return run_stage(run_dir, STAGE, body, config=[a, cfg.teacher.filter_correct],
-                     upstream=[data_stage.STAGE, index_stage.STAGE, rationales_stage.STAGE], force=force, log=log)
+    pairs = kept_pairs(run, cfg.teacher.filter_correct)
+    if not pairs:
+        raise ValueError("augment: no kept rationales for the training questions; check the rationales stage")
+    table = pa.Table.from_pylist(pairs)
+    blocks = [table.slice(i, a.batch_size) for i in range(0, table.num_rows, a.batch_size)]
+    ds = ray.data.from_arrow(blocks).map_batches(
+        AugmentBatch, fn_constructor_kwargs={"run_uri": run.uri, "k": a.passages_per_rationale,
+                                             "kappa": a.candidates_per_list, "with_options": a.query_with_options,
+                                             "rationale_mode": a.rationale_query},
+        compute=ray.data.ActorPoolStrategy(size=a.actors), batch_size=a.batch_size, batch_format="pyarrow")
+    out = pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by([("qid", "ascending"), ("sample", "ascending")])
+    run.write_table(output("augment", "student"), out.select(STUDENT_COLUMNS))
+    run.write_table(output("augment", "reranker"), out.select(RERANKER_COLUMNS))
+    sizes = pc.list_value_length(out["cand_rows"]).to_numpy()
+    src = np.concatenate([np.asarray(s) for s in out["cand_sources"].to_pylist()])
+    return StageResult(
+        counts={"pairs": out.num_rows, "questions": len(set(out["qid"].to_pylist()))},
+        extra={"candidates_per_pair": {"mean": round(float(sizes.mean()), 2), "min": int(sizes.min()),
+                                       "max": int(sizes.max())},
+               "candidate_sources": {"rationale_only": int((src == FROM_RATIONALE).sum()),
+                                     "question_only": int((src == FROM_QUESTION).sum()),
+                                     "both": int((src == FROM_RATIONALE | FROM_QUESTION).sum())}})

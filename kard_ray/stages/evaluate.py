@@ -18,18 +18,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from kard_ray.artifacts import RunDir, StageResult, run_stage
-from kard_ray.config import KardConfig
+from kard_ray.artifacts import RunDir, StageResult, local_copy
+from kard_ray.config import InferenceSettings, KardConfig
 from kard_ray.data.schema import Question
 from kard_ray.evaluation import metrics as M
-from kard_ray.stages import data as data_stage
-from kard_ray.stages import index as index_stage
-from kard_ray.stages import rationales as rationales_stage
-from kard_ray.stages import train_reranker as reranker_stage
-from kard_ray.stages import train_student as student_stage
+from kard_ray.registry import MODEL_OF, output, student_stage
+from kard_ray.stages.data import read_split
+from kard_ray.stages.rationales import teacher_rationales
 
-STAGE = "eval"
-MODEL_OF = {"ft": "ft", "rd": "rd", "kard_bm25": "kard", "kard_reranker": "kard", "oracle": "kard"}
 PASSAGES_OF = {"kard_bm25": "bm25_rows", "kard_reranker": "reranked_rows", "oracle": "oracle_rows"}
 
 
@@ -37,33 +33,33 @@ class EvalRetrieve:
     """Ray Data actor: BM25, the first stage and the reranker opened once; three rankings per question."""
 
     def __init__(self, run_uri: str, cfg: dict[str, Any], reranker_dir: str | None):
-        from kard_ray.artifacts import local_copy
         from kard_ray.reranker.model import Reranker
         from kard_ray.retrieval.bm25 import BM25Index
         from kard_ray.retrieval.open import open_passages, open_retriever
 
         self.cfg = KardConfig.model_validate(cfg)
-        r = self.cfg.reranker
-        self.bm25 = BM25Index(local_copy(f"{run_uri}/{index_stage.STAGE}/bm25"))
-        self.first = self.bm25 if r.first_stage == "bm25" else open_retriever(run_uri, self.cfg.retrieval,
-                                                                               r.first_stage)
-        self.reranker = Reranker(reranker_dir, r.max_length) if reranker_dir else None
+        self.settings = s = InferenceSettings.of(self.cfg)
+        self.bm25 = BM25Index(local_copy(f"{run_uri}/{output('index', 'bm25')}"))
+        self.first = self.bm25 if s.first_stage == "bm25" else open_retriever(run_uri, self.cfg.retrieval,
+                                                                               s.first_stage)
+        self.reranker = Reranker(reranker_dir, s.reranker_max_length) if reranker_dir else None
         self.store = open_passages(run_uri)
-        self.k = max([*self.cfg.eval.recall_at, self.cfg.eval.passages])
+        self.k = max([*self.cfg.eval.recall_at, s.passages])
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from kard_ray.answers import rationale_query
-        from kard_ray.reranker.model import query_text
+        from kard_ray.inference import question_query, rerank
 
+        s = self.settings
         out: dict[str, list] = {"qid": [], "bm25_rows": [], "candidate_rows": [], "reranked_rows": [],
                                 "oracle_rows": []}
         for r in batch.to_pylist():
-            query = query_text(r["question"], r["options"], self.cfg.augment.query_with_options)
-            cands = self.first.search(query, self.cfg.reranker.first_stage_k)[0]
+            query = question_query(s, r["question"], r["options"])
+            cands = self.first.search(query, s.first_stage_k)[0]
             reranked = cands[: self.k]
             if self.reranker is not None and len(cands):
-                reranked = self.reranker.retrieve(query, self.first, self.store.texts, self.k,
-                                                  self.cfg.reranker.first_stage_k, cands)[0]
+                reranked = rerank(s, self.reranker, lambda q, n: self.first.search(q, n)[0], self.store.texts,
+                                  query, self.k, first_rows=cands)[0]
             out["qid"].append(r["qid"])
             out["bm25_rows"].append(self.bm25.search(query, self.k)[0].tolist())
             out["candidate_rows"].append(cands.tolist())
@@ -73,29 +69,13 @@ class EvalRetrieve:
         return pa.table(out)
 
 
-def teacher_rationales(run: RunDir) -> dict[str, str]:
-    """The teacher's first correct rationale per question (any rationale when none is correct)."""
-    if not run.is_done(rationales_stage.STAGE):
-        return {}
-    table = run.read_table(f"{rationales_stage.STAGE}/rationales.parquet", columns=["qid", "sample", "rationale",
-                                                                                     "correct"])
-    best: dict[str, tuple[bool, int, str]] = {}
-    for r in table.to_pylist():
-        key = (not r["correct"], r["sample"], r["rationale"])
-        if r["qid"] not in best or key < best[r["qid"]]:
-            best[r["qid"]] = key
-    return {qid: v[2] for qid, v in best.items()}
-
-
 def retrieve(cfg: KardConfig, run: RunDir, questions: list[Question],
              rationales: dict[str, str]) -> tuple[dict[str, dict], bool]:
     import ray
 
     reranker_dir = None
-    if run.is_done(reranker_stage.STAGE):
-        from kard_ray.artifacts import local_copy
-
-        reranker_dir = local_copy(run.uri_of(reranker_stage.STAGE))
+    if "kard_reranker" in cfg.eval.methods and run.is_done("reranker"):
+        reranker_dir = local_copy(run.uri_of(output("reranker", "model")))
     rows = [{"qid": q.id, "question": q.question, "options": q.options, "rationale": rationales.get(q.id)}
             for q in questions]
     ds = ray.data.from_arrow(pa.Table.from_pylist(rows)).map_batches(
@@ -108,10 +88,10 @@ def available_methods(cfg: KardConfig, run: RunDir, has_reranker: bool, rational
     """The configured methods whose models exist; the others with the reason they were skipped."""
     chosen, skipped = [], {}
     for m in cfg.eval.methods:
-        if not run.is_done(student_stage.stage_name(MODEL_OF[m])):
-            skipped[m] = f"no trained student ({student_stage.stage_name(MODEL_OF[m])})"
+        if not run.is_done(student_stage(MODEL_OF[m])):
+            skipped[m] = f"no trained student ({student_stage(MODEL_OF[m])})"
         elif m == "kard_reranker" and not has_reranker:
-            skipped[m] = "no trained reranker (models/reranker)"
+            skipped[m] = "no trained reranker"
         elif m == "oracle" and not rationales:
             skipped[m] = "no teacher rationales for the test questions (add the split to teacher.splits)"
         else:
@@ -122,26 +102,23 @@ def available_methods(cfg: KardConfig, run: RunDir, has_reranker: bool, rational
 def predict(cfg: KardConfig, run: RunDir, methods: list[str], questions: list[Question], ranked: dict,
             log) -> list[dict[str, Any]]:
     """One Ray Data generation job per student model over all its methods' inputs."""
-    from kard_ray.artifacts import local_copy
     from kard_ray.retrieval.open import open_passages
     from kard_ray.student.generate import predict_with_ray
 
-    e = cfg.eval
+    e, s = cfg.eval, InferenceSettings.of(cfg)
     store = open_passages(run.uri)
-    samples = e.samples if e.decoding == "self_consistency" else 1
     out = []
     for model in dict.fromkeys(MODEL_OF[m] for m in methods):
         rows = []
         for m in (m for m in methods if MODEL_OF[m] == model):
             for q in questions:
-                prows = ranked[q.id][PASSAGES_OF[m]][: e.passages] if m in PASSAGES_OF else []
+                prows = ranked[q.id][PASSAGES_OF[m]][: s.passages] if m in PASSAGES_OF else []
                 rows.append({"qid": f"{m}|{q.id}", "question": q.question, "options": q.options,
                              "passages": store.texts(prows), "passage_rows": prows})
-        model_dir = local_copy(run.uri_of(student_stage.stage_name(model)))
+        model_dir = local_copy(run.uri_of(output(student_stage(model), "model")))
         log(f"evaluate: generating {len(rows)} answers with student_{model}")
-        preds = predict_with_ray(rows, model_dir, model, max_input_length=cfg.student.max_input_length,
-                                 max_new_tokens=e.max_new_tokens, samples=samples, actors=e.actors,
-                                 batch_size=e.batch_size, use_gpu=cfg.student.workers.use_gpu)
+        preds = predict_with_ray(rows, model_dir, model, s, actors=e.actors, batch_size=e.batch_size,
+                                 use_gpu=cfg.student.workers.use_gpu)
         for row, p in zip(rows, preds):
             method, qid = row["qid"].split("|", 1)
             out.append({**p, "method": method, "qid": qid, "passage_rows": row["passage_rows"],
@@ -176,6 +153,7 @@ def summarise(cfg: KardConfig, run: RunDir, questions: list[Question], methods: 
             rows.append({"method": m, "qid": q.id, "question": q.question, "gold": q.answer,
                          "prediction": p["prediction"], "correct": ok, "parsed_by": p["parsed_by"],
                          "votes": p["votes"], "generation": p["generation"], "passage_rows": p["passage_rows"],
+                         "passage_pids": store.pids(p["passage_rows"]),
                          "error_class": cls})
         summary = M.accuracy_ci(correct, e.bootstrap, cfg.seed)
         summary["parsed_by"] = dict(Counter(p["parsed_by"] for p in mine))
@@ -199,44 +177,40 @@ def summarise(cfg: KardConfig, run: RunDir, questions: list[Question], methods: 
     return report, rows
 
 
-def run(cfg: KardConfig, run_dir: RunDir, force: bool = False, log=print) -> dict[str, Any]:
+def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
+    import yaml
+
+    from kard_ray.evaluation.charts import write_charts
+    from kard_ray.evaluation.report import report_markdown
+
     e = cfg.eval
-    models = [student_stage.stage_name(MODEL_OF[m]) for m in e.methods]
-    upstream = [data_stage.STAGE, index_stage.STAGE,
-                *[s for s in dict.fromkeys([*models, reranker_stage.STAGE, rationales_stage.STAGE])
-                  if run_dir.is_done(s)]]
+    questions = read_split(run, e.split)[: e.questions]
+    if not questions:
+        raise ValueError(f"evaluate: the {e.split} split has no questions")
+    teacher = teacher_rationales(run) if "oracle" in e.methods else {}
+    rationales = {q.id: teacher[q.id] for q in questions if q.id in teacher}
+    ranked, has_reranker = retrieve(cfg, run, questions, rationales)
+    methods, skipped = available_methods(cfg, run, has_reranker, rationales)
+    if not methods:
+        raise RuntimeError("evaluate: nothing to evaluate: " + "; ".join(f"{m}: {r}" for m, r in skipped.items()))
+    preds = predict(cfg, run, methods, questions, ranked, log)
+    report, rows = summarise(cfg, run, questions, methods, preds, ranked, has_reranker)
+    report["skipped"] = skipped
+    report["inference"] = InferenceSettings.of(cfg).model_dump()
+    run.write_table(output("evaluate", "predictions"), pa.Table.from_pylist(rows))
+    run.write_text(output("evaluate", "report_json"), json.dumps(report, indent=2))
+    run.write_text(output("evaluate", "report_md"), report_markdown(report))
+    # what Serve builds its answer settings from: the config this report was made with
+    run.write_text(output("evaluate", "config"), yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    if run.is_local:
+        write_charts(report, run.path("evaluate"))
+    else:
+        import tempfile
 
-    def body(run: RunDir) -> StageResult:
-        from kard_ray.evaluation.charts import write_charts
-        from kard_ray.evaluation.report import report_markdown
-
-        questions = data_stage.read_split(run, e.split)[: e.questions]
-        if not questions:
-            raise ValueError(f"evaluate: the {e.split} split has no questions")
-        rationales = {q.id: r for q, r in ((q, teacher_rationales(run).get(q.id)) for q in questions) if r}
-        ranked, has_reranker = retrieve(cfg, run, questions, rationales)
-        methods, skipped = available_methods(cfg, run, has_reranker, rationales)
-        if not methods:
-            raise RuntimeError("evaluate: nothing to evaluate: " + "; ".join(f"{m}: {r}" for m, r in skipped.items()))
-        preds = predict(cfg, run, methods, questions, ranked, log)
-        report, rows = summarise(cfg, run, questions, methods, preds, ranked, has_reranker)
-        report["skipped"] = skipped
-        run.write_table(f"{STAGE}/predictions.parquet", pa.Table.from_pylist(rows))
-        run.write_text(f"{STAGE}/report.json", json.dumps(report, indent=2))
-        run.write_text(f"{STAGE}/report.md", report_markdown(report))
-        if run.is_local:
-            write_charts(report, run.path(STAGE))
-        else:
-            import tempfile
-
-            with tempfile.TemporaryDirectory() as tmp:
-                for path in write_charts(report, tmp):
-                    with open(path, "rb") as fh:
-                        run.write_bytes(f"{STAGE}/{path.rsplit('/', 1)[1]}", fh.read())
-        return StageResult(counts={"questions": len(questions), "methods": len(methods)},
-                           extra={"accuracy": {m: r["accuracy"] for m, r in report["methods"].items()},
-                                  "skipped": skipped})
-
-    return run_stage(run_dir, STAGE, body, config=[e, cfg.reranker.first_stage, cfg.reranker.first_stage_k,
-                                                   cfg.augment.query_with_options, cfg.student.max_input_length],
-                     upstream=upstream, force=force, log=log)
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in write_charts(report, tmp):
+                with open(path, "rb") as fh:
+                    run.write_bytes(f"evaluate/{path.rsplit('/', 1)[1]}", fh.read())
+    return StageResult(counts={"questions": len(questions), "methods": len(methods)},
+                       extra={"accuracy": {m: r["accuracy"] for m, r in report["methods"].items()},
+                              "skipped": skipped})

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
 
-from kard_ray.artifacts import RunDir, StageResult, local_copy, run_stage
+from kard_ray.artifacts import RunDir, StageResult, local_copy
 from kard_ray.config import KardConfig
-from kard_ray.stages import kb as kb_stage
-
-STAGE = "index"
-
-
-def needs_dense(cfg: KardConfig) -> bool:
-    return cfg.retrieval.dense.enabled or cfg.retrieval.method != "bm25" or cfg.reranker.first_stage != "bm25"
+from kard_ray.registry import needs_dense, output
 
 
 def read_text_range(arrow_uri: str, start: int, end: int) -> list[str]:
@@ -23,29 +16,22 @@ def read_text_range(arrow_uri: str, start: int, end: int) -> list[str]:
     return PassageStore(local_copy(arrow_uri)).table["text"].slice(start, end - start).to_pylist()
 
 
-def run(cfg: KardConfig, run_dir: RunDir, force: bool = False, log=print) -> dict[str, Any]:
+def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
     from kard_ray.retrieval.bm25 import BM25Params, build_bm25_index
     from kard_ray.retrieval.tokenizer import Tokenizer
 
     r = cfg.retrieval
-    dense = needs_dense(cfg)
+    n_rows = run.read_table(output("kb", "passages"), columns=["pid"]).num_rows
+    texts_of = functools.partial(read_text_range, run.uri_of(output("kb", "passages_arrow")))
+    meta = build_bm25_index(texts_of, n_rows, run.uri_of(output("index", "bm25")),
+                            Tokenizer.from_config(r.bm25.stopwords, r.bm25.stemming),
+                            BM25Params(r.bm25.k1, r.bm25.b, r.bm25.epsilon), shards=r.bm25.shards, use_ray=True)
+    counts = {"passages": n_rows, "bm25_shards": len(meta["shards"]), "bm25_vocab": meta["vocab_size"],
+              "bm25_postings": meta["postings"]}
+    if needs_dense(cfg):
+        from kard_ray.retrieval.dense import embed_passages_with_ray, write_dense_index
 
-    def body(run: RunDir) -> StageResult:
-        n_rows = run.read_table(f"{kb_stage.STAGE}/passages.parquet", columns=["pid"]).num_rows
-        texts_of = functools.partial(read_text_range, run.uri_of(kb_stage.STAGE, "passages.arrow"))
-        meta = build_bm25_index(texts_of, n_rows, run.uri_of(STAGE, "bm25"),
-                                Tokenizer.from_config(r.bm25.stopwords, r.bm25.stemming),
-                                BM25Params(r.bm25.k1, r.bm25.b, r.bm25.epsilon), shards=r.bm25.shards,
-                                use_ray=True)
-        counts = {"passages": n_rows, "bm25_shards": len(meta["shards"]), "bm25_vocab": meta["vocab_size"],
-                  "bm25_postings": meta["postings"]}
-        if dense:
-            from kard_ray.retrieval.dense import embed_passages_with_ray, write_dense_index
-
-            emb = embed_passages_with_ray(run.uri_of(kb_stage.STAGE, "passages.parquet"), r.dense)
-            dmeta = write_dense_index(emb, r.dense, run.uri_of(STAGE, "dense"))
-            counts["dense_vectors"] = dmeta["n_docs"]
-        return StageResult(counts=counts)
-
-    config = [r.bm25, r.dense if dense else None]
-    return run_stage(run_dir, STAGE, body, config=config, upstream=[kb_stage.STAGE], force=force, log=log)
+        emb = embed_passages_with_ray(run.uri_of(output("kb", "passages")), r.dense)
+        dmeta = write_dense_index(emb, r.dense, run.uri_of(output("index", "dense")))
+        counts["dense_vectors"] = dmeta["n_docs"]
+    return StageResult(counts=counts)

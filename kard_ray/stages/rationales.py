@@ -1,7 +1,7 @@
 """The ``rationales`` stage: n chain-of-thought rationales per question from the teacher, on Ray Data.
 
 Questions flow through an actor pool (``RationaleWorker``); each actor keeps many requests in
-flight; one ``TeacherCoordinator`` actor holds the cluster-wide rate limit and failure budget;
+flight; one ``RateBudget`` actor holds the cluster-wide rate limit and failure budget;
 every response is cached in ``cache/teacher/`` before it is used. Writes
 ``rationales/rationales.parquet`` (one row per sample) and ``rationales/failures.parquet``.
 """
@@ -16,22 +16,22 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kard_ray.artifacts import RunDir, StageResult, run_stage
+from kard_ray.artifacts import RunDir, StageResult
 from kard_ray.config import KardConfig, TeacherConfig
 from kard_ray.data.schema import Question, questions_to_table
+from kard_ray.registry import output
 from kard_ray.secrets import Secret
-from kard_ray.stages import data as data_stage
+from kard_ray.stages.data import read_split
 from kard_ray.teacher.cache import TeacherCache, cache_key
 from kard_ray.teacher.client import estimate_tokens
 from kard_ray.teacher.prompts import build_messages
 from kard_ray.teacher.worker import RESULT_SCHEMA, RationaleWorker, TeacherAborted, sampling_params
 
-STAGE = "rationales"
 REFERENCE_IDENTITY = "kard-reference-teacher"
 
 
 def _questions(cfg: KardConfig, run: RunDir) -> list[Question]:
-    return [q for split in cfg.teacher.splits for q in data_stage.read_split(run, split)]
+    return [q for split in cfg.teacher.splits for q in read_split(run, split)]
 
 
 def endpoint_identity(t: TeacherConfig) -> str:
@@ -48,7 +48,7 @@ def teacher_endpoint(cfg: KardConfig, run: RunDir):
     from kard_ray.artifacts import local_copy
     from kard_ray.teacher.reference_server import ReferenceTeacherProcess
 
-    with ReferenceTeacherProcess(local_copy(run.uri_of(data_stage.WORLD_DIR))) as server:
+    with ReferenceTeacherProcess(local_copy(run.uri_of(output("data", "world")))) as server:
         yield server.base_url
 
 
@@ -79,10 +79,10 @@ def cost(t: TeacherConfig, prompt_tokens: int, completion_tokens: int) -> float:
 def _generate(cfg: KardConfig, run: RunDir, questions: list[Question]) -> pa.Table:
     import ray
 
-    from kard_ray.teacher.limits import TeacherCoordinator
+    from kard_ray.teacher.limits import RateBudget
 
     t = cfg.teacher
-    coordinator = ray.remote(num_cpus=0)(TeacherCoordinator).remote(
+    coordinator = ray.remote(num_cpus=0)(RateBudget).remote(
         rpm=t.requests_per_minute, tpm=t.tokens_per_minute, failure_budget=t.failure_budget)
     actors = max(1, min(t.actors, math.ceil(len(questions) / t.batch_size)))
     with teacher_endpoint(cfg, run) as base_url:
@@ -154,35 +154,39 @@ def per_question(table: pa.Table, questions: list[Question], filter_correct: boo
                      "failed_requests": [stats[q][2] for q in qids]})
 
 
-def run(cfg: KardConfig, run_dir: RunDir, force: bool = False, log=print) -> dict[str, Any]:
+def teacher_rationales(run: RunDir) -> dict[str, str]:
+    """The one rationale per question that stands for "the teacher's" (the oracle row, the reranker's
+    knowledge-gap report): its first correct sample, else its first sample."""
+    if not run.exists(output("rationales", "rationales")):
+        return {}
+    table = run.read_table(output("rationales", "rationales"), columns=["qid", "sample", "rationale", "correct"])
+    best: dict[str, tuple[bool, int, str]] = {}
+    for r in table.to_pylist():
+        key = (not r["correct"], r["sample"], r["rationale"])
+        if r["qid"] not in best or key < best[r["qid"]]:
+            best[r["qid"]] = key
+    return {qid: v[2] for qid, v in best.items()}
+
+
+def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
     t = cfg.teacher
-    questions = _questions(cfg, run_dir)
+    questions = _questions(cfg, run)
+    if t.import_path:
+        from kard_ray.teacher.importer import import_rationales
 
-    def body(run: RunDir) -> StageResult:
-        if t.import_path:
-            from kard_ray.teacher.importer import import_rationales
-
-            rows, info = import_rationales(t.import_path, {q.id: q for q in questions})
-            table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
-        else:
-            table, info = _generate(cfg, run, questions), {}
-        table = table.sort_by([("qid", "ascending"), ("sample", "ascending")])
-        failed = pc.is_valid(table["error"])
-        run.write_table(f"{STAGE}/rationales.parquet", table.filter(pc.invert(failed)))
-        run.write_table(f"{STAGE}/failures.parquet", table.filter(failed))
-        result = summarize(table, questions, t)
-        run.write_table(f"{STAGE}/per_question.parquet", per_question(table, questions, t.filter_correct))
-        result.extra.update(info)
-        log(f"[{STAGE}] {result.counts['samples_new']} new samples, {result.counts['samples_cached']} from cache, "
-            f"{result.counts['failed_requests']} failed requests; teacher accuracy "
-            f"{result.extra['teacher_accuracy']}; tokens billed this run {result.extra['tokens_billed_this_run']} "
-            f"(≈ ${result.extra['cost_usd_this_run']})")
-        return result
-
-    key_config = t.model_dump(include={"reference", "base_url", "model", "n", "temperature", "max_tokens",
-                                       "give_gold_answer", "filter_correct", "system_prompt", "template",
-                                       "fewshot", "splits", "import_path"})
-    inputs = {name: p for name, p in (("template", t.template), ("fewshot", t.fewshot),
-                                      ("import", t.import_path)) if p}
-    return run_stage(run_dir, STAGE, body, config=[key_config], inputs=inputs, upstream=[data_stage.STAGE],
-                     force=force, log=log)
+        rows, info = import_rationales(t.import_path, {q.id: q for q in questions})
+        table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+    else:
+        table, info = _generate(cfg, run, questions), {}
+    table = table.sort_by([("qid", "ascending"), ("sample", "ascending")])
+    failed = pc.is_valid(table["error"])
+    run.write_table(output("rationales", "rationales"), table.filter(pc.invert(failed)))
+    run.write_table(output("rationales", "failures"), table.filter(failed))
+    result = summarize(table, questions, t)
+    run.write_table(output("rationales", "per_question"), per_question(table, questions, t.filter_correct))
+    result.extra.update(info)
+    log(f"[rationales] {result.counts['samples_new']} new samples, {result.counts['samples_cached']} from cache, "
+        f"{result.counts['failed_requests']} failed requests; teacher accuracy "
+        f"{result.extra['teacher_accuracy']}; tokens billed this run {result.extra['tokens_billed_this_run']} "
+        f"(≈ ${result.extra['cost_usd_this_run']})")
+    return result

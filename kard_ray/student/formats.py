@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from kard_ray.answers import strip_conclusion
-from kard_ray.data.schema import LETTERS
+from kard_ray.data.schema import LETTERS, render_options
 
 Method = Literal["kard", "rd", "ft"]
 METHODS: tuple[Method, ...] = ("kard", "rd", "ft")
@@ -30,10 +30,6 @@ def template(method: str) -> str:
     if method not in METHODS:
         raise ValueError(f"unknown student method {method!r}; choose one of {', '.join(METHODS)}")
     return (TEMPLATES / f"student_{method}.txt").read_text(encoding="utf-8")
-
-
-def options_text(options: list[str]) -> str:
-    return " ".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(options))
 
 
 def answer_line(options: list[str], answer: int) -> str:
@@ -59,7 +55,7 @@ def target_text(method: str, rationale: str | None, options: list[str], answer: 
 
 def render(method: str, question: str, options: list[str], passages: list[str] | None = None) -> str:
     text = template(method)
-    fields = {"question": question.strip(), "options": options_text(options)}
+    fields = {"question": question.strip(), "options": render_options(options)}
     if "{passages}" in text:
         fields["passages"] = "\n".join(f"- {p.strip()}" for p in passages or []) or "- (none)"
     return text.format(**fields)

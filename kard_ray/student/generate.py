@@ -44,48 +44,51 @@ def vote(texts: list[str], options: list[str]) -> tuple[int | None, str, int]:
 
 
 class StudentPredictor:
-    """Ray Data actor: one student loaded once; rows with question, options, passages -> predictions."""
+    """One student loaded once; rows with question, options, passages -> predictions. A Ray Data actor in
+    the evaluation and the model inside Serve's Generator, so both decode the same way."""
 
-    def __init__(self, model_dir: str, method: str, max_input_length: int, max_new_tokens: int, samples: int = 1,
-                 temperature: float = 0.7, seed: int = 0, trust_remote_code: bool = False):
+    def __init__(self, model_dir: str, method: str, settings: dict[str, Any], temperature: float = 0.7,
+                 seed: int = 0):
         import torch
 
+        from kard_ray.config import InferenceSettings
         from kard_ray.student.model import load_trained
 
-        self.tokenizer, self.model, self.family = load_trained(model_dir, trust_remote_code)
+        self.tokenizer, self.model, self.family = load_trained(model_dir)
         if torch.cuda.is_available():
             self.model = self.model.to("cuda")
-        self.method, self.max_input, self.max_new = method, max_input_length, max_new_tokens
-        self.samples, self.temperature, self.seed = samples, temperature, seed
+        self.method, self.settings = method, InferenceSettings.model_validate(settings)
+        self.temperature, self.seed = temperature, seed
+
+    def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Per row: the first generation, the voted option (-1: none parsed), how it was parsed, its votes."""
+        s = self.settings
+        prompts = [build_prompt(self.tokenizer, self.method, r["question"], r["options"], r.get("passages") or [],
+                                s.student_max_input_length).text for r in rows]
+        outputs = generate_texts(self.model, self.tokenizer, self.family, prompts, s.max_new_tokens, s.samples,
+                                 self.temperature, self.seed)
+        out = []
+        for r, texts in zip(rows, outputs):
+            idx, how, votes = vote(texts, list(r["options"]))
+            out.append({"generation": texts[0], "prediction": -1 if idx is None else idx, "parsed_by": how,
+                        "votes": votes})
+        return out
 
     def __call__(self, batch) -> dict[str, Any]:
         rows = batch.to_pylist()  # a pyarrow.Table
-        prompts = [build_prompt(self.tokenizer, self.method, r["question"], r["options"], r.get("passages") or [],
-                                self.max_input).text for r in rows]
-        outputs = generate_texts(self.model, self.tokenizer, self.family, prompts, self.max_new, self.samples,
-                                 self.temperature, self.seed)
-        out: dict[str, list] = {"qid": [], "generation": [], "prediction": [], "parsed_by": [], "votes": []}
-        for r, texts in zip(rows, outputs):
-            idx, how, votes = vote(texts, list(r["options"]))
-            out["qid"].append(r["qid"])
-            out["generation"].append(texts[0])
-            out["prediction"].append(-1 if idx is None else idx)
-            out["parsed_by"].append(how)
-            out["votes"].append(votes)
-        return out
+        preds = self.predict(rows)
+        return {"qid": [r["qid"] for r in rows], **{k: [p[k] for p in preds] for k in preds[0]}} if preds else {}
 
 
-def predict_with_ray(rows: list[dict[str, Any]], model_dir: str, method: str, *, max_input_length: int,
-                     max_new_tokens: int, samples: int = 1, actors: int = 1, batch_size: int = 16,
-                     use_gpu: bool = False) -> list[dict[str, Any]]:
+def predict_with_ray(rows: list[dict[str, Any]], model_dir: str, method: str, settings, *, actors: int = 1,
+                     batch_size: int = 16, use_gpu: bool = False) -> list[dict[str, Any]]:
     """Batch inference over ``rows`` (qid, question, options, passages) with an actor pool."""
     import pyarrow as pa
     import ray
 
     ds = ray.data.from_arrow(pa.Table.from_pylist(rows)).map_batches(
         StudentPredictor, fn_constructor_kwargs={"model_dir": model_dir, "method": method,
-                                                 "max_input_length": max_input_length,
-                                                 "max_new_tokens": max_new_tokens, "samples": samples},
+                                                 "settings": settings.model_dump()},
         compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size, batch_format="pyarrow",
         num_gpus=1 if use_gpu else 0)
     by_qid = {r["qid"]: r for r in ds.take_all()}

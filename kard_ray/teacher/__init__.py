@@ -1,1 +1,2 @@
-"""The teacher LLM side: the reference teacher server for the synthetic world (and, later, the client)."""
+"""The teacher LLM side: prompts, the rate-limited client and its Ray Data worker, the response cache,
+imported rationales, and the reference teacher for the synthetic world."""

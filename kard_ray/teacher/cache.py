@@ -14,8 +14,7 @@ import time
 from typing import Any
 
 from kard_ray.artifacts import RunDir
-
-CACHE_DIR = "cache/teacher"
+from kard_ray.registry import TEACHER_CACHE
 
 
 def cache_key(identity: str, model: str, messages: list[dict[str, str]], sampling: dict[str, Any], sample: int) -> str:
@@ -30,7 +29,7 @@ class TeacherCache:
 
     @staticmethod
     def _rel(key: str) -> str:
-        return f"{CACHE_DIR}/{key[:2]}/{key}.json"
+        return f"{TEACHER_CACHE}/{key[:2]}/{key}.json"
 
     def get(self, key: str) -> dict[str, Any] | None:
         rel = self._rel(key)

@@ -1,9 +1,8 @@
 """One rate limit and one failure budget for every teacher client in the cluster.
 
-``RateBudget`` is the plain logic (requests/min and tokens/min as evenly spaced reservations,
-Retry-After pauses, the failure budget); ``TeacherCoordinator`` is the same as a Ray actor that all
-Ray Data workers on all nodes share; ``LocalLimiter`` / ``ActorLimiter`` give clients one async
-interface to either.
+``RateBudget`` holds the logic (requests/min and tokens/min as evenly spaced reservations,
+Retry-After pauses, the failure budget) and is the Ray actor that all
+Ray Data workers on all nodes share; ``ActorLimiter`` is the clients' async interface to it.
 """
 
 from __future__ import annotations
@@ -76,27 +75,6 @@ class RateBudget:
     def status(self) -> dict[str, Any]:
         return {"ok": self.ok, "failed": self.failed, "failure_reasons": dict(self.failure_reasons),
                 "aborted": self.aborted, "pauses": self.pauses}
-
-
-class TeacherCoordinator(RateBudget):
-    """The Ray actor form (created with ``ray.remote(num_cpus=0)(TeacherCoordinator)``)."""
-
-
-class LocalLimiter:
-    def __init__(self, budget: RateBudget):
-        self.budget = budget
-
-    async def reserve(self, tokens: int) -> float:
-        return self.budget.reserve(tokens)
-
-    async def adjust_tokens(self, delta: int) -> None:
-        self.budget.adjust_tokens(delta)
-
-    async def pause(self, seconds: float) -> None:
-        self.budget.pause(seconds)
-
-    async def record(self, ok: bool, reason: str | None = None) -> str | None:
-        return self.budget.record(ok, reason)
 
 
 class ActorLimiter:

@@ -11,10 +11,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from kard_ray.config import TeacherConfig
-from kard_ray.data.schema import LETTERS, Question
+from kard_ray.data.schema import Question, render_options
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 YES_NO = [{"yes", "no"}, {"true", "false"}]
+CHOICE_SEP = "\n"  # the teacher sees one option a line
 
 
 def is_yes_no(q: Question) -> bool:
@@ -40,10 +41,6 @@ def _read_fewshot(path: str) -> tuple[dict, ...]:
     return tuple(rows)
 
 
-def _choices(q: Question) -> str:
-    return "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(q.options))
-
-
 def _gold_line(q: Question, yes_no: bool) -> str:
     if yes_no:
         return f"The correct answer is {q.answer_text.lower()}.\n"
@@ -57,12 +54,13 @@ def render_prompt(q: Question, cfg: TeacherConfig) -> str:
         blocks = []
         for ex in _read_fewshot(cfg.fewshot):
             ex_q = Question(id="fewshot", question=ex["question"], options=ex["options"], answer=ex["answer"])
-            blocks.append(f"Question: {ex_q.question}\nAnswer choices:\n{_choices(ex_q)}\n{ex['rationale']}\n")
+            choices = render_options(ex_q.options, CHOICE_SEP)
+            blocks.append(f"Question: {ex_q.question}\nAnswer choices:\n{choices}\n{ex['rationale']}\n")
         fewshot = "\n".join(blocks) + "\n"
     return _read_template(cfg.template, family).format(
         fewshot=fewshot,
         question=q.question,
-        choices=_choices(q),
+        choices=render_options(q.options, CHOICE_SEP),
         gold=_gold_line(q, family == "yesno") if cfg.give_gold_answer else "",
     )
 

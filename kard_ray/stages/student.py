@@ -1,9 +1,9 @@
-"""The ``train_student`` stage: one student per method (kard / rd / ft) on Ray Train.
+"""The ``student_<method>`` stages: one student per method (kard / rd / ft) on Ray Train.
 
 Training rows come from ``augment/student.parquet`` (question, options, teacher rationale and the
 passages BM25 finds with the rationale); ``ft`` trains on the answers alone. Prompts and targets
 come from :mod:`kard_ray.student.formats`, the same code evaluation and serving use. Writes
-``models/student_<method>/`` (a plain HF folder) and records throughput and padding share in the
+``student_<method>/`` (a plain HF folder) and records throughput and padding share in the
 manifest. Checkpoints live in ``train/student_<method>-<key>/`` so a killed run resumes.
 """
 
@@ -14,19 +14,14 @@ from typing import Any
 import pyarrow as pa
 
 from kard_ray import training
-from kard_ray.artifacts import RunDir, StageResult, config_hash, run_stage
+from kard_ray.artifacts import RunDir, StageResult, config_hash
 from kard_ray.config import KardConfig, StudentConfig
-from kard_ray.stages import augment as augment_stage
-from kard_ray.training import TRAIN_DIR
-
-
-def stage_name(method: str) -> str:
-    return f"models/student_{method}"
+from kard_ray.registry import TRAIN_DIR, output, student_stage
 
 
 def training_rows(run: RunDir, s: StudentConfig, method: str) -> list[dict[str, Any]]:
     """(qid, question, options, answer, rationale, passages) rows for ``method``."""
-    table = run.read_table(f"{augment_stage.STAGE}/student.parquet")
+    table = run.read_table(output("augment", "student"))
     if s.samples_per_question:
         table = table.filter(pa.compute.less(table["sample"], s.samples_per_question))
     rows = table.to_pylist()
@@ -107,54 +102,44 @@ def merge_lora(src: str, dst: str) -> None:
 
 
 def storage_name(cfg: KardConfig, run: RunDir, method: str) -> str:
-    aug = run.manifest(augment_stage.STAGE)
+    aug = run.manifest("augment")
     if aug is None:
-        raise RuntimeError("train_student needs the augment stage; run it first")
+        raise RuntimeError("the student stages need the augment stage; run it first")
     from kard_ray.student.formats import format_fingerprint
 
     settings = cfg.student.model_dump(exclude={"workers", "method"})
     return f"student_{method}-{config_hash(settings, method, format_fingerprint(), aug['key'])[:10]}"
 
 
-def run(cfg: KardConfig, run_dir: RunDir, force: bool = False, log=print, method: str | None = None) -> dict[str, Any]:
+def build(cfg: KardConfig, run: RunDir, *, method: str, force: bool = False, log=print) -> StageResult:
     from kard_ray.student.train import schedule, train_loop
 
     s = cfg.student
-    method = method or s.method
-    stage = stage_name(method)
-    name = storage_name(cfg, run_dir, method)
-
-    def body(run: RunDir) -> StageResult:
-        rows = training_rows(run, s, method)
-        if not rows:
-            raise ValueError("train_student: no training rows; check the rationales and augment stages")
-        train_rows, eval_rows = split_held_out(rows, s.eval_fraction)
-        train_ds, eval_ds = tokenized_dataset(train_rows, s, method), tokenized_dataset(eval_rows, s, method)
-        workers = max(1, s.workers.num_workers)
-        per_epoch, total = schedule(len(train_rows), s, workers)
-        if force:
-            run.delete(TRAIN_DIR, name)
-        result = training.fit(train_loop, {"student": s.model_dump(), "steps_per_epoch": per_epoch,
-                                           "total_steps": total},
-                              s.workers, run.uri_of(TRAIN_DIR), name,
-                              {"train": train_ds, **({"eval": eval_ds} if eval_ds is not None else {})},
-                              s.max_failures)
-        m = result.metrics or {}
-        training.export_checkpoint(run, result.checkpoint, stage, transform=merge_lora)
-        trimmed = int(train_ds.sum("passages_trimmed") or 0)
-        log(f"student[{method}]: {m.get('step')} steps, loss {m.get('loss', float('nan')):.3f}, "
-            f"eval loss {m.get('eval_loss', float('nan')):.3f}, {m.get('tokens_per_s', 0):.0f} tokens/s, "
-            f"padding {m.get('padding_share', 0):.1%}")
-        return StageResult(
-            counts={"train_examples": len(train_rows), "eval_examples": len(eval_rows), "steps": int(m.get("step", 0)),
-                    "workers": workers},
-            extra={"method": method, "model": s.model, "family": s.family, "final_loss": m.get("loss"),
-                   "eval_loss": m.get("eval_loss"), "tokens_per_s": m.get("tokens_per_s"),
-                   "padding_share": m.get("padding_share"), "resumed_from_step": m.get("resumed_from_step"),
-                   "passages_trimmed": trimmed, "train_storage": name})
-
-    from kard_ray.student.formats import format_fingerprint
-
-    return run_stage(run_dir, stage, body, config=[s.model_dump(exclude={"workers", "method"}), method,
-                                                   format_fingerprint()],
-                     upstream=[augment_stage.STAGE], force=force, log=log)
+    name = storage_name(cfg, run, method)
+    rows = training_rows(run, s, method)
+    if not rows:
+        raise ValueError("train_student: no training rows; check the rationales and augment stages")
+    train_rows, eval_rows = split_held_out(rows, s.eval_fraction)
+    train_ds, eval_ds = tokenized_dataset(train_rows, s, method), tokenized_dataset(eval_rows, s, method)
+    workers = max(1, s.workers.num_workers)
+    per_epoch, total = schedule(len(train_rows), s, workers)
+    if force:
+        run.delete(TRAIN_DIR, name)
+    result = training.fit(train_loop, {"student": s.model_dump(), "steps_per_epoch": per_epoch,
+                                       "total_steps": total},
+                          s.workers, run.uri_of(TRAIN_DIR), name,
+                          {"train": train_ds, **({"eval": eval_ds} if eval_ds is not None else {})},
+                          s.max_failures)
+    m = result.metrics or {}
+    training.export_checkpoint(run, result.checkpoint, output(student_stage(method), "model"), transform=merge_lora)
+    trimmed = int(train_ds.sum("passages_trimmed") or 0)
+    log(f"student[{method}]: {m.get('step')} steps, loss {m.get('loss', float('nan')):.3f}, "
+        f"eval loss {m.get('eval_loss', float('nan')):.3f}, {m.get('tokens_per_s', 0):.0f} tokens/s, "
+        f"padding {m.get('padding_share', 0):.1%}")
+    return StageResult(
+        counts={"train_examples": len(train_rows), "eval_examples": len(eval_rows), "steps": int(m.get("step", 0)),
+                "workers": workers},
+        extra={"method": method, "model": s.model, "family": s.family, "final_loss": m.get("loss"),
+               "eval_loss": m.get("eval_loss"), "tokens_per_s": m.get("tokens_per_s"),
+               "padding_share": m.get("padding_share"), "resumed_from_step": m.get("resumed_from_step"),
+               "passages_trimmed": trimmed, "train_storage": name})

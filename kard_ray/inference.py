@@ -1,0 +1,39 @@
+"""What the evaluation stage and the Serve endpoint share, so that the endpoint serves what was evaluated:
+the run's resolved settings, the question-side query and the retrieve-and-rerank call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from kard_ray.config import InferenceSettings, KardConfig
+
+
+def run_config(run) -> KardConfig:
+    """The config a run was evaluated with (``evaluate/config.resolved.yaml``), else the run's last one."""
+    import yaml
+
+    from kard_ray.registry import RESOLVED_CONFIG, output
+
+    for rel in (output("evaluate", "config"), RESOLVED_CONFIG):
+        if run.exists(rel):
+            return KardConfig.model_validate(yaml.safe_load(run.read_bytes(rel)))
+    raise FileNotFoundError(f"{run.uri} has no {RESOLVED_CONFIG}; is it a kard run directory?")
+
+
+def question_query(s: InferenceSettings, question: str, options: Sequence[str]) -> str:
+    """The query the first stage and the reranker see for a question (the same text as in training)."""
+    from kard_ray.reranker.model import query_text
+
+    return query_text(question, list(options), s.query_with_options)
+
+
+def rerank(s: InferenceSettings, reranker, search: Callable[[str, int], Sequence[int]],
+           texts: Callable[[list[int]], list[str]], query: str, k: int,
+           first_rows: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The k best rows for ``query``: ``s.hops`` rounds of first stage (kappa* = ``s.first_stage_k``) + reranker."""
+    from kard_ray.reranker.hops import multi_hop_rerank
+
+    return multi_hop_rerank(query, search=search, score=reranker.score, texts=texts, k=k, kappa=s.first_stage_k,
+                            hops=s.hops, first_rows=first_rows)

@@ -1,0 +1,184 @@
+"""The stage registry: every pipeline stage declared once. This table is the map of the house.
+
+A stage's *name* is its folder in the run directory, its job name (``python -m jobs <name>``) and
+its key in manifests. Each declaration says what the stage needs (upstream stages, for the given
+config), which config sections go into its key, which files it fingerprints, the outputs it
+writes (named paths, the only place artifact paths are spelled), its CLI command and its body
+(``module:function``, imported on use so that this table, ``kard --help`` and the job parser load
+no torch or Ray).
+
+The pipeline order, the CLI's stage commands and the job entrypoint are all derived from
+``STAGES``; stage bodies find each other's files through :func:`output`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kard_ray.config import InferenceSettings, KardConfig
+
+# Run-level files and folders that belong to no stage.
+RESOLVED_CONFIG = "config.resolved.yaml"  # the config of the last command run on this directory
+TRAIN_DIR = "train"  # training checkpoints, outside stage folders so a rerun resumes
+TEACHER_CACHE = "cache/teacher"  # teacher responses, outside stage folders so nothing is billed twice
+STUDENT_METHODS = ("kard", "rd", "ft")
+
+
+def _none(_cfg: KardConfig) -> dict[str, str]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # its run-dir folder, job name and manifest name
+    summary: str  # one line for --help and docs
+    command: str  # the `kard` command that runs it
+    body: str  # "module:function", called as fn(cfg, run, force=, log=, **params) -> StageResult
+    needs: Callable[[KardConfig], Sequence[str]]
+    key: Callable[[KardConfig], list[Any]]  # config parts hashed into the stage key
+    outputs: Mapping[str, str]  # name -> path inside the stage folder ("" = the folder itself)
+    inputs: Callable[[KardConfig], Mapping[str, str]] = _none  # files fingerprinted by content
+    clean: bool = True  # False: a half-written folder is kept so the body resumes (caches, checkpoints)
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def run_body(self):
+        """The body function, imported now."""
+        import importlib
+
+        module, fn = self.body.split(":")
+        return getattr(importlib.import_module(module), fn)
+
+
+# --------------------------------------------------------------------------- the stages' needs and keys
+
+
+def _kb_needs(cfg: KardConfig) -> list[str]:  # a synthetic world's KB comes from the data stage
+    return ["data"] if cfg.data.synth is not None and not cfg.kb.paths else []
+
+
+def _kb_inputs(cfg: KardConfig) -> dict[str, str]:
+    return {f"kb{i}": p for i, p in enumerate(cfg.kb.paths)}
+
+
+def needs_dense(cfg: KardConfig) -> bool:
+    """Whether the index stage builds a dense index too."""
+    return cfg.retrieval.dense.enabled or cfg.retrieval.method != "bm25" or cfg.reranker.first_stage != "bm25"
+
+
+def _teacher_key(cfg: KardConfig) -> list[Any]:
+    return [cfg.teacher.model_dump(include={"reference", "base_url", "model", "n", "temperature", "max_tokens",
+                                            "give_gold_answer", "filter_correct", "system_prompt", "template",
+                                            "fewshot", "splits", "import_path"})]
+
+
+def _teacher_inputs(cfg: KardConfig) -> dict[str, str]:
+    t = cfg.teacher
+    return {name: p for name, p in (("template", t.template), ("fewshot", t.fewshot), ("import", t.import_path))
+            if p}
+
+
+def _student_key(method: str) -> Callable[[KardConfig], list[Any]]:
+    def key(cfg: KardConfig) -> list[Any]:
+        from kard_ray.student.formats import format_fingerprint
+
+        return [cfg.student.model_dump(exclude={"workers", "method"}), method, format_fingerprint()]
+
+    return key
+
+
+MODEL_OF = {"ft": "ft", "rd": "rd", "kard_bm25": "kard", "kard_reranker": "kard", "oracle": "kard"}
+
+
+def student_stage(method: str) -> str:
+    return f"student_{method}"
+
+
+def _evaluate_needs(cfg: KardConfig) -> list[str]:
+    methods = cfg.eval.methods
+    needs = ["data", "index"]
+    if "kard_reranker" in methods:
+        needs.append("reranker")
+    if "oracle" in methods:  # the oracle row uses the teacher's rationales for the test questions
+        needs.append("rationales")
+    return needs + list(dict.fromkeys(student_stage(MODEL_OF[m]) for m in methods))
+
+
+def _evaluate_key(cfg: KardConfig) -> list[Any]:
+    return [cfg.eval, InferenceSettings.of(cfg), cfg.retrieval if cfg.reranker.first_stage != "bm25" else None]
+
+
+# --------------------------------------------------------------------------- the table
+
+_STAGES: list[Stage] = [
+    Stage("data", "Question sets (or a generated synthetic world) into normalised parquet.", "prepare",
+          "kard_ray.stages.data:build", needs=lambda c: [], key=lambda c: [c.data],
+          inputs=lambda c: {} if c.data.synth is not None else c.data.split_paths(),
+          outputs={"train": "train.parquet", "dev": "dev.parquet", "test": "test.parquet", "world": "world",
+                   "world_kb": "world/kb.jsonl"}),
+    Stage("kb", "Knowledge-base documents chunked into passages on Ray Data.", "kb build",
+          "kard_ray.stages.kb:build", needs=_kb_needs, key=lambda c: [c.kb], inputs=_kb_inputs,
+          outputs={"passages": "passages.parquet", "passages_arrow": "passages.arrow"}),
+    Stage("index", "BM25 (always) and dense FAISS (when used) indexes over the passages.", "kb build",
+          "kard_ray.stages.index:build", needs=lambda c: ["kb"],
+          key=lambda c: [c.retrieval.bm25, c.retrieval.dense if needs_dense(c) else None],
+          outputs={"bm25": "bm25", "dense": "dense"}),
+    Stage("rationales", "n chain-of-thought rationales per question from the teacher (cached, rate-limited).",
+          "rationales", "kard_ray.stages.rationales:build", needs=lambda c: ["data"], key=_teacher_key,
+          inputs=_teacher_inputs,
+          outputs={"rationales": "rationales.parquet", "failures": "failures.parquet",
+                   "per_question": "per_question.parquet"}),
+    Stage("augment", "Rationale-retrieved passages for the student; candidate sets for the reranker.", "augment",
+          "kard_ray.stages.augment:build", needs=lambda c: ["data", "index", "rationales"],
+          key=lambda c: [c.augment, c.teacher.filter_correct],
+          outputs={"student": "student.parquet", "reranker": "reranker.parquet"}),
+    Stage("reranker", "The KARD reranker, KL-distilled on Ray Train (resumes from its last checkpoint).",
+          "train-reranker", "kard_ray.stages.reranker:build", needs=lambda c: ["augment"],
+          key=lambda c: [c.reranker.model_dump(exclude={"eval_questions"}), c.eval.recall_at],
+          outputs={"model": "", "report_json": "report.json", "report_md": "report.md"}),
+    *(Stage(student_stage(m), f"The {m} student on Ray Train (resumes from its last checkpoint).",
+            "train-student", "kard_ray.stages.student:build", needs=lambda c: ["augment"], key=_student_key(m),
+            outputs={"model": ""}, params={"method": m}) for m in STUDENT_METHODS),
+    Stage("evaluate", "Every method on the same test questions: predictions, report, charts.", "evaluate",
+          "kard_ray.stages.evaluate:build", needs=_evaluate_needs, key=_evaluate_key,
+          outputs={"predictions": "predictions.parquet", "report_json": "report.json", "report_md": "report.md",
+                   "accuracy_png": "accuracy.png", "recall_png": "recall.png",
+                   "config": RESOLVED_CONFIG}),
+]
+STAGES: dict[str, Stage] = {s.name: s for s in _STAGES}
+
+
+def stage(name: str) -> Stage:
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}") from None
+
+
+def output(stage_name: str, name: str) -> str:
+    """The run-relative path of a stage's named output, e.g. ``output("kb", "passages_arrow")``."""
+    outputs = stage(stage_name).outputs
+    if name not in outputs:
+        raise KeyError(f"stage {stage_name!r} has no output {name!r}; it writes {', '.join(outputs)}")
+    return "/".join(p for p in (stage_name, outputs[name]) if p)
+
+
+def plan(cfg: KardConfig, targets: Sequence[str] = ("evaluate",)) -> list[str]:
+    """The stages ``targets`` need under ``cfg``, themselves included, in registry (= dependency) order."""
+    wanted: set[str] = set()
+    todo = [stage(t).name for t in targets]
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(stage(name).needs(cfg))
+    return [name for name in STAGES if name in wanted]
+
+
+def commands() -> dict[str, list[str]]:
+    """CLI command -> the stages it runs, in order."""
+    out: dict[str, list[str]] = {}
+    for s in _STAGES:
+        out.setdefault(s.command, []).append(s.name)
+    return out

@@ -1,0 +1,89 @@
+"""The ``reranker`` stage: Ray Train (TorchTrainer, DDP) on ``augment/reranker.parquet``.
+
+Writes ``reranker/`` (a plain HF folder + tokenizer, loadable with no project code), and the
+knowledge-gap evaluation (``report.json`` / ``report.md`` in the same folder, also in the manifest).
+Checkpoints live in ``train/reranker-<key>/`` outside the stage folder, so a killed run resumes from
+its last checkpoint when rerun with the same settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kard_ray import training
+from kard_ray.artifacts import RunDir, StageResult, config_hash, local_copy
+from kard_ray.config import KardConfig
+from kard_ray.registry import TRAIN_DIR, output
+
+
+def fit(cfg: KardConfig, run: RunDir, name: str, fresh: bool) -> tuple[Any, dict]:
+    import ray
+
+    from kard_ray.reranker.train import train_loop
+
+    r = cfg.reranker
+    if fresh:
+        run.delete(TRAIN_DIR, name)
+    ds = ray.data.read_parquet(run.uri_of(output("augment", "reranker")))
+    if r.samples_per_question:
+        ds = ds.filter(expr=f"sample < {r.samples_per_question}")
+    ds = ds.materialize()
+    workers = max(1, r.workers.num_workers)
+    steps_per_epoch = max(1, ds.count() // (r.batch_size * workers))
+    loop_config = {"reranker": r.model_dump(), "steps_per_epoch": steps_per_epoch,
+                   "passages_path": local_copy(run.uri_of(output("kb", "passages_arrow")))}
+    result = training.fit(train_loop, loop_config, r.workers, run.uri_of(TRAIN_DIR), name, {"train": ds},
+                          r.max_failures)
+    return result, {"steps_per_epoch": steps_per_epoch, "workers": workers}
+
+
+def evaluate(cfg: KardConfig, run: RunDir, model_dir: str) -> dict:
+    """The knowledge gap on held-out questions, with the first stage the evaluation and Serve use."""
+    from kard_ray.answers import rationale_query
+    from kard_ray.reranker.evaluate import knowledge_gap
+    from kard_ray.reranker.model import Reranker
+    from kard_ray.retrieval.bm25 import BM25Index
+    from kard_ray.retrieval.open import open_passages, open_retriever
+    from kard_ray.stages.data import read_split
+    from kard_ray.stages.rationales import teacher_rationales
+
+    r = cfg.reranker
+    questions = read_split(run, cfg.eval.split)[: r.eval_questions]
+    rationales = {qid: rationale_query(text, cfg.augment.rationale_query)
+                  for qid, text in teacher_rationales(run).items()}
+    bm25 = BM25Index(local_copy(run.uri_of(output("index", "bm25"))))
+    first = bm25 if r.first_stage == "bm25" else open_retriever(run.uri, cfg.retrieval, r.first_stage)
+    return knowledge_gap(questions, rationales, bm25=bm25, first_stage=first,
+                         reranker=Reranker(model_dir, r.max_length), store=open_passages(run.uri),
+                         first_stage_name=r.first_stage, kappa_star=r.first_stage_k, ks=cfg.eval.recall_at,
+                         with_options=cfg.augment.query_with_options)
+
+
+def storage_name(cfg: KardConfig, run: RunDir) -> str:
+    """Checkpoint folder under ``train/``: the same training settings on the same data resume there."""
+    aug = run.manifest("augment")
+    if aug is None:
+        raise RuntimeError("the reranker stage needs the augment stage; run it first")
+    settings = cfg.reranker.model_dump(exclude={"workers", "eval_questions", "first_stage", "first_stage_k"})
+    return f"reranker-{config_hash(settings, aug['key'])[:10]}"
+
+
+def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
+    import json
+
+    from kard_ray.reranker.evaluate import report_markdown
+
+    r = cfg.reranker
+    name = storage_name(cfg, run)
+    result, info = fit(cfg, run, name, fresh=force)
+    metrics = result.metrics or {}
+    target = training.export_checkpoint(run, result.checkpoint, output("reranker", "model"))
+    gap = evaluate(cfg, run, target)
+    run.write_text(output("reranker", "report_json"), json.dumps(gap, indent=2))
+    run.write_text(output("reranker", "report_md"), report_markdown(gap))
+    log(report_markdown(gap))
+    return StageResult(
+        counts={"steps": int(metrics.get("step", 0)), "epochs": r.epochs, "workers": info["workers"]},
+        extra={"final_loss": metrics.get("loss"), "pairs_per_s": metrics.get("pairs_per_s"),
+               "resumed_from_step": metrics.get("resumed_from_step"), "train_storage": name,
+               "knowledge_gap": gap})
