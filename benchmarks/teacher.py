@@ -10,6 +10,12 @@ rate; ``observed_peak_rpm`` is the highest arrival rate over any 5-second window
 (``observed_peak_rpm_2s_window`` the same over 2 seconds, which also shows scheduling jitter).
 The server counts billed requests per request key, so ``duplicate_requests`` shows any prompt
 paid twice. The last line is one JSON object.
+
+    python benchmarks/teacher.py --mode batch [--config configs/demo.yaml] [--batch-delay-s 1] [--poll-s 1]
+
+Batch mode: the questions of ``--config`` (the demo's: train and test, ``teacher.n``) through the
+Batch API of a reference teacher process with a completion delay of ``--batch-delay-s``; reports the
+stage's wall time, the API calls the client made (files, batches, polls) and what the server billed.
 """
 
 from __future__ import annotations
@@ -53,8 +59,43 @@ def run_phase(tmp: str, name: str, world: str, args, rpm: float | None) -> dict:
     return {"wall_s": wall, "busy_s": busy, "stats": stats, "manifest": m}
 
 
+def run_batch(args) -> dict:
+    """The rationales stage in batch mode over the config's questions, against a reference teacher process."""
+    from kard_ray.registry import output
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(args.config, [f"run_dir={tmp}/run", "teacher.mode=batch",
+                                        f"teacher.batch_poll_s={args.poll_s}"])
+        run = RunDir(cfg.run_dir)
+        run_one("data", cfg, run, log=lambda m: None)
+        world = run.path(output("data", "world"))
+        with ReferenceTeacherProcess(world, ServerOptions(batch_delay_s=args.batch_delay_s)) as server:
+            cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(
+                update={"base_url": server.base_url, "reference": False})})
+            t0 = time.perf_counter()
+            m = run_one("rationales", cfg, run, log=lambda m: None)
+            wall = time.perf_counter() - t0
+            stats = server.stats()
+    batch = m["extra"]["batch"]
+    return {"mode": "batch", "config": args.config, "questions": m["counts"]["questions"], "n": cfg.teacher.n,
+            "samples": m["counts"]["samples"], "failed_requests": m["counts"]["failed_requests"],
+            "batch_delay_s": args.batch_delay_s, "poll_s": args.poll_s, "wall_s": round(wall, 2),
+            "batches_created": stats["batches_created"], "requests_billed": stats["batch_requests_billed"],
+            "duplicate_billed": stats["duplicate_billed"], "client_api_calls": batch["api_calls"],
+            "client_api_calls_total": sum(batch["api_calls"].values()), "server_calls": stats["batch_calls"],
+            "chat_requests": stats["requests"], "polls": batch["polls"],
+            "cost_usd_batch": m["extra"]["cost_usd_this_run"],
+            "cost_usd_online_same_tokens": round(m["extra"]["cost_usd_this_run"] / (1 - cfg.teacher.batch_discount), 4)
+            if cfg.teacher.batch_discount < 1 else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=["online", "batch"], default="online",
+                    help="online: throughput and rate limit phases; batch: one Batch API run of --config")
+    ap.add_argument("--config", default="configs/demo.yaml", help="batch mode: the run's config (its questions)")
+    ap.add_argument("--batch-delay-s", type=float, default=1.0, help="batch mode: the reference batch delay")
+    ap.add_argument("--poll-s", type=float, default=1.0, help="batch mode: teacher.batch_poll_s")
     ap.add_argument("--latency-ms", type=float, default=200)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--requests", type=int, default=640)
@@ -62,6 +103,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=160)
     ap.add_argument("--rate-limit-rpm", type=float, default=None, help="phase 2 limit (default: half the ideal)")
     args = ap.parse_args()
+    if args.mode == "batch":
+        emit(run_batch(args))
+        return
 
     from kard_ray.config import SynthConfig
     from kard_ray.synth import generate_world, write_world

@@ -158,23 +158,32 @@ def rationales(
     import_path: Annotated[
         Optional[str], typer.Option("--import", help="Import rationales from a JSONL instead of calling a teacher.")
     ] = None,
+    mode: Annotated[
+        Optional[str], typer.Option("--mode", help="online | batch: chat completions as they go, or the provider's "
+                                    "Batch API (about half price, resumable; sets teacher.mode).")
+    ] = None,
 ) -> None:
     """Stage `rationales`: n chain-of-thought rationales per question from the teacher (cached, rate-limited)."""
     from kard_ray.artifacts import RunDir
     from kard_ray.pipeline import run_stages
     from kard_ray.stages import rationales as rationales_stage
 
-    sets = list(set_ or []) + ([f"teacher.import_path={import_path}"] if import_path else [])
+    sets = list(set_ or []) + ([f"teacher.import_path={import_path}"] if import_path else []) + (
+        [f"teacher.mode={mode}"] if mode else [])
     cfg = _load(config, sets, run_dir)
     run = RunDir(cfg.run_dir)
     try:
         if dry_run:
             run_stages(cfg, run, ["data"])
             plan = rationales_stage.plan(cfg, run)
-            table = Table("questions", "samples", "already cached", "calls to make", "est. prompt tokens",
-                          "est. completion tokens", "est. cost (USD)", title=f"Dry run: teacher {cfg.teacher.model}")
+            paid = {"online": " (teacher.mode)" if plan["mode"] == "online" else "",
+                    "batch": " (teacher.mode)" if plan["mode"] == "batch" else ""}
+            table = Table("questions", "samples", "already cached", "calls to make", "in recorded batches",
+                          "est. prompt tokens", "est. completion tokens", f"est. cost online (USD){paid['online']}",
+                          f"est. cost batch (USD){paid['batch']}", title=f"Dry run: teacher {cfg.teacher.model}")
             table.add_row(*(str(plan[k]) for k in ("questions", "samples", "cached_samples", "calls",
-                                                   "est_prompt_tokens", "est_completion_tokens", "est_cost_usd")))
+                                                   "in_recorded_batches", "est_prompt_tokens",
+                                                   "est_completion_tokens", "est_cost_usd", "est_cost_batch_usd")))
             console.print(table)
             return
     except (ValueError, FileNotFoundError) as exc:
@@ -378,6 +387,11 @@ def reference_serve(
     api_key_env: Annotated[
         Optional[str], typer.Option(help="Require the bearer key held in this environment variable.")
     ] = None,
+    batch_delay_s: Annotated[float, typer.Option(help="Batch API: a batch completes this long after creation.")] = 1.0,
+    batch_fail_rate: Annotated[float, typer.Option(help="Batch API: share of requests failing inside a batch.")] = 0.0,
+    batch_expire: Annotated[int, typer.Option(help="Batch API: the first N batches created expire.")] = 0,
+    batch_max_requests: Annotated[int, typer.Option(help="Batch API: requests allowed per batch.")] = 50_000,
+    batch_max_bytes: Annotated[int, typer.Option(help="Batch API: bytes allowed per input file.")] = 200_000_000,
 ) -> None:
     """Serve the synthetic world's reference teacher (OpenAI-compatible) until interrupted."""
     from kard_ray.teacher.reference_server import ReferenceTeacherServer, ServerOptions
@@ -391,7 +405,9 @@ def reference_serve(
         options = ServerOptions(latency_ms=latency_ms, jitter_ms=jitter_ms, fault_rate=fault_rate,
                                 faults=tuple(f.strip() for f in faults.split(",") if f.strip()),
                                 retry_after_s=retry_after_s, stall_s=stall_s, wrong_rate=wrong_rate,
-                                seed=seed, api_key=api_key)
+                                seed=seed, api_key=api_key, batch_delay_s=batch_delay_s,
+                                batch_fail_rate=batch_fail_rate, batch_expire=batch_expire,
+                                batch_max_requests=batch_max_requests, batch_max_bytes=batch_max_bytes)
         server = ReferenceTeacherServer(world, options, host=host, port=port)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))

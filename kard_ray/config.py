@@ -168,6 +168,25 @@ class TeacherConfig(Section):
     failure_budget: float = Field(0.5, ge=0, le=1)
     price_per_1k_prompt: float = Field(0.0005, ge=0)
     price_per_1k_completion: float = Field(0.0015, ge=0)
+    mode: Literal["online", "batch"] = Field(
+        "online", description="online: chat completions as they go, from Ray Data actors; batch: the provider's "
+        "Batch API (JSONL upload, results within its completion window, batch_discount off the price), "
+        "resumable by the batch ids recorded in cache/teacher/batches/.")
+    batch_discount: float = Field(0.5, ge=0, le=1, description="Batch API discount on both token prices "
+                                  "(OpenAI: 0.5, half price); for --dry-run and the manifest's costs.")
+    batch_poll_s: float = Field(10.0, gt=0, description="First wait between batch status polls; each further "
+                                "wait is 1.5x longer, up to batch_poll_max_s.")
+    batch_poll_max_s: float = Field(300.0, gt=0, description="Longest wait between batch status polls.")
+    batch_max_requests: int = Field(50_000, ge=1, description="Requests per batch (OpenAI's limit: 50,000).")
+    batch_max_bytes: int = Field(200_000_000, ge=1024, description="Bytes of JSONL per batch input file "
+                                 "(OpenAI's limit: 200 MB).")
+    batch_retry: Literal["batch", "online"] = Field(
+        "batch", description="Where requests that failed or expired inside a batch are retried: in a new batch, "
+        "or online (chat completions from the driver, at the online price).")
+    batch_retries: int = Field(1, ge=0, description="Retry rounds for requests that failed or expired inside a "
+                               "batch; what still fails is recorded in failures.parquet (and counts against "
+                               "failure_budget).")
+    batch_completion_window: Literal["24h"] = Field("24h", description="The Batch API's completion window.")
 
 
 # --------------------------------------------------------------------------- augment / models

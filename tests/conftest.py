@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -57,6 +58,14 @@ TINY_RUN_SETS = [
 ]
 
 
+# The whole-pipeline fixture's students: the offline SmolLM2 with a few steps on its top blocks, so the
+# students write real text (a tiny T5 from scratch writes nothing, and Serve parity would be vacuous).
+TINY_PIPELINE_STUDENT = [
+    "student.model=smollm2-135m-instruct", "student.family=causal", "student.max_steps=3", "student.batch_size=4",
+    "student.train_layers=2", "student.max_input_length=192", "student.max_target_length=48", "student.lr=1e-4",
+]
+
+
 def quiet(_msg):
     pass
 
@@ -81,9 +90,33 @@ def tiny_pipeline(ray_session, tmp_path_factory):
     from kard_ray.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("pipeline")
-    cfg = load_config(None, [f"run_dir={root}/run", *TINY_RUN_SETS, "student.epochs=2", "reranker.epochs=1"])
+    cfg = load_config(None, [f"run_dir={root}/run", *TINY_RUN_SETS, *TINY_PIPELINE_STUDENT, "reranker.epochs=1"])
     run = RunDir(cfg.run_dir)
     return cfg, run, run_pipeline(cfg, run, log=quiet)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served_apps(apps: dict):
+    """Serve each ``name -> build_app(...)`` application at ``/name`` on a free loopback port; yields the
+    base URL and shuts Serve down afterwards, whatever happens."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        for name, application in apps.items():
+            serve.run(application, name=name, route_prefix=f"/{name}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
 
 
 def kill_after_first_checkpoint(args: list[str], storage: Path, timeout_s: float = 240) -> None:

@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_RUN_SETS
+from conftest import REPO, TINY_RUN_SETS, free_port
 
 pytestmark = pytest.mark.ray
 
@@ -27,10 +26,6 @@ BUCKET = "kard-test"
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(url: str, seconds: float) -> None:

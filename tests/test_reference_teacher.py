@@ -1,6 +1,7 @@
 """The reference teacher through the real openai client over real HTTP."""
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -153,3 +154,104 @@ def test_bad_requests_are_4xx(serve):
 def test_unknown_fault_kind_rejected():
     with pytest.raises(ValueError, match="unknown fault"):
         ServerOptions(faults=("404",))
+
+
+def _batch_input(tiny_world, count=6, **body):
+    qs = list(load_world(tiny_world).questions.values())[:count]
+    lines = [{"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": "kard-reference-teacher", "n": 2, "temperature": 0.7,
+                       "messages": [{"role": "user", "content": f"Question: {q.question}"}], **body}}
+             for i, q in enumerate(qs)]
+    return "".join(json.dumps(x) + "\n" for x in lines).encode()
+
+
+def _submit(client, data, purpose="batch"):
+    f = client.files.create(file=("requests.jsonl", data), purpose=purpose)
+    return f, client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                    metadata={"run": "test"})
+
+
+def _lines(client, file_id):
+    return [json.loads(x) for x in client.files.content(file_id).text.splitlines()]
+
+
+def test_batch_completes_after_its_delay_and_bills_then(serve, tiny_world):
+    server, client = serve(batch_delay_s=0.5)
+    data = _batch_input(tiny_world)
+    f, batch = _submit(client, data)
+    assert f.purpose == "batch" and f.bytes == len(data) and client.files.content(f.id).content == data
+    assert batch.status == "validating" and batch.request_counts.total == 6 and batch.metadata == {"run": "test"}
+    assert client.batches.retrieve(batch.id).status == "in_progress"
+    assert server.stats()["billed_requests"] == 0  # nothing billed before the batch is processed
+    time.sleep(0.6)
+    done = client.batches.retrieve(batch.id)
+    assert done.status == "completed" and done.request_counts.completed == 6 and done.error_file_id is None
+    out = _lines(client, done.output_file_id)
+    assert sorted(x["custom_id"] for x in out) == [f"req-{i}" for i in range(6)]
+    assert all(x["response"]["status_code"] == 200 and x["error"] is None and x["id"].startswith("batch_req_")
+               for x in out)
+    assert all(len(x["response"]["body"]["choices"]) == 2 for x in out)
+    stats = server.stats()
+    assert stats["batches_created"] == 1 and stats["batch_requests_billed"] == 6 == stats["unique_billed"]
+    # the same request online is the same billed request: a client that pays twice is caught
+    body = json.loads(data.splitlines()[0])["body"]
+    online = client.chat.completions.create(**body)
+    first = next(x for x in out if x["custom_id"] == "req-0")["response"]["body"]
+    assert [c.message.content for c in online.choices] == [c["message"]["content"] for c in first["choices"]]
+    assert server.stats()["duplicate_billed"] == 1
+    assert [b.id for b in client.batches.list()] == [batch.id]
+    assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
+
+
+def test_batch_partial_failures_and_expiry(serve, tiny_world):
+    server, client = serve(batch_delay_s=0, batch_fail_rate=0.5, batch_expire=1, seed=2)
+    _, expired = _submit(client, _batch_input(tiny_world, 10))
+    expired = client.batches.retrieve(expired.id)
+    assert expired.status == "expired" and expired.output_file_id is None and expired.expired_at
+    errors = _lines(client, expired.error_file_id)
+    assert len(errors) == 10 and all(x["response"] is None and x["error"]["code"] == "batch_expired" for x in errors)
+    _, partial = _submit(client, _batch_input(tiny_world, 10))
+    partial = client.batches.retrieve(partial.id)
+    assert partial.status == "completed" and 0 < partial.request_counts.failed < 10
+    failed = _lines(client, partial.error_file_id)
+    assert all(x["response"]["status_code"] == 500 and x["error"] is None for x in failed)
+    assert len(_lines(client, partial.output_file_id)) + len(failed) == 10
+    stats = server.stats()
+    assert stats["batches_expired"] == 1 and stats["batch_requests_billed"] == 10 - len(failed)
+    assert stats["billed_requests"] == 10 - len(failed) and stats["batch_requests_failed"] == 10 + len(failed)
+
+
+def test_batch_validation_cancel_and_unknown_ids(serve, tiny_world):
+    server, client = serve(batch_delay_s=60, batch_max_requests=5)
+    _, too_many = _submit(client, _batch_input(tiny_world, 6))
+    assert too_many.status == "failed" and "at most 5" in too_many.errors.data[0].message
+    _, bad = _submit(client, b'{"custom_id": "a", "method": "GET", "url": "/v1/chat/completions", "body": {}}\nnope\n')
+    assert bad.status == "failed" and {e.line for e in bad.errors.data} == {1, 2}
+    _, wrong_purpose = _submit(client, _batch_input(tiny_world, 2), purpose="user_data")
+    assert wrong_purpose.status == "failed"
+    _, slow = _submit(client, _batch_input(tiny_world, 3))
+    cancelled = client.batches.cancel(slow.id)
+    assert cancelled.status == "cancelled" and cancelled.request_counts.failed == 3
+    assert {x["error"]["code"] for x in _lines(client, cancelled.error_file_id)} == {"batch_cancelled"}
+    assert server.stats()["billed_requests"] == 0
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve("batch_unknown")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.create(input_file_id="file-unknown", endpoint="/v1/chat/completions", completion_window="24h")
+    with pytest.raises(openai.BadRequestError):
+        client.batches.create(input_file_id=slow.input_file_id, endpoint="/v1/embeddings", completion_window="24h")
+    page = client.batches.list(limit=2)
+    assert [b.id for b in page.data] == [slow.id, wrong_purpose.id] and page.has_more
+    assert [b.id for b in client.batches.list(limit=2)][2:] == [bad.id, too_many.id]  # the client pages on
+    assert server.stats()["batches_created"] == 4
+
+
+def test_batch_endpoints_need_the_key(serve, tiny_world):
+    server, _ = serve(api_key="right-key")
+    wrong = OpenAI(base_url=server.base_url, api_key="wrong-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.files.create(file=("r.jsonl", _batch_input(tiny_world, 1)), purpose="batch")
+    with pytest.raises(openai.AuthenticationError):
+        wrong.batches.list()
+    right = OpenAI(base_url=server.base_url, api_key="right-key", max_retries=0)
+    assert _submit(right, _batch_input(tiny_world, 1))[1].status == "validating"

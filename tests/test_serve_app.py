@@ -1,20 +1,16 @@
 """The answer service over real HTTP on 127.0.0.1 against a tiny finished run: answers, 4xx, auth, openai."""
 
 import json
-import socket
 import urllib.error
 import urllib.request
 
 import openai
 import pytest
+from conftest import served_apps
 
 pytestmark = pytest.mark.ray
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(url: str, body, headers=None, raw: bytes | None = None) -> tuple[int, dict, dict]:
@@ -33,28 +29,21 @@ def post(url: str, body, headers=None, raw: bytes | None = None) -> tuple[int, d
 
 @pytest.fixture(scope="module")
 def service(tiny_pipeline):
-    from ray import serve
-
     from serve.app import ServeAppArgs, build_app
 
     _, run, _ = tiny_pipeline
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        base = f"http://127.0.0.1:{port}"
-        serve.run(build_app(ServeAppArgs(run_dir=run.path(), overrides={"max_new_tokens": 16}, max_question_chars=300,
-                                         model_cpus=0.5)), name="open", route_prefix="/open")
-        short = {"max_new_tokens": 8}
-        serve.run(build_app(ServeAppArgs(run_dir=run.path(), overrides=short, api_key_env="KARD_TEST_KEY",
+    short = {"max_new_tokens": 8}
+    apps = {
+        "open": build_app(ServeAppArgs(run_dir=run.path(), overrides={"max_new_tokens": 16}, max_question_chars=300,
+                                       model_cpus=0.5)),
+        "locked": build_app(ServeAppArgs(run_dir=run.path(), overrides=short, api_key_env="KARD_TEST_KEY",
                                          model_cpus=0.5, use_reranker=False),
                             ingress_runtime_env={"env_vars": {"KARD_TEST_KEY": "s3cret"}}),
-                  name="locked", route_prefix="/locked")
-        serve.run(build_app(ServeAppArgs(run_dir=run.path(), overrides=short, use_reranker=False, model_cpus=0.5,
-                                         max_batch_size=1, max_ongoing_requests=1, max_queued_requests=1)),
-                  name="tight", route_prefix="/tight")
+        "tight": build_app(ServeAppArgs(run_dir=run.path(), overrides=short, use_reranker=False, model_cpus=0.5,
+                                        max_batch_size=1, max_ongoing_requests=1, max_queued_requests=1)),
+    }
+    with served_apps(apps) as base:
         yield base, run
-    finally:
-        serve.shutdown()
 
 
 def test_answer_has_passages_and_timings(service):

@@ -11,7 +11,8 @@ import urllib.request
 
 import pyarrow.parquet as pq
 import pytest
-from test_serve_app import free_port, post
+from conftest import served_apps
+from test_serve_app import post
 
 pytestmark = pytest.mark.ray
 
@@ -21,20 +22,13 @@ DRIFTS = {"exact": {}, "query_without_options": {"query_with_options": False}, "
 
 @pytest.fixture(scope="module")
 def served(tiny_pipeline):
-    from ray import serve
-
     from serve.app import ServeAppArgs, build_app
 
     _, run, _ = tiny_pipeline
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    try:
-        for name, overrides in DRIFTS.items():
-            serve.run(build_app(ServeAppArgs(run_dir=run.path(), overrides=overrides, model_cpus=0.25)), name=name,
-                      route_prefix=f"/{name}")
-        yield f"http://127.0.0.1:{port}", run
-    finally:
-        serve.shutdown()
+    apps = {name: build_app(ServeAppArgs(run_dir=run.path(), overrides=overrides, model_cpus=0.25))
+            for name, overrides in DRIFTS.items()}
+    with served_apps(apps) as base:
+        yield base, run
 
 
 def mismatches(base: str, run) -> list[str]:

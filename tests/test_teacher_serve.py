@@ -1,18 +1,12 @@
 """The self-hosted teacher on Ray Serve, through the real openai client (offline SmolLM2)."""
 
 import importlib.util
-import socket
 
 import openai
 import pytest
+from conftest import free_port
 
 pytestmark = pytest.mark.ray
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()

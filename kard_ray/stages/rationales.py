@@ -1,8 +1,10 @@
-"""The ``rationales`` stage: n chain-of-thought rationales per question from the teacher, on Ray Data.
+"""The ``rationales`` stage: n chain-of-thought rationales per question from the teacher.
 
-Questions flow through an actor pool (``RationaleWorker``); each actor keeps many requests in
-flight; one ``RateBudget`` actor holds the cluster-wide rate limit and failure budget;
-every response is cached in ``cache/teacher/`` before it is used. Writes
+Online (``teacher.mode: online``), questions flow through a Ray Data actor pool (``RationaleWorker``);
+each actor keeps many requests in flight; one ``RateBudget`` actor holds the cluster-wide rate limit
+and failure budget. By batch (``teacher.mode: batch``), the uncached requests go to the provider's
+Batch API from the driver (``kard_ray/teacher/batch.py``). Either way every response is cached in
+``cache/teacher/`` before it is used, and the table is built from the same rows. Writes
 ``rationales/rationales.parquet`` (one row per sample) and ``rationales/failures.parquet``.
 """
 
@@ -22,10 +24,9 @@ from kard_ray.data.schema import Question, questions_to_table
 from kard_ray.registry import output
 from kard_ray.secrets import Secret
 from kard_ray.stages.data import read_split
-from kard_ray.teacher.cache import TeacherCache, cache_key
+from kard_ray.teacher.cache import TeacherCache
 from kard_ray.teacher.client import estimate_tokens
-from kard_ray.teacher.prompts import build_messages
-from kard_ray.teacher.worker import RESULT_SCHEMA, RationaleWorker, TeacherAborted, sampling_params
+from kard_ray.teacher.worker import RESULT_SCHEMA, RationaleWorker, TeacherAborted, plan_requests
 
 REFERENCE_IDENTITY = "kard-reference-teacher"
 
@@ -53,27 +54,29 @@ def teacher_endpoint(cfg: KardConfig, run: RunDir):
 
 
 def plan(cfg: KardConfig, run: RunDir) -> dict[str, Any]:
-    """What a run would cost now (cached samples are free): for --dry-run."""
+    """What a run would cost now, online and by batch (cached samples are free): for --dry-run."""
+    from kard_ray.teacher.batch import in_recorded_batches
+
     t = cfg.teacher
-    cache, identity, sampling = TeacherCache(run.uri), endpoint_identity(t), sampling_params(t)
-    calls = missing_samples = prompt_tokens = 0
     questions = _questions(cfg, run)
-    for q in questions:
-        messages = build_messages(q, t)
-        missing = sum(cache.get(cache_key(identity, t.model, messages, sampling, i)) is None for i in range(t.n))
-        n_calls = (1 if missing else 0) if t.use_n else missing
-        calls += n_calls
-        missing_samples += missing
-        prompt_tokens += n_calls * sum(estimate_tokens(m["content"]) for m in messages)
-    completion_tokens = missing_samples * t.expected_completion_tokens
-    return {"questions": len(questions), "samples": len(questions) * t.n, "cached_samples":
-            len(questions) * t.n - missing_samples, "calls": calls, "est_prompt_tokens": prompt_tokens,
-            "est_completion_tokens": completion_tokens, "est_cost_usd": round(cost(t, prompt_tokens,
-                                                                                   completion_tokens), 4)}
+    _, requests = plan_requests(t, TeacherCache(run.uri), questions, endpoint_identity(t))
+    recorded = in_recorded_batches(run, endpoint_identity(t), t.model) if t.mode == "batch" else set()
+    to_pay = [r for cid, r in requests.items() if cid not in recorded]
+    missing_samples = sum(len(r.samples) for r in requests.values())
+    prompt_tokens = sum(estimate_tokens(m["content"]) for r in to_pay for m in r.messages)
+    completion_tokens = sum(len(r.samples) for r in to_pay) * t.expected_completion_tokens
+    return {"mode": t.mode, "questions": len(questions), "samples": len(questions) * t.n,
+            "cached_samples": len(questions) * t.n - missing_samples, "calls": len(to_pay),
+            "in_recorded_batches": len(requests) - len(to_pay), "est_prompt_tokens": prompt_tokens,
+            "est_completion_tokens": completion_tokens,
+            "est_cost_usd": round(cost(t, prompt_tokens, completion_tokens), 4),
+            "est_cost_batch_usd": round(cost(t, prompt_tokens, completion_tokens, batch=True), 4)}
 
 
-def cost(t: TeacherConfig, prompt_tokens: int, completion_tokens: int) -> float:
-    return prompt_tokens / 1000 * t.price_per_1k_prompt + completion_tokens / 1000 * t.price_per_1k_completion
+def cost(t: TeacherConfig, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> float:
+    """USD at the configured prices; ``batch``: less ``teacher.batch_discount``."""
+    online = prompt_tokens / 1000 * t.price_per_1k_prompt + completion_tokens / 1000 * t.price_per_1k_completion
+    return online * (1 - t.batch_discount) if batch else online
 
 
 def _generate(cfg: KardConfig, run: RunDir, questions: list[Question]) -> pa.Table:
@@ -108,7 +111,20 @@ def _generate(cfg: KardConfig, run: RunDir, questions: list[Question]) -> pa.Tab
                             [RESULT_SCHEMA.empty_table()])
 
 
-def summarize(table: pa.Table, questions: list[Question], t: TeacherConfig) -> StageResult:
+def _generate_batch(cfg: KardConfig, run: RunDir, questions: list[Question], log) -> tuple[pa.Table, dict]:
+    """The Batch API path (``teacher.batch``), on the driver: no Ray needed."""
+    from kard_ray.teacher.batch import run_batches
+
+    t = cfg.teacher
+    with teacher_endpoint(cfg, run) as base_url:
+        rows, stats = run_batches(t, run, questions, base_url, endpoint_identity(t), Secret.from_env(t.api_key_env),
+                                  resubmit_lost=t.reference, log=log)
+    return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), stats.as_dict()
+
+
+def summarize(table: pa.Table, questions: list[Question], t: TeacherConfig,
+              batch_tokens: dict[str, int] | None = None) -> StageResult:
+    """Counts and costs; ``batch_tokens``: the part of this run's tokens billed at the batch price."""
     ok = table.filter(pc.is_null(table["error"]))
     failed = table.filter(pc.is_valid(table["error"]))
     new = ok.filter(pc.invert(ok["cached"]))
@@ -131,11 +147,17 @@ def summarize(table: pa.Table, questions: list[Question], t: TeacherConfig) -> S
                               "max": max(per_q.values(), default=0)},
         "tokens_total": tokens, "tokens_billed_this_run": billed,
         "cost_usd_total": round(cost(t, tokens["prompt"], tokens["completion"]), 4),
-        "cost_usd_this_run": round(cost(t, billed["prompt"], billed["completion"]), 4),
+        "cost_usd_this_run": round(_cost_this_run(t, billed, batch_tokens), 4),
         "failure_reasons": dict(Counter(r.split(":", 1)[0] for r in failed["error"].to_pylist())),
         "parse_methods": dict(Counter(ok["parse_method"].to_pylist())),
     }
     return StageResult(counts=counts, extra=extra)
+
+
+def _cost_this_run(t: TeacherConfig, billed: dict[str, int], batch: dict[str, int] | None) -> float:
+    batch = batch or {"prompt": 0, "completion": 0}
+    return (cost(t, billed["prompt"] - batch["prompt"], billed["completion"] - batch["completion"])
+            + cost(t, batch["prompt"], batch["completion"], batch=True))
 
 
 def per_question(table: pa.Table, questions: list[Question], filter_correct: bool) -> pa.Table:
@@ -176,17 +198,21 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
 
         rows, info = import_rationales(t.import_path, {q.id: q for q in questions})
         table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+    elif t.mode == "batch":
+        table, batch = _generate_batch(cfg, run, questions, log)
+        info = {"batch": batch}
     else:
         table, info = _generate(cfg, run, questions), {}
     table = table.sort_by([("qid", "ascending"), ("sample", "ascending")])
     failed = pc.is_valid(table["error"])
     run.write_table(output("rationales", "rationales"), table.filter(pc.invert(failed)))
     run.write_table(output("rationales", "failures"), table.filter(failed))
-    result = summarize(table, questions, t)
+    result = summarize(table, questions, t, info.get("batch", {}).get("tokens_billed_batch"))
+    result.extra["teacher_mode"] = "import" if t.import_path else t.mode
     run.write_table(output("rationales", "per_question"), per_question(table, questions, t.filter_correct))
     result.extra.update(info)
     log(f"[rationales] {result.counts['samples_new']} new samples, {result.counts['samples_cached']} from cache, "
         f"{result.counts['failed_requests']} failed requests; teacher accuracy "
         f"{result.extra['teacher_accuracy']}; tokens billed this run {result.extra['tokens_billed_this_run']} "
-        f"(≈ ${result.extra['cost_usd_this_run']})")
+        f"(≈ ${result.extra['cost_usd_this_run']}, {result.extra['teacher_mode']})")
     return result

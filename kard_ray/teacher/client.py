@@ -37,6 +37,20 @@ def estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+def read_completion(resp, n: int, out: Outcome) -> bool:
+    """Put a chat completion's n texts and usage into ``out``; False (with ``out.error``) when it does not hold
+    n non-empty choices. The online client and the batch path's output lines are read by this one check."""
+    texts = [c.message.content for c in (resp.choices or []) if c.message is not None]
+    if len(texts) != n or any(not isinstance(t, str) or not t.strip() for t in texts):
+        out.error = f"unparseable response: expected {n} non-empty choices, got {len(texts)}"
+        return False
+    usage = resp.usage
+    out.texts = texts
+    out.prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
+    out.completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+    return True
+
+
 def _retry_after(err: openai.APIStatusError) -> float | None:
     try:
         value = err.response.headers.get("retry-after")
@@ -79,23 +93,17 @@ class TeacherClient:
                 await asyncio.sleep(max(wait or 0.0, self.backoff(attempt)))
                 continue
             except (openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError) as err:
-                last = _describe(err)
+                last = describe_error(err)
                 await asyncio.sleep(self.backoff(attempt))
                 continue
             except openai.APIStatusError as err:
-                out.error = _describe(err)
+                out.error = describe_error(err)
                 break
             except (ValueError, openai.APIResponseValidationError) as err:
                 out.error = f"unparseable response: {type(err).__name__}"
                 break
-            texts = [c.message.content for c in (resp.choices or []) if c.message is not None]
-            if len(texts) != n or any(not isinstance(t, str) or not t.strip() for t in texts):
-                out.error = f"unparseable response: expected {n} non-empty choices, got {len(texts)}"
+            if not read_completion(resp, n, out):
                 break
-            usage = resp.usage
-            out.texts = texts
-            out.prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
-            out.completion_tokens = getattr(usage, "completion_tokens", 0) or 0
             if out.prompt_tokens or out.completion_tokens:
                 await self.limiter.adjust_tokens(out.prompt_tokens + out.completion_tokens - est)
             break
@@ -110,7 +118,7 @@ class TeacherClient:
         await self._client.close()
 
 
-def _describe(err: Exception) -> str:
+def describe_error(err: Exception) -> str:
     if isinstance(err, openai.APITimeoutError):
         return "timeout"
     if isinstance(err, openai.APIConnectionError):

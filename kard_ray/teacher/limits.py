@@ -109,6 +109,29 @@ class ActorLimiter:
         return await self.actor.record_many.remote(ok, failures or [])
 
 
+class LocalLimiter:
+    """The same interface over a ``RateBudget`` in this process: the batch path runs on the driver and
+    retries online from there, with no actor to share."""
+
+    def __init__(self, budget: RateBudget):
+        self.budget = budget
+
+    async def reserve(self, tokens: int) -> float:
+        return self.budget.reserve(tokens)
+
+    async def adjust_tokens(self, delta: int) -> None:
+        self.budget.adjust_tokens(delta)
+
+    async def pause(self, seconds: float) -> None:
+        self.budget.pause(seconds)
+
+    async def record(self, ok: bool, reason: str | None = None) -> str | None:
+        return self.budget.record(ok, reason)
+
+    async def flush(self, failures: list[str] | None = None) -> str | None:
+        return self.budget.record_many(0, failures or [])
+
+
 async def sleep_until_reserved(limiter, tokens: int) -> None:
     delay = await limiter.reserve(tokens)
     if delay > 0:

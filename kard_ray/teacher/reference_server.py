@@ -3,8 +3,10 @@
 It is the demo's teacher and the test bed of the teacher client: it finds the world question in
 the prompt, answers ``n`` rationales from the ground truth in varied wording (optionally a share of
 wrong ones), reports token usage, and can inject latency and faults (429 with Retry-After, 500,
-stalls, malformed bodies). It counts what it served and what it billed, so tests can prove that no
-prompt was paid for twice. It binds to 127.0.0.1 unless told otherwise.
+stalls, malformed bodies). It also emulates the Batch API (``reference_batches.py``: files and batches
+endpoints, a completion delay, failures inside a batch, expired batches). It counts what it served and
+what it billed, online and in batches alike, so tests can prove that no prompt was paid for twice. It
+binds to 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
@@ -50,13 +52,20 @@ class ServerOptions:
     wrong_rate: float = 0.0
     seed: int = 0
     api_key: str | None = None  # when set, requests must carry this bearer key
+    batch_delay_s: float = 1.0  # a batch completes this long after it was created (read when polled)
+    batch_fail_rate: float = 0.0  # share of a batch's requests that fail inside it (500 in the error file)
+    batch_expire: int = 0  # the first N batches created expire: every request in the error file, batch_expired
+    batch_max_requests: int = 50_000  # the provider's limits; a larger input file fails validation
+    batch_max_bytes: int = 200_000_000
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULT_KINDS)
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; choose from {FAULT_KINDS}")
-        if not 0 <= self.fault_rate <= 1 or not 0 <= self.wrong_rate <= 1:
-            raise ValueError("fault_rate and wrong_rate must be between 0 and 1")
+        if not all(0 <= r <= 1 for r in (self.fault_rate, self.wrong_rate, self.batch_fail_rate)):
+            raise ValueError("fault_rate, wrong_rate and batch_fail_rate must be between 0 and 1")
+        if self.batch_delay_s < 0 or self.batch_expire < 0:
+            raise ValueError("batch_delay_s and batch_expire must not be negative")
 
 
 @dataclass
@@ -71,6 +80,11 @@ class ServerStats:
     peak_in_flight: int = 0
     arrivals: deque = field(default_factory=lambda: deque(maxlen=100_000))  # monotonic arrival times
     last_done: float = 0.0
+    batch_calls: Counter = field(default_factory=Counter)  # files / batches endpoint -> calls
+    batches_created: int = 0
+    batches_expired: int = 0
+    batch_requests_billed: int = 0
+    batch_requests_failed: int = 0
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -85,6 +99,11 @@ class ServerStats:
             "peak_in_flight": self.peak_in_flight,
             "first_arrival": self.arrivals[0] if self.arrivals else None,
             "last_done": self.last_done or None,
+            "batch_calls": dict(self.batch_calls),
+            "batches_created": self.batches_created,
+            "batches_expired": self.batches_expired,
+            "batch_requests_billed": self.batch_requests_billed,
+            "batch_requests_failed": self.batch_requests_failed,
         }
 
     def peak_rate_per_minute(self, window_s: float = 2.0) -> float:
@@ -102,6 +121,16 @@ def _error(status: int, message: str, kind: str, headers: dict[str, str] | None 
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status, headers=headers)
 
 
+def invalid_chat_body(body: Any) -> str | None:
+    """Why a chat completions body is a 400, or None."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+        return "'messages' must be a non-empty list"
+    n = 1 if body.get("n") is None else body["n"]
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 128:
+        return "'n' must be an integer between 1 and 128"
+    return None
+
+
 def request_key(body: dict[str, Any]) -> str:
     """What a provider would bill as 'the same request' twice."""
     fields = {k: body.get(k) for k in ("model", "messages", "n", "temperature", "top_p", "max_tokens", "seed")}
@@ -117,6 +146,9 @@ class ReferenceTeacher:
         self.stats = ServerStats()
         self._fault_rng = random.Random(self.options.seed)
         self._by_text = {q.question: q for q in world.questions.values()}
+        from kard_ray.teacher.reference_batches import BatchStore
+
+        self.batches = BatchStore(self)
 
     def find_question(self, prompt: str):
         """The world question whose text occurs in the prompt (the longest, if several do)."""
@@ -194,6 +226,8 @@ class ReferenceTeacher:
             self.stats = ServerStats()
             return {"reset": True}
 
+        self.batches.add_routes(app)
+
         @app.post("/v1/chat/completions")
         async def chat(request: Request) -> Response:
             st = self.stats
@@ -219,11 +253,9 @@ class ReferenceTeacher:
             body = json.loads(await request.body())
         except json.JSONDecodeError:
             return _error(400, "request body is not valid JSON", "invalid_request_error")
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
-            return _error(400, "'messages' must be a non-empty list", "invalid_request_error")
-        n = 1 if body.get("n") is None else body["n"]
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 128:
-            return _error(400, "'n' must be an integer between 1 and 128", "invalid_request_error")
+        invalid = invalid_chat_body(body)
+        if invalid:
+            return _error(400, invalid, "invalid_request_error")
         if o.latency_ms or o.jitter_ms:
             await asyncio.sleep((o.latency_ms + random.uniform(0, o.jitter_ms)) / 1000)
             if await request.is_disconnected():  # the client gave up: nothing delivered, nothing billed
@@ -242,10 +274,14 @@ class ReferenceTeacher:
         result = self.complete(body)
         if fault == "malformed":
             return Response(json.dumps(result)[: 40], media_type="application/json")
+        self.bill(body, result)
+        return JSONResponse(result)
+
+    def bill(self, body: dict[str, Any], result: dict[str, Any]) -> None:
+        st = self.stats
         st.billed[request_key(body)] += 1
         st.prompt_tokens += result["usage"]["prompt_tokens"]
         st.completion_tokens += result["usage"]["completion_tokens"]
-        return JSONResponse(result)
 
 
 class ReferenceTeacherServer:
@@ -327,7 +363,9 @@ class ReferenceTeacherProcess:
                "--host", self.host, "--port", str(self.port), "--latency-ms", str(o.latency_ms),
                "--jitter-ms", str(o.jitter_ms), "--fault-rate", str(o.fault_rate), "--faults", ",".join(o.faults),
                "--retry-after-s", str(o.retry_after_s), "--stall-s", str(o.stall_s),
-               "--wrong-rate", str(o.wrong_rate), "--seed", str(o.seed)]
+               "--wrong-rate", str(o.wrong_rate), "--seed", str(o.seed), "--batch-delay-s", str(o.batch_delay_s),
+               "--batch-fail-rate", str(o.batch_fail_rate), "--batch-expire", str(o.batch_expire),
+               "--batch-max-requests", str(o.batch_max_requests), "--batch-max-bytes", str(o.batch_max_bytes)]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout_s
         while True:

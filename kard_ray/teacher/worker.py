@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -12,7 +13,7 @@ from kard_ray.config import TeacherConfig
 from kard_ray.data.schema import Question
 from kard_ray.secrets import Secret
 from kard_ray.teacher.cache import TeacherCache, cache_key
-from kard_ray.teacher.client import TeacherClient
+from kard_ray.teacher.client import Outcome, TeacherClient
 from kard_ray.teacher.prompts import build_messages
 
 RESULT_SCHEMA = pa.schema([
@@ -35,6 +36,104 @@ def question_from_row(row: dict[str, Any]) -> Question:
     return Question(id=row["id"], question=row["question"], options=list(row["options"]), answer=row["answer"])
 
 
+@dataclass
+class TeacherRequest:
+    """One call to the teacher: some samples of one question (all of its missing samples with ``use_n``)."""
+
+    question: Question
+    messages: list[dict[str, str]]
+    samples: list[int]
+    keys: list[str]  # the cache keys of those samples
+
+    @property
+    def custom_id(self) -> str:
+        """The Batch API's id of this request: its first sample's cache key (unique, content-addressed)."""
+        return self.keys[0]
+
+
+def sample_keys(q: Question, cfg: TeacherConfig, identity: str) -> tuple[list[dict[str, str]], list[str]]:
+    """The question's prompt and the cache keys of its n samples."""
+    messages = build_messages(q, cfg)
+    sampling = sampling_params(cfg)
+    return messages, [cache_key(identity, cfg.model, messages, sampling, i) for i in range(cfg.n)]
+
+
+def plan_question(q: Question, cfg: TeacherConfig, messages, keys: list[str], hits: list[dict[str, Any] | None]
+                  ) -> tuple[list[dict[str, Any]], list[TeacherRequest]]:
+    """Rows for the cached samples, and the requests that would fetch the missing ones."""
+    rows = [result_row(q, i, h, cached=True) for i, h in enumerate(hits) if h is not None]
+    missing = [i for i, h in enumerate(hits) if h is None]
+    groups = [missing] if (cfg.use_n and missing) else [[i] for i in missing]
+    return rows, [TeacherRequest(q, messages, g, [keys[i] for i in g]) for g in groups]
+
+
+def plan_requests(cfg: TeacherConfig, cache: TeacherCache, questions: list[Question], identity: str
+                  ) -> tuple[list[dict[str, Any]], dict[str, TeacherRequest]]:
+    """Rows of the cached samples, and the requests (by custom_id) for the missing ones."""
+    rows, requests = [], {}
+    for q in questions:
+        messages, keys = sample_keys(q, cfg, identity)
+        cached, reqs = plan_question(q, cfg, messages, keys, [cache.get(k) for k in keys])
+        rows.extend(cached)
+        requests.update((r.custom_id, r) for r in reqs)
+    return rows, requests
+
+
+def cache_outcome(cache: TeacherCache, keys: list[str], out: Outcome, model: str,
+                  via: str = "online") -> list[dict[str, Any]]:
+    """Cache each sample of a successful response under its key (the first carries the prompt tokens)."""
+    entries = []
+    share, rest = divmod(out.completion_tokens, len(keys))
+    for j, (key, text) in enumerate(zip(keys, out.texts)):
+        entry = {"rationale": text, "model": model, "prompt_tokens": out.prompt_tokens if j == 0 else 0,
+                 "completion_tokens": share + (rest if j == 0 else 0), "via": via}
+        cache.put(key, entry)
+        entries.append(entry)
+    return entries
+
+
+def store_outcome(cache: TeacherCache, req: TeacherRequest, out: Outcome, model: str,
+                  via: str = "online") -> list[dict[str, Any]]:
+    """Cache a successful response and return its rows."""
+    entries = cache_outcome(cache, req.keys, out, model, via)
+    return [result_row(req.question, i, e, cached=False, attempts=out.attempts) for i, e in zip(req.samples, entries)]
+
+
+def failure_row(q: Question, model: str, attempts: int, error: str) -> dict[str, Any]:
+    return {"qid": q.id, "sample": -1, "rationale": None, "parsed_answer": None, "parse_method": None,
+            "correct": None, "teacher": model, "prompt_tokens": 0, "completion_tokens": 0,
+            "cached": False, "attempts": attempts, "error": error}
+
+
+def result_row(q: Question, sample: int, entry: dict[str, Any], cached: bool, attempts: int = 0) -> dict[str, Any]:
+    text = entry["rationale"]
+    parsed = parse_answer(text, q.options)
+    return {"qid": q.id, "sample": sample, "rationale": text, "parsed_answer": parsed.index,
+            "parse_method": parsed.method, "correct": parsed.index == q.answer, "teacher": entry["model"],
+            "prompt_tokens": entry["prompt_tokens"], "completion_tokens": entry["completion_tokens"],
+            "cached": cached, "attempts": attempts, "error": None}
+
+
+async def call_teacher(client: TeacherClient, limiter, cache: TeacherCache, cfg: TeacherConfig,
+                       req: TeacherRequest, semaphore: asyncio.Semaphore) -> list[dict[str, Any]]:
+    """One online request: its rows once cached, or one failure row; raises once the failure budget is spent."""
+    async with semaphore:
+        out = await client.complete(req.messages, len(req.samples), sampling_params(cfg),
+                                    cfg.expected_completion_tokens)
+    abort = await limiter.record(out.ok, out.error)
+    if not out.ok:
+        if abort:
+            raise TeacherAborted(abort)
+        return [failure_row(req.question, cfg.model, out.attempts, out.error)]
+    return await asyncio.to_thread(store_outcome, cache, req, out, cfg.model)
+
+
+def make_client(cfg: TeacherConfig, base_url: str | None, api_key: Secret, limiter) -> TeacherClient:
+    key = Secret.from_env(cfg.api_key_env) or api_key
+    return TeacherClient(base_url, cfg.model, key, timeout_s=cfg.timeout_s, max_retries=cfg.max_retries,
+                         limiter=limiter, backoff_base_s=cfg.backoff_base_s, backoff_max_s=cfg.backoff_max_s)
+
+
 class RationaleWorker:
     """One per actor: an event loop, an async openai client and the shared limiter; a batch runs concurrently."""
 
@@ -49,10 +148,7 @@ class RationaleWorker:
         self.limiter = ActorLimiter(limiter_actor, limited=limited)
         self.loop = asyncio.new_event_loop()
         self.semaphore = asyncio.Semaphore(concurrency)
-        key = Secret.from_env(self.cfg.api_key_env) or api_key
-        self.client = TeacherClient(base_url, self.cfg.model, key, timeout_s=self.cfg.timeout_s,
-                                    max_retries=self.cfg.max_retries, limiter=self.limiter,
-                                    backoff_base_s=self.cfg.backoff_base_s, backoff_max_s=self.cfg.backoff_max_s)
+        self.client = make_client(self.cfg, base_url, api_key, self.limiter)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         questions = [question_from_row(r) for r in batch.to_pylist()]
@@ -64,43 +160,13 @@ class RationaleWorker:
         return await asyncio.gather(*(self._question(q) for q in questions))
 
     async def _question(self, q: Question) -> list[dict[str, Any]]:
-        cfg = self.cfg
-        messages = build_messages(q, cfg)
-        sampling = sampling_params(cfg)
-        keys = [cache_key(self.identity, cfg.model, messages, sampling, i) for i in range(cfg.n)]
+        messages, keys = sample_keys(q, self.cfg, self.identity)
         hits = await asyncio.gather(*(asyncio.to_thread(self.cache.get, k) for k in keys))
-        rows = [self._row(q, i, h["rationale"], h, cached=True) for i, h in enumerate(hits) if h is not None]
-        missing = [i for i, h in enumerate(hits) if h is None]
-        groups = [missing] if (cfg.use_n and missing) else [[i] for i in missing]
-        for group in await asyncio.gather(*(self._request(q, messages, sampling, keys, g) for g in groups)):
+        rows, requests = plan_question(q, self.cfg, messages, keys, hits)
+        for group in await asyncio.gather(*(call_teacher(self.client, self.limiter, self.cache, self.cfg, r,
+                                                         self.semaphore) for r in requests)):
             rows.extend(group)
         return rows
-
-    async def _request(self, q: Question, messages, sampling, keys: list[str], samples: list[int]):
-        async with self.semaphore:
-            out = await self.client.complete(messages, len(samples), sampling, self.cfg.expected_completion_tokens)
-        abort = await self.limiter.record(out.ok, out.error)
-        if not out.ok:
-            if abort:
-                raise TeacherAborted(abort)
-            return [{"qid": q.id, "sample": -1, "rationale": None, "parsed_answer": None, "parse_method": None,
-                     "correct": None, "teacher": self.cfg.model, "prompt_tokens": 0, "completion_tokens": 0,
-                     "cached": False, "attempts": out.attempts, "error": out.error}]
-        rows = []
-        share, rest = divmod(out.completion_tokens, len(samples))
-        for j, (i, text) in enumerate(zip(samples, out.texts)):
-            entry = {"rationale": text, "model": self.cfg.model, "prompt_tokens": out.prompt_tokens if j == 0 else 0,
-                     "completion_tokens": share + (rest if j == 0 else 0)}
-            await asyncio.to_thread(self.cache.put, keys[i], entry)
-            rows.append(self._row(q, i, text, entry, cached=False, attempts=out.attempts))
-        return rows
-
-    def _row(self, q: Question, sample: int, text: str, entry: dict[str, Any], cached: bool, attempts: int = 0):
-        parsed = parse_answer(text, q.options)
-        return {"qid": q.id, "sample": sample, "rationale": text, "parsed_answer": parsed.index,
-                "parse_method": parsed.method, "correct": parsed.index == q.answer, "teacher": entry["model"],
-                "prompt_tokens": entry["prompt_tokens"], "completion_tokens": entry["completion_tokens"],
-                "cached": cached, "attempts": attempts, "error": None}
 
     def __del__(self):
         try:
