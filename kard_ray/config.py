@@ -227,7 +227,9 @@ class RerankerConfig(Section):
     max_failures: int = Field(2, ge=0, description="Ray Train restarts after a worker is lost.")
     eval_questions: int | None = Field(None, ge=1, description="Evaluate on the first N questions of eval.split.")
     seed: int = 0
-    first_stage: Literal["bm25", "dense", "hybrid"] = "bm25"
+    first_stage: Literal["bm25", "dense", "hybrid", "reranker"] = Field(
+        "bm25", description="What finds the kappa* candidates at inference; reranker: a trained bi-encoder "
+                            "searching the whole KB through its stored passage vectors (no BM25 ceiling).")
     first_stage_k: int = Field(100, ge=1, description="kappa*: candidates reranked at inference.")
     hops: int = Field(1, ge=1, le=4, description="Retrieve-and-rerank rounds; each adds its best passage to the "
                       "next round's query (2 finds bridge facts the question never names). Saved with the model.")
@@ -238,6 +240,12 @@ class RerankerConfig(Section):
     lora: bool = False
     trust_remote_code: bool = False
     workers: TrainWorkers = Field(default_factory=TrainWorkers)
+
+    @model_validator(mode="after")
+    def _reranker_first_stage_is_a_bi_encoder(self) -> "RerankerConfig":
+        if self.first_stage == "reranker" and self.architecture != "bi":
+            raise ValueError("first_stage reranker searches stored passage vectors: it needs architecture bi")
+        return self
 
 
 class StudentConfig(Section):
@@ -326,7 +334,7 @@ class InferenceSettings(Section):
     stage keys on it and the Serve endpoint is built from it, so what is served is what was evaluated."""
 
     query_with_options: bool
-    first_stage: Literal["bm25", "dense", "hybrid"]
+    first_stage: Literal["bm25", "dense", "hybrid", "reranker"]
     first_stage_k: int = Field(ge=1)
     hops: int = Field(ge=1, le=4)
     reranker_max_length: int = Field(ge=16)

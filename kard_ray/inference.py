@@ -22,6 +22,19 @@ def run_config(run) -> KardConfig:
     raise FileNotFoundError(f"{run.uri} has no {RESOLVED_CONFIG}; is it a kard run directory?")
 
 
+def open_reranker(run_uri: str, s: InferenceSettings):
+    """The run's trained reranker with its stored passage vectors (bi-encoders), local copies if remote."""
+    from kard_ray.artifacts import local_copy
+    from kard_ray.registry import output
+    from kard_ray.reranker.model import Reranker
+    from kard_ray.reranker.vectors import load_passage_vectors
+
+    base = run_uri.rstrip("/")
+    model_dir = local_copy(f"{base}/{output('reranker', 'model')}")
+    return Reranker(model_dir, s.reranker_max_length,
+                    vectors=load_passage_vectors(local_copy(f"{base}/{output('reranker', 'vectors')}")))
+
+
 def question_query(s: InferenceSettings, question: str, options: Sequence[str]) -> str:
     """The query the first stage and the reranker see for a question (the same text as in training)."""
     from kard_ray.reranker.model import query_text
@@ -35,5 +48,5 @@ def rerank(s: InferenceSettings, reranker, search: Callable[[str, int], Sequence
     """The k best rows for ``query``: ``s.hops`` rounds of first stage (kappa* = ``s.first_stage_k``) + reranker."""
     from kard_ray.reranker.hops import multi_hop_rerank
 
-    return multi_hop_rerank(query, search=search, score=reranker.score, texts=texts, k=k, kappa=s.first_stage_k,
-                            hops=s.hops, first_rows=first_rows)
+    return multi_hop_rerank(query, search=search, score=reranker.score_candidates, texts=texts, k=k,
+                            kappa=s.first_stage_k, hops=s.hops, first_rows=first_rows)

@@ -64,7 +64,8 @@ def _kb_inputs(cfg: KardConfig) -> dict[str, str]:
 
 def needs_dense(cfg: KardConfig) -> bool:
     """Whether the index stage builds a dense index too."""
-    return cfg.retrieval.dense.enabled or cfg.retrieval.method != "bm25" or cfg.reranker.first_stage != "bm25"
+    return (cfg.retrieval.dense.enabled or cfg.retrieval.method != "bm25"
+            or cfg.reranker.first_stage in ("dense", "hybrid"))
 
 
 def _teacher_key(cfg: KardConfig) -> list[Any]:
@@ -106,7 +107,8 @@ def _evaluate_needs(cfg: KardConfig) -> list[str]:
 
 
 def _evaluate_key(cfg: KardConfig) -> list[Any]:
-    return [cfg.eval, InferenceSettings.of(cfg), cfg.retrieval if cfg.reranker.first_stage != "bm25" else None]
+    first = cfg.reranker.first_stage
+    return [cfg.eval, InferenceSettings.of(cfg), cfg.retrieval if first in ("dense", "hybrid") else None]
 
 
 # --------------------------------------------------------------------------- the table
@@ -136,7 +138,7 @@ _STAGES: list[Stage] = [
     Stage("reranker", "The KARD reranker, KL-distilled on Ray Train (resumes from its last checkpoint).",
           "train-reranker", "kard_ray.stages.reranker:build", needs=lambda c: ["augment"],
           key=lambda c: [c.reranker.model_dump(exclude={"eval_questions"}), c.eval.recall_at],
-          outputs={"model": "", "report_json": "report.json", "report_md": "report.md"}),
+          outputs={"model": "", "vectors": "index", "report_json": "report.json", "report_md": "report.md"}),
     *(Stage(student_stage(m), f"The {m} student on Ray Train (resumes from its last checkpoint).",
             "train-student", "kard_ray.stages.student:build", needs=lambda c: ["augment"], key=_student_key(m),
             outputs={"model": ""}, params={"method": m}) for m in STUDENT_METHODS),

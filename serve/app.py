@@ -16,14 +16,16 @@ import logging
 import os
 import secrets
 import time
-import uuid
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.serve import Application
 from ray.serve.exceptions import BackPressureError
+
+from serve.chat import ChatRequest, completion, stream_events, unsupported, usage_of
 
 log = logging.getLogger("ray.serve")
 api = FastAPI(title="kard-ray answer service",
@@ -40,6 +42,7 @@ class AnswerRequest(BaseModel):
     options: list[str] | None = Field(None, min_length=2, max_length=26, description="Answer options, if any.")
     top_k: int | None = Field(None, ge=1, le=20, description="Passages given to the student.")
     candidates: int | None = Field(None, ge=1, le=1000, description="First-stage candidates to rerank.")
+    max_new_tokens: int | None = Field(None, ge=1, le=4096, description="At most the run's own limit.")
     return_passages: bool = True
 
     @field_validator("question")
@@ -64,26 +67,21 @@ class Passage(BaseModel):
     rerank_score: float | None
 
 
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
 class AnswerResponse(BaseModel):
     answer: str | None
     answer_index: int | None
     parsed_by: str
     rationale: str
+    finish_reason: Literal["stop", "length"] = Field(description="stop: the answer line is complete.")
     passages: list[Passage]
     timings_ms: dict[str, float]
-
-
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields this facade does not use
-
-    model: str | None = None
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1, le=1024)
+    usage: Usage = Field(description="Student tokens: the prompt (question, options, passages) and the answer.")
 
 
 # --------------------------------------------------------------------------- deployments
@@ -121,17 +119,20 @@ class Retriever:
 
 @serve.deployment(ray_actor_options={"num_cpus": 1})
 class RerankerModel:
-    def __init__(self, model_dir: str, max_length: int, max_batch_size: int = 16, batch_wait_ms: float = 5):
-        from kard_ray.artifacts import local_copy
-        from kard_ray.reranker.model import Reranker
+    """The run's reranker (with its stored passage vectors when it is a bi-encoder) behind ``@serve.batch``."""
 
-        self.model = _load_or_log(f"reranker {model_dir}", lambda: Reranker(local_copy(model_dir), max_length))
+    def __init__(self, run_dir: str, settings: dict[str, Any], max_batch_size: int = 16, batch_wait_ms: float = 5):
+        from kard_ray.config import InferenceSettings
+        from kard_ray.inference import open_reranker
+
+        s = InferenceSettings.model_validate(settings)
+        self.model = _load_or_log(f"reranker of {run_dir}", lambda: open_reranker(run_dir, s))
         self.score.set_max_batch_size(max_batch_size)
         self.score.set_batch_wait_timeout_s(batch_wait_ms / 1000)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def score(self, requests: list[tuple[str, list[str]]]) -> list[list[float]]:
-        scores = await asyncio.to_thread(self.model.score_many, requests)
+    async def score(self, requests: list[tuple[str, list[int], list[str]]]) -> list[list[float]]:
+        scores = await asyncio.to_thread(self.model.score_candidates_many, requests)
         return [s.tolist() for s in scores]
 
 
@@ -151,6 +152,7 @@ class Generator:
 
     def _run(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from kard_ray.answers import answer_segment
+        from kard_ray.student.formats import answer_line_done
 
         out = []
         for it, p in zip(items, self.predictor.predict(items)):
@@ -160,7 +162,12 @@ class Generator:
             else:
                 answer, index = answer_segment(text).strip() or None, None
                 parsed_by = "free_text" if not it["options"] else p["parsed_by"]
-            out.append({"text": text, "answer": answer, "answer_index": index, "parsed_by": parsed_by})
+            limit = min(it.get("max_new_tokens") or self.predictor.settings.max_new_tokens,
+                        self.predictor.settings.max_new_tokens)
+            finish = "length" if p["completion_tokens"] >= limit and not answer_line_done(text) else "stop"
+            out.append({"text": text, "answer": answer, "answer_index": index, "parsed_by": parsed_by,
+                        "finish_reason": finish, "prompt_tokens": p["prompt_tokens"],
+                        "completion_tokens": p["completion_tokens"]})
         return out
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
@@ -186,6 +193,19 @@ class KardService:
         if api_key_env and not self.api_key:
             raise RuntimeError(f"serve.api_key_env={api_key_env!r} is set but that environment variable is empty")
         self.model_name = model_name
+        self._metrics()
+
+    def _metrics(self) -> None:
+        """Prometheus metrics beside Serve's own per-deployment ones, on each node's metrics export port."""
+        from ray.serve import metrics
+
+        ms = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
+        self.requests = metrics.Counter("kard_requests", description="Answer requests by route and HTTP status.",
+                                        tag_keys=("route", "status"))
+        self.latency = metrics.Histogram("kard_request_latency_ms", description="End-to-end answer latency.",
+                                         boundaries=ms, tag_keys=("route",))
+        self.step_latency = metrics.Histogram("kard_step_latency_ms", description="Retrieve, rerank, generate.",
+                                              boundaries=ms, tag_keys=("step",))
 
     def _authorize(self, request: Request) -> None:
         if self.api_key is None:
@@ -215,13 +235,16 @@ class KardService:
             cands, scores = [c for c, _ in chosen], [s for _, s in chosen]
         t = time.perf_counter()
         out = await self.generator.generate.remote({"question": req.question, "options": options,
-                                                    "passages": [c["text"] for c in cands]})
+                                                    "passages": [c["text"] for c in cands],
+                                                    "max_new_tokens": req.max_new_tokens})
         timings["generate"] = 1000 * (time.perf_counter() - t)
+        for step, ms in timings.items():
+            self.step_latency.observe(ms, tags={"step": step})
         passages = [{"pid": c["pid"], "text": c["text"], "bm25_score": c["bm25_score"], "rerank_score": s}
                     for c, s in zip(cands, scores)] if req.return_passages else []
         return {"answer": out["answer"], "answer_index": out["answer_index"], "parsed_by": out["parsed_by"],
-                "rationale": out["text"], "passages": passages,
-                "timings_ms": {k: round(v, 2) for k, v in timings.items()}}
+                "rationale": out["text"], "finish_reason": out["finish_reason"], "passages": passages,
+                "timings_ms": {k: round(v, 2) for k, v in timings.items()}, "usage": usage_of(out)}
 
     async def _retrieve_and_rerank(self, query: str, top_k: int, n_cand: int,
                                    timings: dict[str, float]) -> list[tuple[dict, float]]:
@@ -238,20 +261,30 @@ class KardService:
                 if kind == "search":
                     result = await self.retriever.search.remote(q, arg)
                 else:
-                    result = await self.reranker.score.remote((q, arg))
+                    result = await self.reranker.score.remote((q, [c["row"] for c in arg], [c["text"] for c in arg]))
                 timings["retrieve" if kind == "search" else "rerank"] += 1000 * (time.perf_counter() - t)
                 kind, q, arg = plan.send(result)
         except StopIteration as stop:
             return stop.value
 
-    async def _with_timeout(self, req: AnswerRequest) -> dict[str, Any]:
+    async def _with_timeout(self, req: AnswerRequest, route: str) -> dict[str, Any]:
+        """The answer within the request timeout; every outcome is counted and timed per route."""
+        t, status = time.perf_counter(), "200"
         try:
             return await asyncio.wait_for(self._answer(req), self.timeout)
+        except HTTPException as exc:
+            status = str(exc.status_code)
+            raise
         except asyncio.TimeoutError:
+            status = "503"
             raise HTTPException(503, f"no answer within {self.timeout:.0f}s; the service is busy, try again",
                                 headers={"Retry-After": "2"}) from None
         except BackPressureError as exc:  # a model deployment's queue is full
+            status = "503"
             raise HTTPException(503, f"overloaded, try again shortly ({exc})", headers={"Retry-After": "1"}) from None
+        finally:
+            self.requests.inc(tags={"route": route, "status": status})
+            self.latency.observe(1000 * (time.perf_counter() - t), tags={"route": route})
 
     @api.get("/healthz")
     def healthz(self) -> dict:
@@ -262,7 +295,7 @@ class KardService:
     @api.post("/v1/answer", response_model=AnswerResponse)
     async def answer(self, req: AnswerRequest, request: Request) -> dict[str, Any]:
         self._authorize(request)
-        return await self._with_timeout(req)
+        return await self._with_timeout(req, "answer")
 
     @api.get("/v1/models")
     def models(self, request: Request) -> dict:
@@ -270,29 +303,33 @@ class KardService:
         return {"object": "list", "data": [{"id": self.model_name, "object": "model", "owned_by": "kard-ray"}]}
 
     @api.post("/v1/chat/completions")
-    async def chat(self, req: ChatRequest, request: Request) -> dict:
+    async def chat(self, req: ChatRequest, request: Request):
         """OpenAI-compatible facade: the last user message is the question (options may follow as lines
-        starting with '(A)', '(B)', ...); retrieval and reranking happen behind it."""
+        starting with '(A)', '(B)', ...); retrieval and reranking happen behind it. ``stream: true`` answers
+        as server-sent events; ``usage`` counts the student's tokens."""
         self._authorize(request)
         if req.model and req.model != self.model_name:
             raise HTTPException(404, f"model {req.model!r} is not served here; this service is {self.model_name!r}")
         users = [m.content for m in req.messages if m.role == "user"]
         if not users:
             raise HTTPException(422, "no user message")
+        if reason := unsupported(req, self.settings.decoding):
+            raise HTTPException(422, reason)
         from kard_ray.answers import split_options
 
         question, options = split_options(users[-1])
         try:
-            parsed = AnswerRequest(question=question, options=options or None, return_passages=False)
+            parsed = AnswerRequest(question=question, options=options or None, return_passages=False,
+                                   max_new_tokens=req.token_limit)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
-        out = await self._with_timeout(parsed)
-        content = out["rationale"]
-        return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-                "model": self.model_name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+        out = await self._with_timeout(parsed, "chat")
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(stream_events(self.model_name, out["rationale"], out["usage"],
+                                                   out["finish_reason"], include_usage),
+                                     media_type="text/event-stream")
+        return completion(self.model_name, out["rationale"], out["usage"], out["finish_reason"])
 
 
 # --------------------------------------------------------------------------- app builder
@@ -355,8 +392,7 @@ def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None
     if args.use_reranker and run.is_done("reranker"):
         reranker = RerankerModel.options(
             autoscaling_config=args.reranker_autoscaling.model_dump(), ray_actor_options={"num_cpus": args.model_cpus},
-            **queue).bind(run.uri_of(output("reranker", "model")), settings.reranker_max_length, args.max_batch_size,
-                          args.batch_wait_ms)
+            **queue).bind(run.uri, settings.model_dump(), args.max_batch_size, args.batch_wait_ms)
     generator = Generator.options(
         autoscaling_config=args.generator_autoscaling.model_dump(),
         ray_actor_options={"num_cpus": args.model_cpus, "num_gpus": args.generator_num_gpus}, **queue,

@@ -58,9 +58,11 @@ TINY_RUN_SETS = [
 ]
 
 
-# The whole-pipeline fixture's students: the offline SmolLM2 with a few steps on its top blocks, so the
-# students write real text (a tiny T5 from scratch writes nothing, and Serve parity would be vacuous).
-TINY_PIPELINE_STUDENT = [
+# The whole-pipeline fixture: a bi-encoder reranker (stored passage vectors, as in the demo) and the offline
+# SmolLM2 students with a few steps on their top blocks, so they write real text (a tiny T5 from scratch
+# writes nothing, and Serve parity would be vacuous).
+TINY_PIPELINE_SETS = [
+    "reranker.architecture=bi",
     "student.model=smollm2-135m-instruct", "student.family=causal", "student.max_steps=3", "student.batch_size=4",
     "student.train_layers=2", "student.max_input_length=192", "student.max_target_length=48", "student.lr=1e-4",
 ]
@@ -90,7 +92,7 @@ def tiny_pipeline(ray_session, tmp_path_factory):
     from kard_ray.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("pipeline")
-    cfg = load_config(None, [f"run_dir={root}/run", *TINY_RUN_SETS, *TINY_PIPELINE_STUDENT, "reranker.epochs=1"])
+    cfg = load_config(None, [f"run_dir={root}/run", *TINY_RUN_SETS, *TINY_PIPELINE_SETS, "reranker.epochs=1"])
     run = RunDir(cfg.run_dir)
     return cfg, run, run_pipeline(cfg, run, log=quiet)
 

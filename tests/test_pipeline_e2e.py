@@ -61,3 +61,39 @@ def test_kard_report_prints_the_table(tiny_pipeline):
     result = CliRunner().invoke(app, ["report", run.path()])
     assert result.exit_code == 0, result.output
     assert "KARD, reranked passages" in result.output and "report.md" in result.output
+
+
+def test_stored_passage_vectors_equal_fresh_encodings(tiny_pipeline):
+    """The bi-encoder's KB vectors (Ray Data, at training's end) are what the model computes now, and
+    reranking with them scores like reranking the texts."""
+    import numpy as np
+
+    from kard_ray.config import InferenceSettings
+    from kard_ray.inference import open_reranker
+    from kard_ray.retrieval.open import open_passages
+
+    cfg, run, manifests = tiny_pipeline
+    reranker = open_reranker(run.uri, InferenceSettings.of(cfg))
+    store = open_passages(run.uri)
+    assert reranker.vectors is not None and reranker.vectors.shape[0] == len(store)
+    assert manifests["reranker"]["extra"]["passage_vectors"]["n_docs"] == len(store)
+    rows = list(range(0, len(store), max(1, len(store) // 40)))
+    fresh = reranker.embed_queries(store.texts(rows))
+    assert np.abs(np.asarray(reranker.vectors[rows]) - fresh).max() < 1e-5
+    query = "Where was the person born?"
+    by_vectors = reranker.score_candidates(query, rows, store.texts(rows))
+    by_texts = reranker.score_many([(query, store.texts(rows))])[0]
+    assert np.allclose(by_vectors, by_texts, atol=1e-4 * reranker.scale)
+
+
+def test_the_trained_encoder_is_a_first_stage_over_the_whole_kb(tiny_pipeline):
+    import numpy as np
+
+    from kard_ray.retrieval.open import open_retriever
+
+    cfg, run, manifests = tiny_pipeline
+    retriever = open_retriever(run.uri, cfg.retrieval, "reranker")
+    rows, scores = retriever.search("Where was the person born?", 5)
+    assert len(rows) == 5 and np.all(np.diff(scores) <= 1e-6)
+    gap = manifests["reranker"]["extra"]["knowledge_gap"]["gold_facts"]
+    assert {"bm25", "reranker", "bm25+reranker"} <= set(gap)  # its recall beside the other first stages

@@ -32,9 +32,9 @@ def bm25(tmp_path_factory):
 
 
 def rank(bm25, hops, k=2, kappa=8):
-    """BM25 stands in for both stages here: a reranker is any (query, texts) -> scores function."""
-    def score(q, texts):
-        rows = [KB.index(t) for t in texts]
+    """BM25 stands in for both stages here: a reranker is any (query, rows, texts) -> scores function."""
+    def score(q, rows, texts):
+        assert texts == [KB[r] for r in rows]
         return bm25.score_rows(q, rows)
 
     return multi_hop_rerank(QUESTION, search=lambda q, n: bm25.search(q, n)[0], score=score,
@@ -51,10 +51,10 @@ def test_one_hop_cannot_place_the_bridge_fact_but_two_hops_do(bm25):
 def test_plan_expands_the_query_with_the_chosen_passage_and_never_repeats_one():
     plan = hop_plan("q", k=3, kappa=5, hops=2)
     assert next(plan) == ("search", "q", 5)
-    assert plan.send([(1, "one"), (2, "two")]) == ("score", "q", ["one", "two"])
+    assert plan.send([(1, "one"), (2, "two")]) == ("score", "q", [(1, "one"), (2, "two")])
     assert plan.send([0.1, 0.9]) == ("search", "q two", 5)            # hop 2 asks with the best passage
-    kind, q, texts = plan.send([(2, "two"), (3, "three")])            # 2 was chosen: not a candidate again
-    assert (kind, q, texts) == ("score", "q two", ["three", "one"])   # new finds first, then hop 1's
+    kind, q, items = plan.send([(2, "two"), (3, "three")])            # 2 was chosen: not a candidate again
+    assert (kind, q, items) == ("score", "q two", [(3, "three"), (1, "one")])  # new finds first, then hop 1's
     with pytest.raises(StopIteration) as done:
         plan.send([0.2, 0.5])
     assert [(c[0], s) for c, s in done.value.value] == [(2, 0.9), (1, 0.5), (3, 0.2)]
@@ -105,8 +105,8 @@ def test_known_first_hop_candidates_are_not_searched_again(bm25):
         calls.append(q)
         return bm25.search(q, n)[0]
 
-    def score(q, texts):
-        return bm25.score_rows(q, [KB.index(t) for t in texts])
+    def score(q, rows, texts):
+        return bm25.score_rows(q, rows)
 
     first = bm25.search(QUESTION, 8)[0]
     rows, _ = multi_hop_rerank(QUESTION, search=search, score=score, texts=lambda rs: [KB[r] for r in rs], k=2,

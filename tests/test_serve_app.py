@@ -109,6 +109,42 @@ def test_chat_completions_answer_the_openai_client(service):
         client.chat.completions.create(model="kard-student-kard", messages=[])
 
 
+def test_chat_streams_to_the_openai_client_with_real_usage(service):
+    base, run = service
+    from kard_ray.artifacts import local_copy
+    from kard_ray.student.model import load_student_tokenizer
+
+    client = openai.OpenAI(base_url=f"{base}/open/v1", api_key="unused", max_retries=0, timeout=120)
+    messages = [{"role": "user", "content": "What is Buxholm known for?\n(A) salt\n(B) wool"}]
+    whole = client.chat.completions.create(model="kard-student-kard", messages=messages)
+    stream = client.chat.completions.create(model="kard-student-kard", messages=messages, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == whole.choices[0].message.content  # greedy: the same answer either way
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    usage = chunks[-1].usage
+    tok = load_student_tokenizer(local_copy(run.uri_of("student_kard")), "causal")
+    completion_tokens = len(tok(whole.choices[0].message.content, add_special_tokens=False)["input_ids"])
+    assert usage.completion_tokens == whole.usage.completion_tokens == completion_tokens > 0
+    assert whole.usage.prompt_tokens > completion_tokens
+    assert whole.usage.total_tokens == whole.usage.prompt_tokens + completion_tokens
+
+
+def test_chat_honours_max_tokens_and_refuses_sampling_it_cannot_do(service):
+    base, _ = service
+    client = openai.OpenAI(base_url=f"{base}/open/v1", api_key="unused", max_retries=0, timeout=120)
+    messages = [{"role": "user", "content": "What is Buxholm known for?\n(A) salt\n(B) wool"}]
+    short = client.chat.completions.create(model="kard-student-kard", messages=messages, max_tokens=2)
+    assert short.usage.completion_tokens <= 2 and short.choices[0].finish_reason == "length"
+    for field in ({"temperature": 0.8}, {"n": 2}, {"top_p": 0.5}, {"logprobs": True}, {"stop": ["\n"]}):
+        with pytest.raises(openai.UnprocessableEntityError) as err:
+            client.chat.completions.create(model="kard-student-kard", messages=messages, **field)
+        assert "not supported" in str(err.value) or "greedily" in str(err.value)
+    assert client.chat.completions.create(model="kard-student-kard", messages=messages, temperature=0,
+                                          max_tokens=4).choices[0].message.role == "assistant"
+
+
 def test_split_options_reads_lettered_lines():
     from kard_ray.answers import split_options
 

@@ -95,3 +95,23 @@ def test_self_consistency_votes_over_parsed_answers():
     texts = ["x\nAnswer: (B) Buxholm", "Answer: (C) Zaenstead", "so Zaenstead it is. Answer: Zaenstead", "nonsense"]
     assert vote(texts, OPTIONS) == (2, "option_text", 2)
     assert vote(["nothing"], OPTIONS) == (None, "none", 0)
+
+
+def test_generation_stops_at_the_complete_answer_line_and_parses_the_same():
+
+    from kard_ray.answers import parse_answer
+    from kard_ray.student.formats import answer_line_done
+    from kard_ray.student.generate import AnswerLineStop
+    from kard_ray.student.model import load_student_tokenizer
+
+    tok = load_student_tokenizer("smollm2-135m-instruct", "causal")
+    options = ["Durtwick", "Zaenstead"]
+    full = "P was born in Zaenstead.\nAnswer: Zaenstead (B)\nAnswer: Durtwick (A) and more"
+    ids = tok(full, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    stop = AnswerLineStop(tok, prompt_length=0, limits=[100])
+    stopped_at = next(n for n in range(1, ids.shape[1] + 1) if bool(stop(ids[:, :n], None)[0]))
+    prefix = tok.decode(ids[0, :stopped_at], skip_special_tokens=True)
+    assert answer_line_done(prefix) and not answer_line_done(tok.decode(ids[0, :stopped_at - 1]))
+    assert parse_answer(prefix, options).index == 1
+    assert bool(AnswerLineStop(tok, 0, [3])(ids[:, :3], None)[0])  # a row's own token limit
+    assert not bool(AnswerLineStop(tok, 0, [100])(tok("P was born", return_tensors="pt")["input_ids"], None)[0])

@@ -21,11 +21,14 @@ def recall(hit_lists: list[list[bool]]) -> float:
 
 def knowledge_gap(questions: Sequence[Question], rationales: dict[str, str], *, bm25, first_stage, reranker, store,
                   first_stage_name: str, kappa_star: int, ks: Sequence[int] = (1, 3, 10),
-                  with_options: bool = True) -> dict:
+                  with_options: bool = True, other_first_stages: dict | None = None) -> dict:
+    """``other_first_stages``: more retrievers (name -> retriever) whose question-only rankings are reported
+    beside the configured first stage's (e.g. the trained bi-encoder searching its stored vectors)."""
     from kard_ray.reranker.model import query_text
 
     max_k = max(ks)
-    methods = list(dict.fromkeys(["bm25", first_stage_name, f"{first_stage_name}+reranker"]))
+    others = {n: r for n, r in (other_first_stages or {}).items() if n not in ("bm25", first_stage_name)}
+    methods = list(dict.fromkeys(["bm25", first_stage_name, *others, f"{first_stage_name}+reranker"]))
     ceiling_facts, ceiling_rat = [], []
     fact_hits = {m: {k: [] for k in ks} for m in methods}
     rat_hits = {m: {k: [] for k in ks} for m in methods}
@@ -38,6 +41,8 @@ def knowledge_gap(questions: Sequence[Question], rationales: dict[str, str], *, 
                                                                      kappa_star, cands)[0]}
         if first_stage_name != "bm25":
             ranked["bm25"] = bm25.search(query, max_k)[0]
+        for name, retriever in others.items():
+            ranked[name] = retriever.search(query, max_k)[0]
         if q.facts:
             ceiling_facts.append(facts_found(q.facts, cand_texts))
             for m, rows in ranked.items():

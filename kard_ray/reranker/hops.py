@@ -29,7 +29,7 @@ def hop_plan(query: str, k: int, kappa: int, hops: int, key: Callable[[Any], Any
     in-process models (``multi_hop_rerank``) and with Serve deployment handles (``await``).
 
     Yields ``("search", query, n)`` (send back a list of candidate items) and ``("score", query,
-    texts)`` (send back one score per text); returns the chosen ``(item, score)`` pairs, best first.
+    items)`` (send back one score per item); returns the chosen ``(item, score)`` pairs, best first.
     Every hop but the last adds its single best candidate; the last fills the remaining places.
     Candidates of a later hop: the first stage's for the expanded query, then the earlier hops'.
     """
@@ -42,7 +42,7 @@ def hop_plan(query: str, k: int, kappa: int, hops: int, key: Callable[[Any], Any
         seen = list({key(c): c for c in [*found, *seen] if key(c) not in taken}.values())
         if not seen:
             break
-        scores = np.asarray((yield ("score", q, [text(c) for c in seen])), np.float64)
+        scores = np.asarray((yield ("score", q, list(seen))), np.float64)
         order = np.argsort(-scores, kind="stable")[: 1 if hop < hops - 1 else k - len(chosen)]
         chosen += [(seen[i], float(scores[i])) for i in order]
         if len(chosen) >= k:
@@ -50,7 +50,7 @@ def hop_plan(query: str, k: int, kappa: int, hops: int, key: Callable[[Any], Any
     return chosen
 
 
-def run_plan(plan: Plan, search: Callable[[str, int], list], score: Callable[[str, list[str]], Any]):
+def run_plan(plan: Plan, search: Callable[[str, int], list], score: Callable[[str, list], Any]):
     """Drive a ``hop_plan`` with synchronous search and score functions."""
     try:
         kind, q, arg = next(plan)
@@ -61,11 +61,13 @@ def run_plan(plan: Plan, search: Callable[[str, int], list], score: Callable[[st
 
 
 def multi_hop_rerank(query: str, *, search: Callable[[str, int], Sequence[int]],
-                     score: Callable[[str, list[str]], np.ndarray], texts: Callable[[list[int]], list[str]],
+                     score: Callable[[str, list[int], list[str]], np.ndarray],
+                     texts: Callable[[list[int]], list[str]],
                      k: int, kappa: int, hops: int = 1,
                      first_rows: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The k best passage rows for ``query``, best first, with their scores (each from its own hop).
-    ``search`` is the first stage ((query, n) -> rows), ``score`` the reranker; ``first_rows``, when
+    ``search`` is the first stage ((query, n) -> rows), ``score`` the reranker ((query, rows, texts) ->
+    scores); ``first_rows``, when
     the caller already has them, are the first hop's candidates (no second search for them)."""
     pending = None if first_rows is None else [int(r) for r in first_rows]
 
@@ -74,7 +76,8 @@ def multi_hop_rerank(query: str, *, search: Callable[[str, int], Sequence[int]],
         rows, pending = (pending, None) if pending is not None else ([int(r) for r in search(q, n)], None)
         return list(zip(rows, texts(rows)))
 
-    chosen = run_plan(hop_plan(query, k, kappa, hops), items, score)
+    chosen = run_plan(hop_plan(query, k, kappa, hops), items,
+                      lambda q, cands: score(q, [r for r, _ in cands], [t for _, t in cands]))
     return np.array([c[0] for c, _ in chosen], np.int64), np.array([s for _, s in chosen], np.float32)
 
 

@@ -105,7 +105,10 @@ def save_architecture(path: str, architecture: str, scale: float, hops: int = 1)
 class Reranker:
     """Inference: score passages for a query with a trained reranker folder (plain HF format)."""
 
-    def __init__(self, path: str, max_length: int = 256, batch_size: int = 64, device: str | None = None):
+    def __init__(self, path: str, max_length: int = 256, batch_size: int = 64, device: str | None = None,
+                 vectors: np.ndarray | None = None):
+        """``vectors``: the KB's passages embedded by this (bi-encoder) model, row-aligned with the passage
+        store (``reranker.vectors``); with them a candidate costs a dot product, not an encoding."""
         import torch
 
         spec = read_architecture(path)
@@ -114,6 +117,26 @@ class Reranker:
         self.tokenizer, self.model = load_reranker(path, self.architecture)
         self.model.to(self.device).eval()
         self.max_length, self.batch_size = max_length, batch_size
+        self.vectors = vectors if self.architecture == "bi" else None
+
+    def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """Bi-encoder query vectors (unit length), the same embedding as the stored passage vectors."""
+        from kard_ray.retrieval.dense import embed
+
+        return embed(self.model, self.tokenizer, queries, self.max_length, self.device, self.batch_size)
+
+    def score_candidates_many(self, requests: Sequence[tuple[str, Sequence[int], Sequence[str]]]) -> list[np.ndarray]:
+        """Scores for (query, passage rows, passage texts) requests: stored vectors when this model has them
+        (one query encoding each), else the texts through the model (cross-encoders, models without vectors)."""
+        if self.vectors is None:
+            return self.score_many([(q, texts) for q, _, texts in requests])
+        queries = list(dict.fromkeys(q for q, _, _ in requests))
+        q_emb = dict(zip(queries, self.embed_queries(queries)))
+        return [(self.scale * (np.asarray(self.vectors[np.asarray(rows, np.int64)], np.float32) @ q_emb[q]))
+                .astype(np.float32) for q, rows, _ in requests]
+
+    def score_candidates(self, query: str, rows: Sequence[int], texts: Sequence[str]) -> np.ndarray:
+        return self.score_candidates_many([(query, rows, texts)])[0]
 
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
         return self.score_many([(query, passages)])[0]
@@ -146,5 +169,6 @@ class Reranker:
         ``candidates``: the first hop's, when the caller already searched."""
         from kard_ray.reranker.hops import multi_hop_rerank
 
-        return multi_hop_rerank(query, search=lambda q, n: first_stage.search(q, n)[0], score=self.score,
-                                texts=texts, k=k, kappa=kappa, hops=self.hops, first_rows=candidates)
+        return multi_hop_rerank(query, search=lambda q, n: first_stage.search(q, n)[0],
+                                score=self.score_candidates, texts=texts, k=k, kappa=kappa, hops=self.hops,
+                                first_rows=candidates)

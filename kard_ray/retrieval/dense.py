@@ -27,6 +27,20 @@ def mean_pool(hidden, mask):
     return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
 
 
+def embed(model, tokenizer, texts: Sequence[str], max_length: int, device, batch_size: int = 64) -> np.ndarray:
+    """Unit vectors of ``texts`` (float32), batch by batch: dense retrieval and the bi-encoder reranker's
+    queries and stored passages are all embedded here, so they agree to rounding."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt").to(device)
+            out.append(mean_pool(model(**enc).last_hidden_state.float(), enc["attention_mask"]).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size), np.float32)
+
+
 class Encoder:
     """Text -> unit vectors with any HF encoder (sentence-transformers style mean pooling)."""
 
@@ -35,24 +49,16 @@ class Encoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        path = resolve_model(model)
+        from kard_ray.artifacts import local_copy
+
+        path = local_copy(model) if "://" in model else resolve_model(model)  # a trained encoder in a run dir
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         self.model = AutoModel.from_pretrained(path, **safe_load_kwargs(trust_remote_code)).to(self.device).eval()
         self.max_length = max_length
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        import torch
-
-        out = []
-        with torch.inference_mode():
-            for i in range(0, len(texts), batch_size):
-                enc = self.tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt").to(self.device)
-                pooled = mean_pool(self.model(**enc).last_hidden_state, enc["attention_mask"])
-                out.append(pooled.float().cpu().numpy())
-        dim = self.model.config.hidden_size
-        return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
+        return embed(self.model, self.tokenizer, texts, self.max_length, self.device, batch_size)
 
 
 class EmbedBatch:
@@ -124,10 +130,14 @@ class DenseIndex:
     def __init__(self, path: str, encoder: Encoder | None = None):
         import faiss
 
-        self.meta = json.loads(Path(f"{path}/meta.json").read_text(encoding="utf-8"))
+        self.meta = self.read_meta(path)
         self.index = faiss.read_index(f"{path}/faiss.index")
         self.encoder = encoder or Encoder(self.meta["encoder"], self.meta["max_length"])
         self.n_docs = self.meta["n_docs"]
+
+    @staticmethod
+    def read_meta(path: str) -> dict:
+        return json.loads(Path(f"{path}/meta.json").read_text(encoding="utf-8"))
 
     def search_many(self, queries: Sequence[str], k: int = 10) -> list[tuple[np.ndarray, np.ndarray]]:
         if not queries:

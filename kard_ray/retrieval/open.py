@@ -18,14 +18,21 @@ class Retriever(Protocol):
 
 
 def open_retriever(run_uri: str, cfg: RetrievalConfig, method: str | None = None) -> Retriever:
-    """BM25 / dense / hybrid retriever over the run's ``index/`` (downloaded once if remote)."""
+    """BM25 / dense / hybrid retriever over the run's ``index/``, or ``reranker``: the trained bi-encoder
+    over its stored passage vectors (downloaded once if remote)."""
     from kard_ray.retrieval.bm25 import BM25Index
 
     method = method or cfg.method
     base = run_uri.rstrip("/")
     if method == "bm25":
         return BM25Index(local_copy(f"{base}/{output('index', 'bm25')}"))
-    from kard_ray.retrieval.dense import DenseIndex
+    from kard_ray.retrieval.dense import DenseIndex, Encoder
+
+    if method == "reranker":
+        index_dir = _dense_dir(f"{base}/{output('reranker', 'vectors')}",
+                               "first_stage reranker needs a trained bi-encoder (reranker.architecture=bi)")
+        meta = DenseIndex.read_meta(index_dir)
+        return DenseIndex(index_dir, Encoder(local_copy(f"{base}/{output('reranker', 'model')}"), meta["max_length"]))
 
     dense = DenseIndex(_dense_dir(f"{base}/{output('index', 'dense')}"))
     if method == "dense":
@@ -36,14 +43,12 @@ def open_retriever(run_uri: str, cfg: RetrievalConfig, method: str | None = None
                            depth=cfg.top_k)
 
 
-def _dense_dir(uri: str) -> str:
-    path = local_copy(uri)
+def _dense_dir(uri: str, hint: str = "build it with retrieval.dense.enabled=true (or method dense/hybrid)") -> str:
     import os
 
+    path = local_copy(uri)
     if not os.path.exists(f"{path}/meta.json"):
-        raise FileNotFoundError(
-            f"no dense index at {uri}; build it with retrieval.dense.enabled=true (or method dense/hybrid)"
-        )
+        raise FileNotFoundError(f"no dense index at {uri}; {hint}")
     return path
 
 

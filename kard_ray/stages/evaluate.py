@@ -32,8 +32,8 @@ PASSAGES_OF = {"kard_bm25": "bm25_rows", "kard_reranker": "reranked_rows", "orac
 class EvalRetrieve:
     """Ray Data actor: BM25, the first stage and the reranker opened once; three rankings per question."""
 
-    def __init__(self, run_uri: str, cfg: dict[str, Any], reranker_dir: str | None):
-        from kard_ray.reranker.model import Reranker
+    def __init__(self, run_uri: str, cfg: dict[str, Any], with_reranker: bool):
+        from kard_ray.inference import open_reranker
         from kard_ray.retrieval.bm25 import BM25Index
         from kard_ray.retrieval.open import open_passages, open_retriever
 
@@ -42,7 +42,7 @@ class EvalRetrieve:
         self.bm25 = BM25Index(local_copy(f"{run_uri}/{output('index', 'bm25')}"))
         self.first = self.bm25 if s.first_stage == "bm25" else open_retriever(run_uri, self.cfg.retrieval,
                                                                                s.first_stage)
-        self.reranker = Reranker(reranker_dir, s.reranker_max_length) if reranker_dir else None
+        self.reranker = open_reranker(run_uri, s) if with_reranker else None
         self.store = open_passages(run_uri)
         self.k = max([*self.cfg.eval.recall_at, s.passages])
 
@@ -73,15 +73,14 @@ def retrieve(cfg: KardConfig, run: RunDir, questions: list[Question],
              rationales: dict[str, str]) -> tuple[dict[str, dict], bool]:
     import ray
 
-    reranker_dir = None
-    if "kard_reranker" in cfg.eval.methods and run.is_done("reranker"):
-        reranker_dir = local_copy(run.uri_of(output("reranker", "model")))
+    with_reranker = "kard_reranker" in cfg.eval.methods and run.is_done("reranker")
     rows = [{"qid": q.id, "question": q.question, "options": q.options, "rationale": rationales.get(q.id)}
             for q in questions]
     ds = ray.data.from_arrow(pa.Table.from_pylist(rows)).map_batches(
-        EvalRetrieve, fn_constructor_kwargs={"run_uri": run.uri, "cfg": cfg.model_dump(), "reranker_dir": reranker_dir},
+        EvalRetrieve,
+        fn_constructor_kwargs={"run_uri": run.uri, "cfg": cfg.model_dump(), "with_reranker": with_reranker},
         compute=ray.data.ActorPoolStrategy(size=1), batch_size=64, batch_format="pyarrow")
-    return {r["qid"]: r for r in ds.take_all()}, reranker_dir is not None
+    return {r["qid"]: r for r in ds.take_all()}, with_reranker
 
 
 def available_methods(cfg: KardConfig, run: RunDir, has_reranker: bool, rationales: dict) -> tuple[list[str], dict]:

@@ -37,11 +37,12 @@ def fit(cfg: KardConfig, run: RunDir, name: str, fresh: bool) -> tuple[Any, dict
     return result, {"steps_per_epoch": steps_per_epoch, "workers": workers}
 
 
-def evaluate(cfg: KardConfig, run: RunDir, model_dir: str) -> dict:
+def evaluate(cfg: KardConfig, run: RunDir) -> dict:
     """The knowledge gap on held-out questions, with the first stage the evaluation and Serve use."""
     from kard_ray.answers import rationale_query
+    from kard_ray.config import InferenceSettings
+    from kard_ray.inference import open_reranker
     from kard_ray.reranker.evaluate import knowledge_gap
-    from kard_ray.reranker.model import Reranker
     from kard_ray.retrieval.bm25 import BM25Index
     from kard_ray.retrieval.open import open_passages, open_retriever
     from kard_ray.stages.data import read_split
@@ -53,10 +54,11 @@ def evaluate(cfg: KardConfig, run: RunDir, model_dir: str) -> dict:
                   for qid, text in teacher_rationales(run).items()}
     bm25 = BM25Index(local_copy(run.uri_of(output("index", "bm25"))))
     first = bm25 if r.first_stage == "bm25" else open_retriever(run.uri, cfg.retrieval, r.first_stage)
+    others = {"reranker": open_retriever(run.uri, cfg.retrieval, "reranker")} if r.architecture == "bi" else {}
     return knowledge_gap(questions, rationales, bm25=bm25, first_stage=first,
-                         reranker=Reranker(model_dir, r.max_length), store=open_passages(run.uri),
+                         reranker=open_reranker(run.uri, InferenceSettings.of(cfg)), store=open_passages(run.uri),
                          first_stage_name=r.first_stage, kappa_star=r.first_stage_k, ks=cfg.eval.recall_at,
-                         with_options=cfg.augment.query_with_options)
+                         with_options=cfg.augment.query_with_options, other_first_stages=others)
 
 
 def storage_name(cfg: KardConfig, run: RunDir) -> str:
@@ -77,8 +79,14 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
     name = storage_name(cfg, run)
     result, info = fit(cfg, run, name, fresh=force)
     metrics = result.metrics or {}
-    target = training.export_checkpoint(run, result.checkpoint, output("reranker", "model"))
-    gap = evaluate(cfg, run, target)
+    training.export_checkpoint(run, result.checkpoint, output("reranker", "model"))
+    vectors = None
+    if r.architecture == "bi":  # passage vectors once per KB: reranking then encodes only queries
+        from kard_ray.reranker.vectors import build_passage_vectors
+
+        vectors = build_passage_vectors(run.uri_of(output("kb", "passages")), run.uri_of(output("reranker", "model")),
+                                        r.max_length, run.uri_of(output("reranker", "vectors")))
+    gap = evaluate(cfg, run)
     run.write_text(output("reranker", "report_json"), json.dumps(gap, indent=2))
     run.write_text(output("reranker", "report_md"), report_markdown(gap))
     log(report_markdown(gap))
@@ -86,4 +94,4 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
         counts={"steps": int(metrics.get("step", 0)), "epochs": r.epochs, "workers": info["workers"]},
         extra={"final_loss": metrics.get("loss"), "pairs_per_s": metrics.get("pairs_per_s"),
                "resumed_from_step": metrics.get("resumed_from_step"), "train_storage": name,
-               "knowledge_gap": gap})
+               "passage_vectors": vectors, "knowledge_gap": gap})

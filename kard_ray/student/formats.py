@@ -10,6 +10,7 @@ or the options.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +36,14 @@ def template(method: str) -> str:
 def answer_line(options: list[str], answer: int) -> str:
     """The option's text first, so a small model copies it from its own rationale, then the letter."""
     return f"Answer: {options[answer]} ({LETTERS[answer]})"
+
+
+_ANSWER_LINE_DONE = re.compile(r"Answer:[^\n]*\([A-Z]\)")  # what answer_line writes, up to its letter
+
+
+def answer_line_done(text: str) -> bool:
+    """Whether a generation has written its answer line completely: nothing after it is ever parsed."""
+    return _ANSWER_LINE_DONE.search(text) is not None
 
 
 def format_fingerprint() -> str:

@@ -10,16 +10,44 @@ from kard_ray.answers import parse_answer
 from kard_ray.student.formats import build_prompt
 
 
-def generate_texts(model, tokenizer, family: str, prompts: list[str], max_new_tokens: int, samples: int = 1,
-                   temperature: float = 0.7, seed: int = 0) -> list[list[str]]:
-    """``samples`` completions per prompt (1 = greedy), prompt tokens encoded as in training."""
-    import torch
+class AnswerLineStop:
+    """Stopping criterion: a sequence is finished once its answer line is complete (``answer_line_done``)
+    or it has ``limits[i]`` new tokens; generation ends when every sequence is finished. Evaluation and
+    Serve stop at the same place, so they keep generating the same text."""
 
+    def __init__(self, tokenizer, prompt_length: int, limits: list[int], samples: int = 1):
+        import torch
+
+        self.tokenizer, self.prompt_length = tokenizer, prompt_length
+        self.limits = torch.tensor([n for n in limits for _ in range(samples)])
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        from kard_ray.student.formats import answer_line_done
+
+        new = input_ids[:, self.prompt_length:]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        done = torch.tensor([answer_line_done(t) for t in texts], dtype=torch.bool)
+        return (done | (self.limits.to(done.device) <= new.shape[1])).to(input_ids.device)
+
+
+def generate_texts(model, tokenizer, family: str, prompts: list[str], max_new_tokens: int | list[int],
+                   samples: int = 1, temperature: float = 0.7, seed: int = 0) -> list[list[str]]:
+    """``samples`` completions per prompt (1 = greedy), prompt tokens encoded as in training; each stops at
+    its complete answer line or at its own ``max_new_tokens`` (one number for all, or one per prompt)."""
+    import torch
+    from transformers import StoppingCriteriaList
+
+    limits = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(prompts)
     if family == "causal":
         tokenizer.padding_side = "left"
     enc = tokenizer(prompts, add_special_tokens=True, padding=True, return_tensors="pt").to(model.device)
     enc.pop("token_type_ids", None)  # BERT-style tokenizers add them; generative models take none
-    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
+    prompt_length = enc["input_ids"].shape[1] if family == "causal" else 0
+    stop = AnswerLineStop(tokenizer, prompt_length, limits, samples)
+    kwargs: dict[str, Any] = {"max_new_tokens": max(limits), "pad_token_id": tokenizer.pad_token_id,
+                              "stopping_criteria": StoppingCriteriaList([stop])}
     if samples > 1:
         torch.manual_seed(seed)
         kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, num_return_sequences=samples)
@@ -61,18 +89,26 @@ class StudentPredictor:
         self.temperature, self.seed = temperature, seed
 
     def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Per row: the first generation, the voted option (-1: none parsed), how it was parsed, its votes."""
+        """Per row: the first generation, the voted option (-1: none parsed), how it was parsed, its votes, and
+        the prompt's and the generation's token counts. A row's ``max_new_tokens`` (Serve's ``max_tokens``)
+        can only lower the run's limit."""
         s = self.settings
         prompts = [build_prompt(self.tokenizer, self.method, r["question"], r["options"], r.get("passages") or [],
                                 s.student_max_input_length).text for r in rows]
-        outputs = generate_texts(self.model, self.tokenizer, self.family, prompts, s.max_new_tokens, s.samples,
+        limits = [min(r.get("max_new_tokens") or s.max_new_tokens, s.max_new_tokens) for r in rows]
+        outputs = generate_texts(self.model, self.tokenizer, self.family, prompts, limits, s.samples,
                                  self.temperature, self.seed)
         out = []
-        for r, texts in zip(rows, outputs):
+        for r, prompt, texts in zip(rows, prompts, outputs):
             idx, how, votes = vote(texts, list(r["options"]))
             out.append({"generation": texts[0], "prediction": -1 if idx is None else idx, "parsed_by": how,
-                        "votes": votes})
+                        "votes": votes, "prompt_tokens": self.count_tokens(prompt, True),
+                        "completion_tokens": self.count_tokens(texts[0], False)})
         return out
+
+    def count_tokens(self, text: str, special: bool) -> int:
+        """Tokens as the student's tokenizer counts them (``special``: with the tokens it adds to a prompt)."""
+        return len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
 
     def __call__(self, batch) -> dict[str, Any]:
         rows = batch.to_pylist()  # a pyarrow.Table

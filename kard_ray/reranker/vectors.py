@@ -1,0 +1,34 @@
+"""Passage vectors for a bi-encoder reranker: the whole KB embedded once with the trained encoder.
+
+A bi-encoder scores ``scale * cos(query, passage)``; the passage side does not depend on the query, so
+it is computed once per KB (Ray Data actor pool, written as ``reranker/index/``: ``embeddings.npy``
+memory-mapped at query time, plus a flat FAISS index that makes the trained encoder a first stage,
+``reranker.first_stage: reranker``). Reranking then costs one query encoding per hop and a dot product.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kard_ray.config import DenseConfig
+
+
+def encoder_config(model_dir: str, max_length: int) -> DenseConfig:
+    """The dense-index settings that make ``retrieval.dense``'s machinery embed with the reranker."""
+    return DenseConfig(encoder=model_dir, max_length=max_length, index="flat")
+
+
+def build_passage_vectors(passages_uri: str, model_dir: str, max_length: int, out_uri: str) -> dict:
+    """Embed every passage (row order) with the trained encoder and write the index folder."""
+    from kard_ray.retrieval.dense import embed_passages_with_ray, write_dense_index
+
+    cfg = encoder_config(model_dir, max_length)
+    return write_dense_index(embed_passages_with_ray(passages_uri, cfg), cfg, out_uri)
+
+
+def load_passage_vectors(index_dir: str) -> np.ndarray | None:
+    """The stored vectors, memory-mapped (None when the folder has none: a cross-encoder, an old run)."""
+    import os
+
+    path = os.path.join(index_dir, "embeddings.npy")
+    return np.load(path, mmap_mode="r") if os.path.exists(path) else None
