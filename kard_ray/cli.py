@@ -298,6 +298,8 @@ def serve_run(
     max_replicas: Annotated[int, typer.Option(help="Autoscaling ceiling of reranker and generator replicas.")] = 1,
     hops: Annotated[Optional[int], typer.Option(
         help="Retrieve-and-rerank rounds (default: the run's; same as --override hops=N).")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option(
+        help="Embedded Ray: Prometheus metrics at http://127.0.0.1:PORT/metrics.")] = None,
     override: Annotated[Optional[list[str]], typer.Option(
         "--override", help="Replace one of the run's inference settings, e.g. max_new_tokens=96 (repeatable; "
                            "GET /healthz lists them).")] = None,
@@ -322,7 +324,7 @@ def serve_run(
         app_ = build_app(args)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
-    init_ray(RayConfig(), address)
+    init_ray(RayConfig(metrics_export_port=metrics_port), address)
     serve.start(http_options={"host": host, "port": port})
     serve.run(app_, name="kard", route_prefix="/")
     console.print(f"serving {run_dir} at http://{host}:{port}  (docs: http://{host}:{port}/docs; Ctrl-C stops)")

@@ -7,6 +7,8 @@ offline models, an embedded Ray. Same code as a cluster run.
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 
 from rich.console import Console
@@ -44,16 +46,25 @@ def _summary(manifest: dict) -> str:
 
 def run_pipeline_with_progress(cfg: KardConfig, address: str | None = None, force: bool = False,
                                console: Console | None = None, quiet_logs: bool = True) -> RunDir:
-    """Every stage in order, one line per stage, then the results table and the report's path."""
+    """Every stage in order, one line per stage, then the results table and the report's path. With
+    ``quiet_logs`` (the default) library and Ray logs go to ``RUN_DIR/logs/`` instead of the console."""
     from kard_ray.evaluation.report import results_table
     from kard_ray.pipeline import run_pipeline
-    from kard_ray.registry import output, plan
+    from kard_ray.registry import LOGS_DIR, output, plan
+    from kard_ray.runtime import ray_log_dir, route_logs_to_file
 
     console = console or Console()
     t0 = time.time()
-    runtime = init_ray(cfg.ray, address)
-    console.print(f"[bold]Ray[/] {runtime.mode} at {runtime.address} ({runtime.cpus:.0f} logical CPUs)")
     run = RunDir(cfg.run_dir)
+    log_file = _local_log_file(run, LOGS_DIR)
+    if quiet_logs:
+        route_logs_to_file(log_file)
+    runtime = init_ray(cfg.ray, address, log_to_driver=not quiet_logs)
+    if quiet_logs:
+        _quiet_ray_data()
+        _link_ray_logs(ray_log_dir(), os.path.dirname(log_file))
+    console.print(f"[bold]Ray[/] {runtime.mode} at {runtime.address} ({runtime.cpus:.0f} logical CPUs); "
+                  f"logs: {os.path.dirname(log_file)}", highlight=False)
     run.save_config(cfg)
     total = len(plan(cfg))
     done = [0]
@@ -77,6 +88,37 @@ def run_pipeline_with_progress(cfg: KardConfig, address: str | None = None, forc
     console.print(f"finished in {time.time() - t0:.0f}s; report: {run.uri_of(output('evaluate', 'report_md'))} "
                   f"(charts: accuracy.png, recall.png; `kard report {run.uri}` prints the table again)")
     return run
+
+
+def _local_log_file(run: RunDir, logs_dir: str) -> str:
+    """``RUN_DIR/logs/kard.log`` for a local run directory; a local temporary folder for a remote one."""
+    import tempfile
+
+    folder = run.path(logs_dir) if run.is_local else tempfile.mkdtemp(prefix="kard-logs-")
+    return os.path.join(folder, "kard.log")
+
+
+def _quiet_ray_data() -> None:
+    """No Ray Data progress bars or per-operator progress logs on the console (the stage view replaces them)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.enable_operator_progress_bars = False
+    ctx.print_on_execution_start = False
+    route_ray_data = logging.getLogger("ray.data")
+    for h in [h for h in route_ray_data.handlers if type(h) is logging.StreamHandler]:
+        route_ray_data.removeHandler(h)
+
+
+def _link_ray_logs(session_logs: str | None, folder: str) -> None:
+    """``logs/ray`` points at the Ray session's logs (every worker's stdout and stderr)."""
+    link = os.path.join(folder, "ray")
+    if session_logs and os.path.isdir(session_logs):
+        if os.path.islink(link):
+            os.remove(link)
+        if not os.path.exists(link):
+            os.symlink(session_logs, link)
 
 
 def run_demo(cfg: KardConfig, address: str | None = None, force: bool = False, console: Console | None = None):

@@ -22,8 +22,9 @@ def run_config(run) -> KardConfig:
     raise FileNotFoundError(f"{run.uri} has no {RESOLVED_CONFIG}; is it a kard run directory?")
 
 
-def open_reranker(run_uri: str, s: InferenceSettings):
-    """The run's trained reranker with its stored passage vectors (bi-encoders), local copies if remote."""
+def open_reranker(run_uri: str, s: InferenceSettings, use_vectors: bool = True):
+    """The run's trained reranker with its stored passage vectors (bi-encoders; ``use_vectors=False`` encodes
+    every candidate instead, the path before vectors existed), local copies if remote."""
     from kard_ray.artifacts import local_copy
     from kard_ray.registry import output
     from kard_ray.reranker.model import Reranker
@@ -31,8 +32,8 @@ def open_reranker(run_uri: str, s: InferenceSettings):
 
     base = run_uri.rstrip("/")
     model_dir = local_copy(f"{base}/{output('reranker', 'model')}")
-    return Reranker(model_dir, s.reranker_max_length,
-                    vectors=load_passage_vectors(local_copy(f"{base}/{output('reranker', 'vectors')}")))
+    vectors = load_passage_vectors(local_copy(f"{base}/{output('reranker', 'vectors')}")) if use_vectors else None
+    return Reranker(model_dir, s.reranker_max_length, vectors=vectors)
 
 
 def question_query(s: InferenceSettings, question: str, options: Sequence[str]) -> str:

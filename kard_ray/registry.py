@@ -23,6 +23,7 @@ from kard_ray.config import InferenceSettings, KardConfig
 RESOLVED_CONFIG = "config.resolved.yaml"  # the config of the last command run on this directory
 TRAIN_DIR = "train"  # training checkpoints, outside stage folders so a rerun resumes
 TEACHER_CACHE = "cache/teacher"  # teacher responses, outside stage folders so nothing is billed twice
+LOGS_DIR = "logs"  # library and Ray logs of `kard run` / `kard demo` (the console shows progress only)
 STUDENT_METHODS = ("kard", "rd", "ft")
 
 

@@ -32,14 +32,83 @@ def resolve_address(cfg: RayConfig | None = None, address: str | None = None) ->
     return address or (cfg.address if cfg else None) or os.environ.get("RAY_ADDRESS") or None
 
 
+def machine_cores() -> int:
+    """CPU cores this process may use (the affinity mask, e.g. a container's share, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cores_per_worker(configured: float | None, workers: int, embedded: bool, cores: int | None = None) -> float:
+    """CPUs for each of ``workers`` (training workers, generation actors): the configured number, else on an
+    embedded Ray every core of this machine shared among them, else (a cluster) one each."""
+    if configured is not None:
+        return configured
+    if not embedded:
+        return 1.0
+    return float(max(1, (cores or machine_cores()) // max(1, workers)))
+
+
+def is_embedded() -> bool:
+    """Whether this process started the Ray it uses (so its machine is the whole cluster)."""
+    return _MODE.get("mode") == "embedded"
+
+
+def use_assigned_cores() -> int:
+    """Torch threads = the CPUs Ray assigned to this worker or actor (Ray's default is its own guess); returns them."""
+    import ray
+    import torch
+
+    assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    threads = max(1, min(int(assigned), machine_cores()))
+    torch.set_num_threads(threads)
+    return threads
+
+
+_MODE: dict[str, str] = {}
+
+
 def embedded_cpus(cfg: RayConfig | None = None) -> int:
     if cfg is not None and cfg.num_cpus:
         return cfg.num_cpus
     return max(4, 2 * (os.cpu_count() or 1))
 
 
-def init_ray(cfg: RayConfig | None = None, address: str | None = None) -> RayRuntime:
-    """Attach to a cluster when one is named, else start (or reuse) an embedded local Ray."""
+def route_logs_to_file(path: str) -> None:
+    """Library logs (Ray, Ray Data, Ray Train, transformers, warnings) go to ``path``, not to the console,
+    which is left to the progress view. Ray's own process logs stay in its session folder (see ``ray_log_dir``)."""
+    import warnings
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+    for name in ("", "ray", "ray.data", "ray.train", "ray.serve", "ray.tune", "transformers", "py.warnings"):
+        logger = logging.getLogger(name)
+        for h in [h for h in logger.handlers if isinstance(h, logging.StreamHandler)
+                  and not isinstance(h, logging.FileHandler)]:
+            logger.removeHandler(h)
+        logger.addHandler(handler)
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+    os.environ["RAY_DATA_LOG_TO_STDERR"] = "0"
+
+
+def ray_log_dir() -> str | None:
+    """The running Ray session's log folder (every Ray process's logs), when this process started one."""
+    try:
+        from ray._private import worker
+
+        return os.path.join(worker._global_node.get_session_dir_path(), "logs")
+    except Exception:  # attached to a remote cluster, or no Ray
+        return None
+
+
+def init_ray(cfg: RayConfig | None = None, address: str | None = None, log_to_driver: bool = True) -> RayRuntime:
+    """Attach to a cluster when one is named, else start (or reuse) an embedded local Ray. ``log_to_driver=False``
+    keeps worker output off this console (it stays in Ray's session logs)."""
     import ray
 
     cfg = cfg or RayConfig()
@@ -51,7 +120,7 @@ def init_ray(cfg: RayConfig | None = None, address: str | None = None) -> RayRun
     # Keep the driver's logs readable: Ray Data's per-operator progress bars stay on.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     if target:
-        ray.init(address=target, namespace=cfg.namespace, log_to_driver=True)
+        ray.init(address=target, namespace=cfg.namespace, log_to_driver=log_to_driver)
         mode = "attached"
     else:
         ray.init(
@@ -59,14 +128,16 @@ def init_ray(cfg: RayConfig | None = None, address: str | None = None) -> RayRun
             _node_ip_address="127.0.0.1",  # an embedded Ray stays on loopback
             object_store_memory=cfg.object_store_memory_mb * 1024 * 1024,
             include_dashboard=cfg.include_dashboard,
+            **({"_metrics_export_port": cfg.metrics_export_port} if cfg.metrics_export_port else {}),
             namespace=cfg.namespace,
-            log_to_driver=True,
+            log_to_driver=log_to_driver,
             configure_logging=True,
             logging_level=logging.WARNING,
         )
         mode = "embedded"
     ctx = ray.get_runtime_context()
     runtime = RayRuntime(mode, ctx.gcs_address, ray.cluster_resources().get("CPU", 0.0))
+    _MODE["mode"] = mode
     log.info("ray %s at %s with %.0f CPUs", runtime.mode, runtime.address, runtime.cpus)
     return runtime
 

@@ -92,10 +92,13 @@ def fit(loop: Callable[[dict], None], loop_config: dict[str, Any], workers: Trai
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from kard_ray.runtime import cores_per_worker, is_embedded
+
+    n = max(1, workers.num_workers)
+    cpus = cores_per_worker(workers.cpus_per_worker, n, is_embedded())
     trainer = TorchTrainer(
         loop, train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=max(1, workers.num_workers), use_gpu=workers.use_gpu,
-                                     resources_per_worker={"CPU": workers.cpus_per_worker}),
+        scaling_config=ScalingConfig(num_workers=n, use_gpu=workers.use_gpu, resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(name=name, storage_path=storage, failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
         datasets=datasets)
@@ -130,3 +133,30 @@ def export_checkpoint(run, checkpoint, stage: str, transform: Callable[[str, str
             with open(os.path.join(target, f), "rb") as fh:
                 run.write_bytes(f"{stage}/{f}", fh.read())
     return target
+
+
+def freeze_below_top(model, n_layers: int, heads: tuple[str, ...] = ()) -> int:
+    """Train only the last ``n_layers`` blocks of the model's main block stack, the final norm and the
+    modules named in ``heads`` (a cross-encoder's new ``classifier``).
+
+    The stack is the longest ``ModuleList`` (decoder layers of a causal LM, BERT's encoder layers).
+    Returns the number of trainable parameters. Backward stops at the lowest trainable block, which is
+    what makes it cheap. Used by the student and the reranker (``train_layers``).
+    """
+    import torch
+
+    stacks = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not stacks:
+        raise ValueError("train_layers: the model has no block stack (ModuleList) to train the top of")
+    blocks = max(stacks, key=len)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for block in list(blocks)[-n_layers:]:
+        for p in block.parameters():
+            p.requires_grad_(True)
+    for name, module in model.named_modules():
+        in_blocks = any(module is m for b in blocks for m in b.modules())
+        if (name.endswith("norm") and not in_blocks) or name.split(".")[-1] in heads:
+            for p in module.parameters():
+                p.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -121,12 +121,13 @@ class Retriever:
 class RerankerModel:
     """The run's reranker (with its stored passage vectors when it is a bi-encoder) behind ``@serve.batch``."""
 
-    def __init__(self, run_dir: str, settings: dict[str, Any], max_batch_size: int = 16, batch_wait_ms: float = 5):
+    def __init__(self, run_dir: str, settings: dict[str, Any], max_batch_size: int = 16, batch_wait_ms: float = 5,
+                 use_vectors: bool = True):
         from kard_ray.config import InferenceSettings
         from kard_ray.inference import open_reranker
 
         s = InferenceSettings.model_validate(settings)
-        self.model = _load_or_log(f"reranker of {run_dir}", lambda: open_reranker(run_dir, s))
+        self.model = _load_or_log(f"reranker of {run_dir}", lambda: open_reranker(run_dir, s, use_vectors))
         self.score.set_max_batch_size(max_batch_size)
         self.score.set_batch_wait_timeout_s(batch_wait_ms / 1000)
 
@@ -354,6 +355,8 @@ class ServeAppArgs(BaseModel):
     run_dir: str
     student: Literal["kard", "rd", "ft"] = "kard"
     use_reranker: bool = True
+    use_passage_vectors: bool = Field(True, description="Bi-encoders: rerank with the stored passage vectors "
+                                                        "(same scores to rounding); false encodes every candidate.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="e.g. {hops: 1, max_new_tokens: 96}")
     max_batch_size: int = Field(16, ge=1, description="1 turns dynamic batching off.")
     batch_wait_ms: float = Field(10, ge=0)
@@ -392,7 +395,8 @@ def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None
     if args.use_reranker and run.is_done("reranker"):
         reranker = RerankerModel.options(
             autoscaling_config=args.reranker_autoscaling.model_dump(), ray_actor_options={"num_cpus": args.model_cpus},
-            **queue).bind(run.uri, settings.model_dump(), args.max_batch_size, args.batch_wait_ms)
+            **queue).bind(run.uri, settings.model_dump(), args.max_batch_size, args.batch_wait_ms,
+                          args.use_passage_vectors)
     generator = Generator.options(
         autoscaling_config=args.generator_autoscaling.model_dump(),
         ray_actor_options={"num_cpus": args.model_cpus, "num_gpus": args.generator_num_gpus}, **queue,

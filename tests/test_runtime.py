@@ -1,7 +1,7 @@
 import pytest
 
 from kard_ray.config import RayConfig
-from kard_ray.runtime import embedded_cpus, resolve_address
+from kard_ray.runtime import cores_per_worker, embedded_cpus, machine_cores, resolve_address
 
 
 def test_address_precedence(monkeypatch):
@@ -16,6 +16,21 @@ def test_address_precedence(monkeypatch):
 def test_embedded_cpus_over_provision():
     assert embedded_cpus(RayConfig(num_cpus=3)) == 3
     assert embedded_cpus(RayConfig()) >= 4
+
+
+@pytest.mark.parametrize("configured, workers, embedded, cores, expected", [
+    (None, 1, True, 16, 16.0),   # a laptop: one training worker or generation actor gets every core
+    (None, 2, True, 16, 8.0),    # shared among workers
+    (None, 3, True, 2, 1.0),     # never below one
+    (None, 1, False, 16, 1.0),   # a cluster: its nodes' cores are not this machine's
+    (2.5, 4, True, 16, 2.5),     # configured wins
+])
+def test_cores_per_worker_derivation(configured, workers, embedded, cores, expected):
+    assert cores_per_worker(configured, workers, embedded, cores) == expected
+
+
+def test_machine_cores_default_is_this_machine():
+    assert cores_per_worker(None, 1, True) == float(machine_cores()) >= 1
 
 
 @pytest.mark.ray

@@ -12,7 +12,6 @@ import urllib.request
 import pyarrow.parquet as pq
 import pytest
 from conftest import served_apps
-from test_serve_app import post
 
 pytestmark = pytest.mark.ray
 
@@ -33,20 +32,11 @@ def served(tiny_pipeline):
 
 def mismatches(base: str, run) -> list[str]:
     """The test questions whose served passages or generation differ from the evaluation's kard_reranker row."""
-    from kard_ray.stages.data import read_split
+    from serve.parity import parity
 
-    rows = pq.read_table(run.path("evaluate/predictions.parquet")).to_pylist()
-    evaluated = {r["qid"]: r for r in rows if r["method"] == "kard_reranker"}
-    questions = [q for q in read_split(run, "test") if q.id in evaluated]
-    assert len(questions) == len(evaluated) > 0
-    out = []
-    for q in questions:
-        status, body, _ = post(f"{base}/v1/answer", {"question": q.question, "options": q.options})
-        assert status == 200, body
-        served = ([p["pid"] for p in body["passages"]], body["rationale"])
-        if served != (list(evaluated[q.id]["passage_pids"]), evaluated[q.id]["generation"]):
-            out.append(q.id)
-    return out
+    result = parity(base, run)
+    assert result["questions"] > 0 and all(m.get("status") == 200 for m in result["mismatches"]), result
+    return [m["qid"] for m in result["mismatches"]]
 
 
 def test_the_endpoint_serves_what_was_evaluated(served):

@@ -52,7 +52,7 @@ def encode_pairs(tokenizer, queries: Sequence[str], passages: Sequence[str], max
 
 
 def score_pairs(model, tokenizer, queries: Sequence[str], q_index: Sequence[int], passages: Sequence[str], *,
-                architecture: str, max_length: int, scale: float, device):
+                architecture: str, max_length: int, scale: float, device, stats: dict | None = None):
     """Scores of shape (len(passages),): passages[j] against queries[q_index[j]], in one forward call
     (so that DDP sees exactly one forward per backward). The one scoring path of both architectures:
     the cross-encoder reads each (query, passage) pair; the bi-encoder embeds each query once."""
@@ -60,21 +60,31 @@ def score_pairs(model, tokenizer, queries: Sequence[str], q_index: Sequence[int]
 
     if architecture == "cross":
         enc = encode_pairs(tokenizer, [queries[i] for i in q_index], passages, max_length).to(device)
+        _count_tokens(stats, enc)
         return model(**enc).logits.float().view(-1)
     enc = tokenizer(list(queries) + list(passages), padding=True, truncation=True, max_length=max_length,
                     return_tensors="pt").to(device)
+    _count_tokens(stats, enc)
     emb = mean_pool(model(**enc).last_hidden_state.float(), enc["attention_mask"])
     q = emb[torch.as_tensor(list(q_index), dtype=torch.long, device=emb.device)]
     return scale * (q * emb[len(queries):]).sum(-1)
 
 
+def _count_tokens(stats: dict | None, enc) -> None:
+    """Token positions the model computes (``tokens``, padding included) and real ones, for efficiency."""
+    if stats is not None:
+        stats["tokens"] = stats.get("tokens", 0) + int(enc["input_ids"].numel())
+        stats["real_tokens"] = stats.get("real_tokens", 0) + int(enc["attention_mask"].sum())
+
+
 def score_matrix(model, tokenizer, queries: Sequence[str], passages: Sequence[str], n: int, *, architecture: str,
-                 max_length: int, scale: float, device):
+                 max_length: int, scale: float, device, stats: dict | None = None):
     """Scores of shape (len(queries), n): passages[i*n:(i+1)*n] belong to queries[i]. One forward call
     (so that DDP sees exactly one forward per backward)."""
     b = len(queries)
     return score_pairs(model, tokenizer, queries, [i for i in range(b) for _ in range(n)], passages,
-                       architecture=architecture, max_length=max_length, scale=scale, device=device).view(b, n)
+                       architecture=architecture, max_length=max_length, scale=scale, device=device,
+                       stats=stats).view(b, n)
 
 
 def read_architecture(model_dir: str) -> dict:

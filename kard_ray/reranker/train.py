@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from kard_ray.config import RerankerConfig
+from kard_ray.efficiency import efficiency, matmul_probe, parameter_counts, training_flops
 from kard_ray.reranker.candidates import sample_candidates
 from kard_ray.reranker.hops import hop_query, training_hop
 from kard_ray.reranker.losses import LOSSES, annealed
-from kard_ray.training import precision_context, report, resume_progress, save_trainer_state, unwrap
+from kard_ray.training import freeze_below_top, precision_context, report, resume_progress, save_trainer_state, unwrap
 
 
 def save_checkpoint_dir(path: str, model, tokenizer, optimizer, scheduler, progress: dict[str, int],
@@ -57,15 +58,19 @@ def train_loop(config: dict[str, Any]) -> None:
 
     from kard_ray.reranker.model import load_reranker, score_matrix
     from kard_ray.retrieval.passages import PassageStore
+    from kard_ray.runtime import use_assigned_cores
 
     cfg = RerankerConfig.model_validate(config["reranker"])
+    use_assigned_cores()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     store = PassageStore(config["passages_path"])
     tokenizer, model = load_reranker(cfg.model, cfg.architecture, cfg.trust_remote_code, cfg.lora)
+    if cfg.train_layers and not cfg.lora:
+        freeze_below_top(model, cfg.train_layers, heads=("classifier",))
     model = ray.train.torch.prepare_model(model)
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.01)
     steps_per_epoch = config["steps_per_epoch"]
     total = steps_per_epoch * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * total), total)
@@ -74,6 +79,7 @@ def train_loop(config: dict[str, Any]) -> None:
     loss_fn = LOSSES[cfg.loss]
     autocast, _ = precision_context(device)
     shard = ray.train.get_dataset_shard("train")
+    probe, (params, trainable) = matmul_probe(), parameter_counts(model)
 
     def save(path: str) -> None:
         save_checkpoint_dir(path, model, tokenizer, optimizer, scheduler, progress, cfg)
@@ -81,7 +87,7 @@ def train_loop(config: dict[str, Any]) -> None:
     model.train()
     for epoch in range(progress["epoch"], cfg.epochs):
         rng = np.random.default_rng(cfg.seed * 1000 + epoch * 10 + rank)
-        losses, pairs, t0 = [], 0, time.perf_counter()
+        losses, pairs, stats, t0 = [], 0, {}, time.perf_counter()
         batches = shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow",
                                      local_shuffle_buffer_size=cfg.batch_size * 8, local_shuffle_seed=cfg.seed + epoch)
         for i, batch in enumerate(batches):
@@ -97,7 +103,7 @@ def train_loop(config: dict[str, Any]) -> None:
             with autocast:
                 scores = score_matrix(model, tokenizer, queries, texts, cfg.candidates_per_step,
                                       architecture=cfg.architecture, max_length=cfg.max_length,
-                                      scale=cfg.bi_scale, device=device)
+                                      scale=cfg.bi_scale, device=device, stats=stats)
             loss = loss_fn(scores, targets.to(device), mask.to(device), tau1=tau1, tau2=tau2)
             optimizer.zero_grad()
             loss.backward()
@@ -115,4 +121,7 @@ def train_loop(config: dict[str, Any]) -> None:
         progress.update(epoch=epoch + 1, batch=0)
         report({"epoch": epoch, "step": progress["step"], "loss": float(np.mean(losses)) if losses else math.nan,
                 "pairs_per_s": pairs * world / elapsed if elapsed else 0.0, "resumed_from_step": resumed_from,
+                "efficiency": efficiency(training_flops(stats.get("tokens", 0), params, trainable), elapsed, probe,
+                                         tokens_per_s=round(stats.get("real_tokens", 0) * world / elapsed, 1)
+                                         if elapsed else 0.0, workers=world),
                 "epoch_end": True}, save)

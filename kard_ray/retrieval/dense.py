@@ -65,6 +65,9 @@ class EmbedBatch:
     """Ray Data actor: one encoder per actor, reused across batches."""
 
     def __init__(self, model: str, max_length: int, batch_size: int):
+        from kard_ray.runtime import use_assigned_cores
+
+        use_assigned_cores()
         self.encoder = Encoder(model, max_length)
         self.batch_size = batch_size
 
@@ -88,11 +91,14 @@ def embed_passages_with_ray(passages_uri: str, cfg: DenseConfig, use_gpu: bool =
 def _embed_in_order(passages_uri: str, cfg: DenseConfig, use_gpu: bool) -> np.ndarray:
     import ray
 
+    from kard_ray.runtime import cores_per_worker, is_embedded
+
     ds = ray.data.read_parquet(passages_uri, columns=["text"])
     ds = ds.map_batches(EmbedBatch, fn_constructor_kwargs={"model": cfg.encoder, "max_length": cfg.max_length,
                                                            "batch_size": cfg.batch_size},
                         compute=ray.data.ActorPoolStrategy(size=cfg.actors), batch_size=cfg.batch_size * 4,
-                        batch_format="numpy", num_gpus=1 if use_gpu else 0)
+                        batch_format="numpy", num_gpus=1 if use_gpu else 0,
+                        num_cpus=cores_per_worker(None, cfg.actors, is_embedded()))
     chunks = [b["embedding"] for b in ds.iter_batches(batch_size=None, batch_format="numpy")]
     return np.concatenate(chunks).astype(np.float32)
 

@@ -36,7 +36,9 @@ class EvalRetrieve:
         from kard_ray.inference import open_reranker
         from kard_ray.retrieval.bm25 import BM25Index
         from kard_ray.retrieval.open import open_passages, open_retriever
+        from kard_ray.runtime import use_assigned_cores
 
+        use_assigned_cores()
         self.cfg = KardConfig.model_validate(cfg)
         self.settings = s = InferenceSettings.of(self.cfg)
         self.bm25 = BM25Index(local_copy(f"{run_uri}/{output('index', 'bm25')}"))
@@ -73,13 +75,16 @@ def retrieve(cfg: KardConfig, run: RunDir, questions: list[Question],
              rationales: dict[str, str]) -> tuple[dict[str, dict], bool]:
     import ray
 
+    from kard_ray.runtime import cores_per_worker, is_embedded
+
     with_reranker = "kard_reranker" in cfg.eval.methods and run.is_done("reranker")
     rows = [{"qid": q.id, "question": q.question, "options": q.options, "rationale": rationales.get(q.id)}
             for q in questions]
     ds = ray.data.from_arrow(pa.Table.from_pylist(rows)).map_batches(
         EvalRetrieve,
         fn_constructor_kwargs={"run_uri": run.uri, "cfg": cfg.model_dump(), "with_reranker": with_reranker},
-        compute=ray.data.ActorPoolStrategy(size=1), batch_size=64, batch_format="pyarrow")
+        compute=ray.data.ActorPoolStrategy(size=1), batch_size=64, batch_format="pyarrow",
+        num_cpus=cores_per_worker(None, 1, is_embedded()))  # query encodings: every core
     return {r["qid"]: r for r in ds.take_all()}, with_reranker
 
 
@@ -98,10 +103,24 @@ def available_methods(cfg: KardConfig, run: RunDir, has_reranker: bool, rational
     return chosen, skipped
 
 
+def generation_efficiency(preds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Tokens/s and achieved FLOP/s of one student's generation job against its actors' matmul probe."""
+    from kard_ray.efficiency import efficiency, inference_flops
+
+    seconds = sum(p["seconds"] for p in preds)
+    tokens = sum(p["prompt_tokens"] + p["completion_tokens"] for p in preds)
+    generated = sum(p["completion_tokens"] for p in preds)
+    return efficiency(inference_flops(tokens, preds[0]["params"]), seconds, preds[0]["probe_flops_per_s"],
+                      generated_tokens_per_s=round(generated / seconds, 1) if seconds else 0.0,
+                      mean_completion_tokens=round(generated / len(preds), 1))
+
+
 def predict(cfg: KardConfig, run: RunDir, methods: list[str], questions: list[Question], ranked: dict,
-            log) -> list[dict[str, Any]]:
-    """One Ray Data generation job per student model over all its methods' inputs."""
+            log, efficiency: dict[str, Any]) -> list[dict[str, Any]]:
+    """One Ray Data generation job per student model over all its methods' inputs (``efficiency`` gets each
+    job's figures)."""
     from kard_ray.retrieval.open import open_passages
+    from kard_ray.runtime import cores_per_worker, is_embedded
     from kard_ray.student.generate import predict_with_ray
 
     e, s = cfg.eval, InferenceSettings.of(cfg)
@@ -117,7 +136,9 @@ def predict(cfg: KardConfig, run: RunDir, methods: list[str], questions: list[Qu
         model_dir = local_copy(run.uri_of(output(student_stage(model), "model")))
         log(f"evaluate: generating {len(rows)} answers with student_{model}")
         preds = predict_with_ray(rows, model_dir, model, s, actors=e.actors, batch_size=e.batch_size,
-                                 use_gpu=cfg.student.workers.use_gpu)
+                                 use_gpu=cfg.student.workers.use_gpu,
+                                 cpus_per_actor=cores_per_worker(e.cpus_per_actor, e.actors, is_embedded()))
+        efficiency[f"student_{model}"] = generation_efficiency(preds)
         for row, p in zip(rows, preds):
             method, qid = row["qid"].split("|", 1)
             out.append({**p, "method": method, "qid": qid, "passage_rows": row["passage_rows"],
@@ -192,7 +213,8 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
     methods, skipped = available_methods(cfg, run, has_reranker, rationales)
     if not methods:
         raise RuntimeError("evaluate: nothing to evaluate: " + "; ".join(f"{m}: {r}" for m, r in skipped.items()))
-    preds = predict(cfg, run, methods, questions, ranked, log)
+    efficiency: dict[str, Any] = {}
+    preds = predict(cfg, run, methods, questions, ranked, log, efficiency)
     report, rows = summarise(cfg, run, questions, methods, preds, ranked, has_reranker)
     report["skipped"] = skipped
     report["inference"] = InferenceSettings.of(cfg).model_dump()
@@ -212,4 +234,4 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
                     run.write_bytes(f"evaluate/{path.rsplit('/', 1)[1]}", fh.read())
     return StageResult(counts={"questions": len(questions), "methods": len(methods)},
                        extra={"accuracy": {m: r["accuracy"] for m, r in report["methods"].items()},
-                              "skipped": skipped})
+                              "skipped": skipped, "efficiency": efficiency})

@@ -142,4 +142,4 @@ def build(cfg: KardConfig, run: RunDir, *, method: str, force: bool = False, log
         extra={"method": method, "model": s.model, "family": s.family, "final_loss": m.get("loss"),
                "eval_loss": m.get("eval_loss"), "tokens_per_s": m.get("tokens_per_s"),
                "padding_share": m.get("padding_share"), "resumed_from_step": m.get("resumed_from_step"),
-               "passages_trimmed": trimmed, "train_storage": name})
+               "passages_trimmed": trimmed, "train_storage": name, "efficiency": m.get("efficiency")})

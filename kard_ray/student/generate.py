@@ -3,6 +3,7 @@ vote over parsed answers), as a plain function and as a Ray Data actor for batch
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -15,10 +16,10 @@ class AnswerLineStop:
     or it has ``limits[i]`` new tokens; generation ends when every sequence is finished. Evaluation and
     Serve stop at the same place, so they keep generating the same text."""
 
-    def __init__(self, tokenizer, prompt_length: int, limits: list[int], samples: int = 1):
+    def __init__(self, tokenizer, prompt_length: int, limits: list[int], samples: int = 1, at_answer: bool = True):
         import torch
 
-        self.tokenizer, self.prompt_length = tokenizer, prompt_length
+        self.tokenizer, self.prompt_length, self.at_answer = tokenizer, prompt_length, at_answer
         self.limits = torch.tensor([n for n in limits for _ in range(samples)])
 
     def __call__(self, input_ids, scores, **kwargs):
@@ -27,15 +28,18 @@ class AnswerLineStop:
         from kard_ray.student.formats import answer_line_done
 
         new = input_ids[:, self.prompt_length:]
-        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        done = torch.tensor([answer_line_done(t) for t in texts], dtype=torch.bool)
-        return (done | (self.limits.to(done.device) <= new.shape[1])).to(input_ids.device)
+        done = self.limits <= new.shape[1]
+        if self.at_answer:
+            texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            done = done | torch.tensor([answer_line_done(t) for t in texts], dtype=torch.bool)
+        return done.to(input_ids.device)
 
 
 def generate_texts(model, tokenizer, family: str, prompts: list[str], max_new_tokens: int | list[int],
-                   samples: int = 1, temperature: float = 0.7, seed: int = 0) -> list[list[str]]:
+                   samples: int = 1, temperature: float = 0.7, seed: int = 0,
+                   stop_at_answer: bool = True) -> list[list[str]]:
     """``samples`` completions per prompt (1 = greedy), prompt tokens encoded as in training; each stops at
-    its complete answer line or at its own ``max_new_tokens`` (one number for all, or one per prompt)."""
+    its complete answer line (``stop_at_answer``) or at its own ``max_new_tokens`` (one for all, or per prompt)."""
     import torch
     from transformers import StoppingCriteriaList
 
@@ -45,7 +49,7 @@ def generate_texts(model, tokenizer, family: str, prompts: list[str], max_new_to
     enc = tokenizer(prompts, add_special_tokens=True, padding=True, return_tensors="pt").to(model.device)
     enc.pop("token_type_ids", None)  # BERT-style tokenizers add them; generative models take none
     prompt_length = enc["input_ids"].shape[1] if family == "causal" else 0
-    stop = AnswerLineStop(tokenizer, prompt_length, limits, samples)
+    stop = AnswerLineStop(tokenizer, prompt_length, limits, samples, at_answer=stop_at_answer)
     kwargs: dict[str, Any] = {"max_new_tokens": max(limits), "pad_token_id": tokenizer.pad_token_id,
                               "stopping_criteria": StoppingCriteriaList([stop])}
     if samples > 1:
@@ -59,6 +63,13 @@ def generate_texts(model, tokenizer, family: str, prompts: list[str], max_new_to
         out = out[:, enc["input_ids"].shape[1]:]
     texts = tokenizer.batch_decode(out, skip_special_tokens=True)
     return [[t.strip() for t in texts[i * samples:(i + 1) * samples]] for i in range(len(prompts))]
+
+
+def ray_worker() -> bool:
+    """Whether this process is a Ray worker (so Ray assigned it CPUs), not a driver or a test."""
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
 
 
 def vote(texts: list[str], options: list[str]) -> tuple[int | None, str, int]:
@@ -80,13 +91,22 @@ class StudentPredictor:
         import torch
 
         from kard_ray.config import InferenceSettings
+        from kard_ray.efficiency import matmul_probe, parameter_counts
         from kard_ray.student.model import load_trained
 
+        if ray_worker():
+            from kard_ray.runtime import use_assigned_cores
+
+            use_assigned_cores()
         self.tokenizer, self.model, self.family = load_trained(model_dir)
+        self.params = parameter_counts(self.model)[0]  # before quantisation packs the linear weights away
+        self.method, self.settings = method, InferenceSettings.model_validate(settings)
         if torch.cuda.is_available():
             self.model = self.model.to("cuda")
-        self.method, self.settings = method, InferenceSettings.model_validate(settings)
+        elif self.settings.quantize == "int8":  # CPU only: int8 matmuls (fbgemm) instead of fp32
+            self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
         self.temperature, self.seed = temperature, seed
+        self.probe = matmul_probe(0.2)
 
     def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Per row: the first generation, the voted option (-1: none parsed), how it was parsed, its votes, and
@@ -96,14 +116,17 @@ class StudentPredictor:
         prompts = [build_prompt(self.tokenizer, self.method, r["question"], r["options"], r.get("passages") or [],
                                 s.student_max_input_length).text for r in rows]
         limits = [min(r.get("max_new_tokens") or s.max_new_tokens, s.max_new_tokens) for r in rows]
+        t0 = time.perf_counter()
         outputs = generate_texts(self.model, self.tokenizer, self.family, prompts, limits, s.samples,
-                                 self.temperature, self.seed)
+                                 self.temperature, self.seed, s.stop_at_answer_line)
+        share = (time.perf_counter() - t0) / max(1, len(rows))  # each row's share of the batch's compute time
         out = []
         for r, prompt, texts in zip(rows, prompts, outputs):
             idx, how, votes = vote(texts, list(r["options"]))
             out.append({"generation": texts[0], "prediction": -1 if idx is None else idx, "parsed_by": how,
                         "votes": votes, "prompt_tokens": self.count_tokens(prompt, True),
-                        "completion_tokens": self.count_tokens(texts[0], False)})
+                        "completion_tokens": self.count_tokens(texts[0], False), "seconds": share,
+                        "params": self.params, "probe_flops_per_s": self.probe})
         return out
 
     def count_tokens(self, text: str, special: bool) -> int:
@@ -117,8 +140,9 @@ class StudentPredictor:
 
 
 def predict_with_ray(rows: list[dict[str, Any]], model_dir: str, method: str, settings, *, actors: int = 1,
-                     batch_size: int = 16, use_gpu: bool = False) -> list[dict[str, Any]]:
-    """Batch inference over ``rows`` (qid, question, options, passages) with an actor pool."""
+                     batch_size: int = 16, use_gpu: bool = False, cpus_per_actor: float = 1.0) -> list[dict[str, Any]]:
+    """Batch inference over ``rows`` (qid, question, options, passages) with an actor pool; each actor's torch
+    threads follow its ``cpus_per_actor``."""
     import pyarrow as pa
     import ray
 
@@ -126,6 +150,6 @@ def predict_with_ray(rows: list[dict[str, Any]], model_dir: str, method: str, se
         StudentPredictor, fn_constructor_kwargs={"model_dir": model_dir, "method": method,
                                                  "settings": settings.model_dump()},
         compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size, batch_format="pyarrow",
-        num_gpus=1 if use_gpu else 0)
+        num_gpus=1 if use_gpu else 0, num_cpus=cpus_per_actor)
     by_qid = {r["qid"]: r for r in ds.take_all()}
     return [by_qid[r["qid"]] for r in rows]

@@ -68,30 +68,6 @@ def load_student(name: str, family: str, trust_remote_code: bool = False, lora: 
     return tokenizer, model
 
 
-def freeze_below_top(model, n_layers: int) -> int:
-    """Train only the last ``n_layers`` blocks of the model's main block stack and the final norm.
-
-    The stack is the longest ``ModuleList`` (decoder layers of a causal LM). Returns the number of
-    trainable parameters. Backward stops at the lowest trainable block, which is what makes it cheap.
-    """
-    import torch
-
-    stacks = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
-    if not stacks:
-        raise ValueError("student.train_layers: the model has no block stack (ModuleList) to train the top of")
-    blocks = max(stacks, key=len)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for block in list(blocks)[-n_layers:]:
-        for p in block.parameters():
-            p.requires_grad_(True)
-    for name, module in model.named_modules():
-        if name.endswith("norm") and not any(module is m for b in blocks for m in b.modules()):
-            for p in module.parameters():
-                p.requires_grad_(True)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def load_trained(path: str, trust_remote_code: bool = False):
     """(tokenizer, model, family) from a saved student folder: plain ``transformers``, no project code."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer

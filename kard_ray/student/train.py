@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from kard_ray.config import StudentConfig
+from kard_ray.efficiency import efficiency, matmul_probe, parameter_counts, training_flops
 from kard_ray.student.batching import length_grouped_batches
-from kard_ray.student.model import Tokens, collate, freeze_below_top
-from kard_ray.training import precision_context, report, resume_progress, save_trainer_state, unwrap
+from kard_ray.student.model import Tokens, collate
+from kard_ray.training import freeze_below_top, precision_context, report, resume_progress, save_trainer_state, unwrap
 
 
 def read_shard(name: str) -> list[Tokens]:
@@ -58,9 +59,11 @@ def train_loop(config: dict[str, Any]) -> None:
     import torch
     from transformers import get_linear_schedule_with_warmup
 
+    from kard_ray.runtime import use_assigned_cores
     from kard_ray.student.model import load_student
 
     cfg = StudentConfig.model_validate(config["student"])
+    use_assigned_cores()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.seed)
@@ -79,6 +82,7 @@ def train_loop(config: dict[str, Any]) -> None:
     resumed_from = progress["step"]
     autocast, scaler = precision_context(device, cfg.precision)
     train, held_out = read_shard("train"), read_shard("eval")
+    probe, (params, trainable) = matmul_probe(), parameter_counts(model)
     lengths = np.array([len(e.prompt) + len(e.target) for e in train])
 
     def save(path: str) -> None:
@@ -133,4 +137,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 "eval_loss": eval_loss(model, held_out, cfg, cfg.family, pad_id, device),
                 "tokens_per_s": real_tokens * world / elapsed if elapsed and losses else 0.0,
                 "padding_share": 1 - real_tokens / padded_tokens if padded_tokens else 0.0,
+                "efficiency": efficiency(training_flops(padded_tokens, params, trainable), elapsed, probe,
+                                         tokens_per_s=round(real_tokens * world / elapsed, 1) if elapsed else 0.0,
+                                         workers=world),
                 "resumed_from_step": resumed_from, "epoch_end": True}, save)

@@ -1,0 +1,47 @@
+"""How much of the machine a stage uses: achieved FLOP/s against a matmul probe run in the same process.
+
+Machines of the same kind differ (AVX-512 or not, shared cores), so absolute tokens/s say little; the
+share of what a plain fp32 matmul attains with the same threads is comparable across machines. FLOPs
+are the usual transformer estimate (Kaplan et al. 2020): 2 per parameter per token forward, and
+4 per *trainable* parameter per token backward (gradients of activations and weights; backward stops at
+the lowest trainable block, so frozen blocks below cost only their forward).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def matmul_probe(seconds: float = 0.4, n: int = 768) -> float:
+    """FLOP/s of an fp32 ``n x n`` matmul loop in this process, with its current torch threads."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up: thread pool and caches
+    runs, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.mm(a, b)
+        runs += 1
+    return 2 * n**3 * runs / (time.perf_counter() - t0)
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    """(all parameters, trainable parameters); a tied embedding / LM head is counted once."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+def training_flops(tokens: int, params: int, trainable: int) -> float:
+    return float(tokens) * (2 * params + 4 * trainable)
+
+
+def inference_flops(tokens: int, params: int) -> float:
+    return 2.0 * float(tokens) * params
+
+
+def efficiency(flops: float, seconds: float, probe_flops_per_s: float, **extra: Any) -> dict[str, Any]:
+    """The manifest block: achieved FLOP/s, the probe's, and their ratio."""
+    achieved = flops / seconds if seconds > 0 else 0.0
+    return {**extra, "achieved_gflops": round(achieved / 1e9, 2), "probe_gflops": round(probe_flops_per_s / 1e9, 2),
+            "share_of_probe": round(achieved / probe_flops_per_s, 3) if probe_flops_per_s else None}
