@@ -7,6 +7,7 @@ offline models, an embedded Ray. Same code as a cluster run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -48,23 +49,32 @@ def run_pipeline_with_progress(cfg: KardConfig, address: str | None = None, forc
                                console: Console | None = None, quiet_logs: bool = True) -> RunDir:
     """Every stage in order, one line per stage, then the results table and the report's path. With
     ``quiet_logs`` (the default) library and Ray logs go to ``RUN_DIR/logs/`` instead of the console."""
-    from kard_ray.evaluation.report import results_table
-    from kard_ray.pipeline import run_pipeline
-    from kard_ray.registry import LOGS_DIR, output, plan
+    from kard_ray.registry import LOGS_DIR
     from kard_ray.runtime import ray_log_dir, route_logs_to_file
 
     console = console or Console()
     t0 = time.time()
     run = RunDir(cfg.run_dir)
     log_file = _local_log_file(run, LOGS_DIR)
-    if quiet_logs:
-        route_logs_to_file(log_file)
-    runtime = init_ray(cfg.ray, address, log_to_driver=not quiet_logs)
-    if quiet_logs:
-        _quiet_ray_data()
-        _link_ray_logs(ray_log_dir(), os.path.dirname(log_file))
-    console.print(f"[bold]Ray[/] {runtime.mode} at {runtime.address} ({runtime.cpus:.0f} logical CPUs); "
-                  f"logs: {os.path.dirname(log_file)}", highlight=False)
+    with contextlib.ExitStack() as quiet:
+        if quiet_logs:  # the console shows the stage view; everything else lands in RUN_DIR/logs
+            route_logs_to_file(log_file)
+            quiet.enter_context(_stderr_to(os.path.join(os.path.dirname(log_file), "stderr.log")))
+        runtime = init_ray(cfg.ray, address, log_to_driver=not quiet_logs)
+        if quiet_logs:
+            _quiet_ray_data()
+            _link_ray_logs(ray_log_dir(), os.path.dirname(log_file))
+        console.print(f"[bold]Ray[/] {runtime.mode} at {runtime.address} ({runtime.cpus:.0f} logical CPUs); "
+                      f"logs: {os.path.dirname(log_file)}", highlight=False, soft_wrap=True)
+        manifests = _run_with_view(cfg, run, force, console, quiet_logs)
+    return _finish(run, manifests, console, t0)
+
+
+def _run_with_view(cfg: KardConfig, run: RunDir, force: bool, console: Console, quiet_logs: bool) -> dict:
+    """The pipeline with a spinner naming the running stage (terminals) and one line per finished stage."""
+    from kard_ray.pipeline import run_pipeline
+    from kard_ray.registry import plan
+
     run.save_config(cfg)
     total = len(plan(cfg))
     done = [0]
@@ -76,11 +86,19 @@ def run_pipeline_with_progress(cfg: KardConfig, address: str | None = None, forc
             return
         done[0] += 1
         mark = "[dim]skipped (up to date)[/]" if state == "skip" else f"[green]done[/] in {seconds:.0f}s"
-        console.print(f"[{done[0]}/{total}] [bold]{name}[/] {mark}  {_summary(manifest or {})}", highlight=False)
+        console.print(f"[{done[0]}/{total}] [bold]{name}[/] {mark}  {_summary(manifest or {})}", highlight=False,
+                      soft_wrap=True)
 
     with status:
-        manifests = run_pipeline(cfg, run, force=force, log=(lambda _m: None) if quiet_logs else console.print,
-                                 on_stage=on_stage)
+        return run_pipeline(cfg, run, force=force, log=(lambda _m: None) if quiet_logs else console.print,
+                            on_stage=on_stage)
+
+
+def _finish(run: RunDir, manifests: dict, console: Console, t0: float) -> RunDir:
+    """The reranker's and the evaluation's tables, the wall time and where the report is."""
+    from kard_ray.evaluation.report import results_table
+    from kard_ray.registry import output
+
     gap = manifests.get("reranker", {}).get("extra", {}).get("knowledge_gap")
     if gap and "gold_facts" in gap:
         console.print(reranker_table(gap))
@@ -88,6 +106,24 @@ def run_pipeline_with_progress(cfg: KardConfig, address: str | None = None, forc
     console.print(f"finished in {time.time() - t0:.0f}s; report: {run.uri_of(output('evaluate', 'report_md'))} "
                   f"(charts: accuracy.png, recall.png; `kard report {run.uri}` prints the table again)")
     return run
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str):
+    """File descriptor 2 into ``path`` while the pipeline runs: Ray's C++ warnings, worker crash notices and
+    any library that prints to stderr stay off the console (and in the run's logs)."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as target:
+        os.dup2(target.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _local_log_file(run: RunDir, logs_dir: str) -> str:

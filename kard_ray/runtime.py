@@ -131,7 +131,7 @@ def init_ray(cfg: RayConfig | None = None, address: str | None = None, log_to_dr
             **({"_metrics_export_port": cfg.metrics_export_port} if cfg.metrics_export_port else {}),
             namespace=cfg.namespace,
             log_to_driver=log_to_driver,
-            configure_logging=True,
+            configure_logging=log_to_driver,  # quiet: keep the handlers route_logs_to_file set
             logging_level=logging.WARNING,
         )
         mode = "embedded"
