@@ -117,6 +117,8 @@ def local_copy(uri: str, cache_root: str | None = None) -> str:
     fs, path = resolve_fs(uri)
     # keyed by the remote listing too (paths, sizes, mtimes): a rewritten artifact is downloaded again
     info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(uri)
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True)) if info.type == pafs.FileType.Directory \
         else [info]
     listing = sorted((i.path, i.size, i.mtime_ns) for i in infos if i.type == pafs.FileType.File)

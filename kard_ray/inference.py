@@ -32,7 +32,12 @@ def open_reranker(run_uri: str, s: InferenceSettings, use_vectors: bool = True):
 
     base = run_uri.rstrip("/")
     model_dir = local_copy(f"{base}/{output('reranker', 'model')}")
-    vectors = load_passage_vectors(local_copy(f"{base}/{output('reranker', 'vectors')}")) if use_vectors else None
+    vectors = None
+    if use_vectors:
+        try:
+            vectors = load_passage_vectors(local_copy(f"{base}/{output('reranker', 'vectors')}"))
+        except FileNotFoundError:  # a cross-encoder, or a bi-encoder trained before vectors existed
+            pass
     return Reranker(model_dir, s.reranker_max_length, vectors=vectors)
 
 

@@ -46,7 +46,10 @@ def open_retriever(run_uri: str, cfg: RetrievalConfig, method: str | None = None
 def _dense_dir(uri: str, hint: str = "build it with retrieval.dense.enabled=true (or method dense/hybrid)") -> str:
     import os
 
-    path = local_copy(uri)
+    try:
+        path = local_copy(uri)
+    except FileNotFoundError:
+        path = uri
     if not os.path.exists(f"{path}/meta.json"):
         raise FileNotFoundError(f"no dense index at {uri}; {hint}")
     return path
