@@ -1,11 +1,9 @@
 """What the evaluation stage and the Serve endpoint share, so that the endpoint serves what was evaluated:
-the run's resolved settings, the question-side query and the retrieve-and-rerank call."""
+the run's resolved settings, the reranker with its stored vectors and the question-side query."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
-import numpy as np
+from collections.abc import Sequence
 
 from kard_ray.config import InferenceSettings, KardConfig
 
@@ -46,13 +44,3 @@ def question_query(s: InferenceSettings, question: str, options: Sequence[str]) 
     from kard_ray.reranker.model import query_text
 
     return query_text(question, list(options), s.query_with_options)
-
-
-def rerank(s: InferenceSettings, reranker, search: Callable[[str, int], Sequence[int]],
-           texts: Callable[[list[int]], list[str]], query: str, k: int,
-           first_rows: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The k best rows for ``query``: ``s.hops`` rounds of first stage (kappa* = ``s.first_stage_k``) + reranker."""
-    from kard_ray.reranker.hops import multi_hop_rerank
-
-    return multi_hop_rerank(query, search=search, score=reranker.score_candidates, texts=texts, k=k,
-                            kappa=s.first_stage_k, hops=s.hops, first_rows=first_rows)

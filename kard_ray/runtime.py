@@ -93,7 +93,6 @@ def route_logs_to_file(path: str) -> None:
         logger.addHandler(handler)
         logger.propagate = False
         logger.setLevel(logging.INFO)
-    os.environ["RAY_DATA_LOG_TO_STDERR"] = "0"
 
 
 def ray_log_dir() -> str | None:

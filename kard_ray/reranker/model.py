@@ -173,12 +173,12 @@ class Reranker:
         return out
 
     def retrieve(self, query: str, first_stage, texts, k: int, kappa: int,
-                 candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The k best passage rows for ``query`` over ``kappa`` first-stage candidates per hop, in as
-        many hops as the model was trained for (``first_stage.search``, ``texts(rows)``);
+                 candidates: np.ndarray | None = None, hops: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k best passage rows for ``query`` over ``kappa`` first-stage candidates per hop, in ``hops``
+        rounds (default: as many as the model was trained for) (``first_stage.search``, ``texts(rows)``);
         ``candidates``: the first hop's, when the caller already searched."""
         from kard_ray.reranker.hops import multi_hop_rerank
 
         return multi_hop_rerank(query, search=lambda q, n: first_stage.search(q, n)[0],
-                                score=self.score_candidates, texts=texts, k=k, kappa=kappa, hops=self.hops,
+                                score=self.score_candidates, texts=texts, k=k, kappa=kappa, hops=hops or self.hops,
                                 first_rows=candidates)

@@ -50,7 +50,7 @@ class EvalRetrieve:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from kard_ray.answers import rationale_query
-        from kard_ray.inference import question_query, rerank
+        from kard_ray.inference import question_query
 
         s = self.settings
         out: dict[str, list] = {"qid": [], "bm25_rows": [], "candidate_rows": [], "reranked_rows": [],
@@ -60,8 +60,8 @@ class EvalRetrieve:
             cands = self.first.search(query, s.first_stage_k)[0]
             reranked = cands[: self.k]
             if self.reranker is not None and len(cands):
-                reranked = rerank(s, self.reranker, lambda q, n: self.first.search(q, n)[0], self.store.texts,
-                                  query, self.k, first_rows=cands)[0]
+                reranked = self.reranker.retrieve(query, self.first, self.store.texts, self.k, s.first_stage_k,
+                                                  cands, hops=s.hops)[0]
             out["qid"].append(r["qid"])
             out["bm25_rows"].append(self.bm25.search(query, self.k)[0].tolist())
             out["candidate_rows"].append(cands.tolist())

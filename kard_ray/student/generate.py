@@ -91,7 +91,7 @@ class StudentPredictor:
         import torch
 
         from kard_ray.config import InferenceSettings
-        from kard_ray.efficiency import matmul_probe, parameter_counts
+        from kard_ray.efficiency import parameter_counts
         from kard_ray.student.model import load_trained
 
         if ray_worker():
@@ -106,7 +106,7 @@ class StudentPredictor:
         elif self.settings.quantize == "int8":  # CPU only: int8 matmuls (fbgemm) instead of fp32
             self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
         self.temperature, self.seed = temperature, seed
-        self.probe = matmul_probe(0.2)
+        self.probe: float | None = None  # measured on the first batch job (Serve replicas never need it)
 
     def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Per row: the first generation, the voted option (-1: none parsed), how it was parsed, its votes, and
@@ -125,8 +125,7 @@ class StudentPredictor:
             idx, how, votes = vote(texts, list(r["options"]))
             out.append({"generation": texts[0], "prediction": -1 if idx is None else idx, "parsed_by": how,
                         "votes": votes, "prompt_tokens": self.count_tokens(prompt, True),
-                        "completion_tokens": self.count_tokens(texts[0], False), "seconds": share,
-                        "params": self.params, "probe_flops_per_s": self.probe})
+                        "completion_tokens": self.count_tokens(texts[0], False), "seconds": share})
         return out
 
     def count_tokens(self, text: str, special: bool) -> int:
@@ -134,8 +133,12 @@ class StudentPredictor:
         return len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
 
     def __call__(self, batch) -> dict[str, Any]:
+        from kard_ray.efficiency import matmul_probe
+
+        if self.probe is None:  # the machine's attainable FLOP/s, for the stage's efficiency figures
+            self.probe = matmul_probe(0.2)
         rows = batch.to_pylist()  # a pyarrow.Table
-        preds = self.predict(rows)
+        preds = [{**p, "params": self.params, "probe_flops_per_s": self.probe} for p in self.predict(rows)]
         return {"qid": [r["qid"] for r in rows], **{k: [p[k] for p in preds] for k in preds[0]}} if preds else {}
 
 
