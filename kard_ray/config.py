@@ -57,6 +57,10 @@ class DataConfig(Section):
     )
     on_malformed: Literal["error", "skip"] = "error"
     limit: int | None = Field(None, ge=1, description="Keep only the first N questions of each split.")
+    holdout: int | None = Field(
+        None, ge=1, description="When no data.test file is given: hold out N questions of the train file as the "
+        "test split, chosen by a seeded hash of their ids (the same questions whatever the file's order).")
+    holdout_seed: int = 0
 
     def split_paths(self) -> dict[str, str]:
         """The question files configured, by split."""
@@ -92,6 +96,9 @@ class KBConfig(Section):
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     dedupe: bool = True
     on_malformed: Literal["error", "skip"] = "error"
+    question_facts: bool = Field(
+        False, description="Add the annotated facts of every question file in data.train/dev/test (whole files, "
+        "deduplicated) as passages: StrategyQA's facts, OBQA's fact1.")
 
 
 # --------------------------------------------------------------------------- retrieval
@@ -138,6 +145,9 @@ class RetrievalConfig(Section):
 class TeacherConfig(Section):
     """The teacher LLM: any OpenAI-compatible endpoint, or the built-in reference teacher."""
 
+    source: Literal["api", "import", "annotations"] = Field(
+        "api", description="api: an LLM over the OpenAI API (or the reference teacher); import: rationales from "
+        "import_path; annotations: the dataset's own annotated facts, then the answer sentence (no LLM).")
     reference: bool = Field(
         False, description="Start the synthetic world's reference teacher on a free loopback port."
     )
@@ -187,6 +197,17 @@ class TeacherConfig(Section):
                                "batch; what still fails is recorded in failures.parquet (and counts against "
                                "failure_budget).")
     batch_completion_window: Literal["24h"] = Field("24h", description="The Batch API's completion window.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TeacherConfig":
+        """``import_path`` alone means import (``kard rationales --import`` sets only the path)."""
+        if self.import_path and self.source == "api":
+            self.source = "import"
+        if self.source == "import" and not self.import_path:
+            raise ValueError("teacher.source is import but teacher.import_path is not set")
+        if self.source == "annotations" and self.import_path:
+            raise ValueError("teacher.source is annotations: unset teacher.import_path (or choose source import)")
+        return self
 
 
 # --------------------------------------------------------------------------- augment / models

@@ -55,8 +55,8 @@ class Stage:
 # --------------------------------------------------------------------------- the stages' needs and keys
 
 
-def _kb_needs(cfg: KardConfig) -> list[str]:  # a synthetic world's KB comes from the data stage
-    return ["data"] if cfg.data.synth is not None and not cfg.kb.paths else []
+def _kb_needs(cfg: KardConfig) -> list[str]:  # a synthetic world's KB and question facts come from the data stage
+    return ["data"] if (cfg.data.synth is not None and not cfg.kb.paths) or cfg.kb.question_facts else []
 
 
 def _kb_inputs(cfg: KardConfig) -> dict[str, str]:
@@ -70,9 +70,9 @@ def needs_dense(cfg: KardConfig) -> bool:
 
 
 def _teacher_key(cfg: KardConfig) -> list[Any]:
-    return [cfg.teacher.model_dump(include={"reference", "base_url", "model", "n", "temperature", "max_tokens",
-                                            "give_gold_answer", "filter_correct", "system_prompt", "template",
-                                            "fewshot", "splits", "import_path"})]
+    return [cfg.teacher.model_dump(include={"source", "reference", "base_url", "model", "n", "temperature",
+                                            "max_tokens", "give_gold_answer", "filter_correct", "system_prompt",
+                                            "template", "fewshot", "splits", "import_path"})]
 
 
 def _teacher_inputs(cfg: KardConfig) -> dict[str, str]:
@@ -119,7 +119,7 @@ _STAGES: list[Stage] = [
           "kard_ray.stages.data:build", needs=lambda c: [], key=lambda c: [c.data],
           inputs=lambda c: {} if c.data.synth is not None else c.data.split_paths(),
           outputs={"train": "train.parquet", "dev": "dev.parquet", "test": "test.parquet", "world": "world",
-                   "world_kb": "world/kb.jsonl"}),
+                   "world_kb": "world/kb.jsonl", "facts": "facts.jsonl"}),
     Stage("kb", "Knowledge-base documents chunked into passages on Ray Data.", "kb build",
           "kard_ray.stages.kb:build", needs=_kb_needs, key=lambda c: [c.kb], inputs=_kb_inputs,
           outputs={"passages": "passages.parquet", "passages_arrow": "passages.arrow"}),

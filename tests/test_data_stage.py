@@ -29,5 +29,5 @@ def test_files_stage_counts_skipped_rows(tmp_path):
     f.write_text(json.dumps(good) + "\n{broken\n" + json.dumps({**good, "id": "two"}) + "\n")
     cfg = load_config(None, [f"run_dir={tmp_path}/run", f"data.train={f}", "data.on_malformed=skip"])
     m = run_one("data", cfg, RunDir(cfg.run_dir), log=quiet)
-    assert m["counts"] == {"train": 2, "train_skipped": 1}
+    assert m["counts"] == {"train": 2, "train_skipped": 1, "annotated_facts": 0}
     assert "train.jsonl:2" in m["extra"]["train_read"]["examples"][0]

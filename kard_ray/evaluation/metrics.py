@@ -54,3 +54,21 @@ def error_class(correct: bool, facts: Sequence[str], given: Sequence[str], candi
     if candidates is not None and all(facts_found(facts, candidates)):
         return RERANK_MISS
     return RETRIEVAL_MISS
+
+
+def facts_given(facts: Sequence[str], given: Sequence[str]) -> str | None:
+    """How many of a question's needed facts its passages state: all, some or none (None: no facts)."""
+    if not facts:
+        return None
+    found = sum(facts_found(facts, given))
+    return "all" if found == len(facts) else "some" if found else "none"
+
+
+def accuracy_by(groups: Sequence[str | None], correct: Sequence[bool]) -> dict:
+    """Accuracy and n per group (questions without a group left out): does the student use what it gets?"""
+    out: dict[str, dict] = {}
+    for g in ("all", "some", "none"):
+        hits = [c for gg, c in zip(groups, correct) if gg == g]
+        if hits:
+            out[g] = {"accuracy": hit_rate(hits), "n": len(hits)}
+    return out

@@ -15,14 +15,24 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _given_cell(split: dict | None) -> str:
+    """'71.0 / 30.2': accuracy when every needed fact was in the passages / when none was."""
+    if not split:
+        return "-"
+    return " / ".join(_pct(split[g]["accuracy"]) if g in split else "-" for g in ("all", "none"))
+
+
 def results_table(report: dict):
     from rich.table import Table
 
-    table = Table("method", "accuracy %", "95% CI", "n", "parsed by option text", title=(
-        f"KARD evaluation: {report['questions']} {report['split']} questions ({report['decoding']} decoding)"))
+    table = Table("method", "accuracy %", "95% CI", "n", "parsed by option text", "acc. | facts given / not",
+                  title=(f"KARD evaluation: {report['questions']} {report['split']} questions "
+                         f"({report['decoding']} decoding; rationales from "
+                         f"{report.get('rationales_from', 'the teacher')})"))
     for m, r in report["methods"].items():
         table.add_row(METHOD_LABELS.get(m, m), _pct(r["accuracy"]), f"{_pct(r['ci_low'])}-{_pct(r['ci_high'])}",
-                      str(r["n"]), _pct(r.get("parsed_by", {}).get("option_text", 0) / max(r["n"], 1)))
+                      str(r["n"]), _pct(r.get("parsed_by", {}).get("option_text", 0) / max(r["n"], 1)),
+                      _given_cell(r.get("by_facts_given")))
     if report.get("retrieval"):
         cap = "; ".join(f"{name}: " + ", ".join(f"{k} {_pct(v)}" for k, v in vals.items())
                         for name, vals in report["retrieval"].items())
@@ -32,7 +42,8 @@ def results_table(report: dict):
 
 def report_markdown(report: dict) -> str:
     lines = [f"# KARD evaluation: {report['questions']} {report['split']} questions", "",
-             f"Run `{report['run_dir']}`, {report['decoding']} decoding, {report['passages']} passages per question.",
+             f"Run `{report['run_dir']}`, {report['decoding']} decoding, {report['passages']} passages per question; "
+             f"rationales from {report.get('rationales_from', 'the teacher')}.",
              "", "| method | accuracy % | 95% CI | n |", "|---|---|---|---|"]
     for m, r in report["methods"].items():
         lines.append(f"| {METHOD_LABELS.get(m, m)} | {_pct(r['accuracy'])} | {_pct(r['ci_low'])}-{_pct(r['ci_high'])}"
@@ -45,6 +56,16 @@ def report_markdown(report: dict) -> str:
                   "|---|" + "---|" * len(ks)]
         for name, vals in report["retrieval"].items():
             lines.append(f"| {name} | " + " | ".join(_pct(v) for v in vals.values()) + " |")
+    split = {m: r["by_facts_given"] for m, r in report["methods"].items() if r.get("by_facts_given")}
+    if split:
+        groups = [g for g in ("all", "some", "none") if any(g in v for v in split.values())]
+        lines += ["", "## Does the student use the knowledge it gets?", "",
+                  "Accuracy % (n) by how many of the needed facts the passages stated.", "",
+                  "| method | " + " | ".join(f"facts given: {g}" for g in groups) + " |",
+                  "|---|" + "---|" * len(groups)]
+        for m, v in split.items():
+            cells = [f"{_pct(v[g]['accuracy'])} ({v[g]['n']})" if g in v else "-" for g in groups]
+            lines.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(cells) + " |")
     for m, r in report["methods"].items():
         if r.get("error_classes"):
             lines += ["", f"## Errors: {METHOD_LABELS.get(m, m)}", "",

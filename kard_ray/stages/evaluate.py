@@ -146,6 +146,15 @@ def predict(cfg: KardConfig, run: RunDir, methods: list[str], questions: list[Qu
     return out
 
 
+def rationale_source(cfg: KardConfig) -> str:
+    """What the students distilled from, named for what it is."""
+    t = cfg.teacher
+    if t.source == "api" and t.reference:
+        return "the reference teacher (synthetic world, rule-based)"
+    return {"annotations": "dataset annotations (human rationales, no LLM)",
+            "import": f"imported rationales ({t.import_path})"}.get(t.source, f"LLM teacher {t.model}")
+
+
 def summarise(cfg: KardConfig, run: RunDir, questions: list[Question], methods: list[str], preds: list[dict],
               ranked: dict, has_reranker: bool) -> tuple[dict, list[dict]]:
     from kard_ray.retrieval.open import open_passages
@@ -157,7 +166,7 @@ def summarise(cfg: KardConfig, run: RunDir, questions: list[Question], methods: 
     rows, report_methods = [], {}
     for m in methods:
         mine = [p for p in preds if p["method"] == m]
-        correct, classes, examples = [], Counter(), {}
+        correct, classes, examples, given = [], Counter(), {}, []
         for p in mine:
             q = by_id[p["qid"]]
             ok = p["prediction"] == q.answer
@@ -166,6 +175,7 @@ def summarise(cfg: KardConfig, run: RunDir, questions: list[Question], methods: 
                 cands = texts[q.id]["candidate_rows"] if m == "kard_reranker" else None
                 cls = M.error_class(ok, q.facts, p["passages"], cands)
                 classes[cls] += 1
+                given.append(M.facts_given(q.facts, p["passages"]))
                 if cls != M.CORRECT and len(examples.setdefault(cls, [])) < e.examples_per_class:
                     examples[cls].append({"qid": q.id, "question": q.question, "gold": q.answer_text,
                                           "predicted": q.options[p["prediction"]] if p["prediction"] >= 0 else None})
@@ -180,6 +190,8 @@ def summarise(cfg: KardConfig, run: RunDir, questions: list[Question], methods: 
         if classes:
             summary["error_classes"] = dict(classes)
             summary["examples"] = examples
+        if any(given):
+            summary["by_facts_given"] = M.accuracy_by(given, correct)
         report_methods[m] = summary
     facts = [by_id[qid].facts for qid in ranked]
     retrieval = {"bm25 (question)": M.recall_at(facts, [texts[q]["bm25_rows"] for q in ranked], e.recall_at)}
@@ -192,6 +204,7 @@ def summarise(cfg: KardConfig, run: RunDir, questions: list[Question], methods: 
     retrieval = {k: v for k, v in retrieval.items() if any(x is not None for x in v.values())}
     n_options = {len(q.options) for q in questions}
     report = {"run_dir": run.uri, "split": e.split, "questions": len(questions), "decoding": e.decoding,
+              "rationales_from": rationale_source(cfg),
               "passages": e.passages, "methods": report_methods, "retrieval": retrieval,
               "chance": 1 / n_options.pop() if len(n_options) == 1 else None}
     return report, rows

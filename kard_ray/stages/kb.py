@@ -8,9 +8,13 @@ from kard_ray.registry import output
 
 
 def kb_sources(cfg: KardConfig, run: RunDir) -> list[str]:
-    """The KB paths: configured paths, or the synthetic world's kb.jsonl."""
-    if cfg.kb.paths:
-        return cfg.kb.paths
+    """The KB paths: configured paths, plus the question files' annotated facts (``kb.question_facts``),
+    or the synthetic world's kb.jsonl."""
+    facts = [run.uri_of(output("data", "facts"))] if cfg.kb.question_facts else []
+    if facts and not run.read_bytes(output("data", "facts")).strip():
+        raise ValueError("kb.question_facts is set, but the question files carry no annotated facts")
+    if cfg.kb.paths or facts:
+        return [*cfg.kb.paths, *facts]
     if cfg.data.synth is not None:
         return [run.uri_of(output("data", "world_kb"))]
     raise ValueError("kb.paths is empty and there is no synthetic world (data.synth) to take a KB from")

@@ -59,6 +59,10 @@ def plan(cfg: KardConfig, run: RunDir) -> dict[str, Any]:
 
     t = cfg.teacher
     questions = _questions(cfg, run)
+    if t.source != "api":
+        return {"mode": t.source, "questions": len(questions), "samples": len(questions), "cached_samples": 0,
+                "calls": 0, "in_recorded_batches": 0, "est_prompt_tokens": 0, "est_completion_tokens": 0,
+                "est_cost_usd": 0.0, "est_cost_batch_usd": 0.0}
     _, requests = plan_requests(t, TeacherCache(run.uri), questions, endpoint_identity(t))
     recorded = in_recorded_batches(run, endpoint_identity(t), t.model) if t.mode == "batch" else set()
     to_pay = [r for cid, r in requests.items() if cid not in recorded]
@@ -193,10 +197,15 @@ def teacher_rationales(run: RunDir) -> dict[str, str]:
 def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
     t = cfg.teacher
     questions = _questions(cfg, run)
-    if t.import_path:
+    if t.source == "import":
         from kard_ray.teacher.importer import import_rationales
 
         rows, info = import_rationales(t.import_path, {q.id: q for q in questions})
+        table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
+    elif t.source == "annotations":
+        from kard_ray.teacher.annotations import annotation_rationales
+
+        rows, info = annotation_rationales(questions)
         table = pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
     elif t.mode == "batch":
         table, batch = _generate_batch(cfg, run, questions, log)
@@ -208,7 +217,9 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
     run.write_table(output("rationales", "rationales"), table.filter(pc.invert(failed)))
     run.write_table(output("rationales", "failures"), table.filter(failed))
     result = summarize(table, questions, t, info.get("batch", {}).get("tokens_billed_batch"))
-    result.extra["teacher_mode"] = "import" if t.import_path else t.mode
+    result.extra["teacher_mode"] = t.mode if t.source == "api" else t.source
+    if t.source == "annotations":  # name it for what it is: human rationales, no LLM
+        result.extra["teacher"] = "dataset annotations (human rationales)"
     run.write_table(output("rationales", "per_question"), per_question(table, questions, t.filter_correct))
     result.extra.update(info)
     log(f"[rationales] {result.counts['samples_new']} new samples, {result.counts['samples_cached']} from cache, "

@@ -14,6 +14,7 @@ from typing import Any
 from kard_ray.answers import parse_answer
 from kard_ray.data.records import MalformedRecord, ReadReport, iter_jsonl, read_text
 from kard_ray.data.schema import Question
+from kard_ray.teacher.annotations import offline_row
 
 
 def import_rationales(path: str, questions: dict[str, Question]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -39,8 +40,5 @@ def import_rationales(path: str, questions: dict[str, Question]) -> tuple[list[d
         sample = samples.get(qid, 0)
         samples[qid] = sample + 1
         report.rows += 1
-        rows.append({"qid": qid, "sample": sample, "rationale": text, "parsed_answer": parsed.index,
-                     "parse_method": parsed.method, "correct": parsed.index == q.answer,
-                     "teacher": str(raw.get("teacher") or "imported"), "prompt_tokens": 0, "completion_tokens": 0,
-                     "cached": True, "attempts": 0, "error": None})
+        rows.append(offline_row(q, sample, text, str(raw.get("teacher") or "imported"), parsed))
     return rows, {"imported": report.rows, "unmatched": unmatched}
