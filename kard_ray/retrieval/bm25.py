@@ -252,6 +252,16 @@ class _Shard:
         rows, scores = select_topk(rows, scores, k)
         return rows + self.start, scores
 
+    def topk_many(self, terms: list[np.ndarray], mults: list[np.ndarray], k: int,
+                  compiled: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query: (global rows, scores) of this shard's k best; ``compiled``: one numba call for all."""
+        if not compiled:
+            return [self.topk(t, m, k) for t, m in zip(terms, mults)]
+        from kard_ray.retrieval.bm25_kernel import topk_batch
+
+        parts = topk_batch(terms, mults, self.indptr, self.indices, self.data, self.dense_row, self.dense, self.n, k)
+        return [(rows + self.start, scores) for rows, scores in parts]
+
 
 def select_topk(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k best by score, ties broken by the lower row; sorted best first."""
@@ -269,7 +279,15 @@ def select_topk(rows: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarra
 class BM25Index:
     """A (possibly sharded) index loaded memory-mapped: a process holds only the pages it touches."""
 
-    def __init__(self, path: str, mmap: bool = True):
+    def __init__(self, path: str, mmap: bool = True, kernel: str = "auto"):
+        """``kernel``: ``numba`` (compiled, batched), ``numpy``, or ``auto`` (numba when installed)."""
+        from kard_ray.retrieval import bm25_kernel
+
+        if kernel not in ("auto", "numba", "numpy"):
+            raise ValueError(f"unknown BM25 kernel {kernel!r}; choose auto, numba or numpy")
+        if kernel == "numba" and not bm25_kernel.AVAILABLE:
+            raise ImportError("the numba BM25 kernel needs numba: pip install numba")
+        self.compiled = kernel == "numba" or (kernel == "auto" and bm25_kernel.AVAILABLE)
         self.path = path
         meta = json.loads(Path(f"{path}/meta.json").read_text(encoding="utf-8"))
         if meta.get("format") != "kard-bm25/1":
@@ -295,16 +313,22 @@ class BM25Index:
 
     def search(self, query: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """(rows, scores) of the k best passages, best first; passages scoring exactly 0 are never returned."""
-        terms, mult = self._query_terms(query)
-        if len(terms) == 0:
-            return np.empty(0, np.int64), np.empty(0, np.float64)
-        parts = [s.topk(terms, mult, k) for s in self.shards]
-        if len(parts) == 1:
-            return parts[0]
-        return select_topk(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), k)
+        return self.search_many([query], k)[0]
 
     def search_many(self, queries: Sequence[str], k: int = 10) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [self.search(q, k) for q in queries]
+        """``search`` for each query; the compiled kernel scores them all in one call per shard."""
+        parsed = [self._query_terms(q) for q in queries]
+        live = [i for i, (t, _) in enumerate(parsed) if len(t)]
+        out = [(np.empty(0, np.int64), np.empty(0, np.float64))] * len(queries)
+        if not live:
+            return out
+        terms, mults = [parsed[i][0] for i in live], [parsed[i][1] for i in live]
+        per_shard = [s.topk_many(terms, mults, k, self.compiled) for s in self.shards]
+        for j, i in enumerate(live):
+            parts = [p[j] for p in per_shard]
+            out[i] = parts[0] if len(parts) == 1 else select_topk(
+                np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), k)
+        return out
 
     def score_rows(self, query: str, rows: Sequence[int]) -> np.ndarray:
         """BM25(query, passage) for given rows (e.g. a rationale against candidates found otherwise)."""

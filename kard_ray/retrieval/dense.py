@@ -109,11 +109,18 @@ def build_faiss(embeddings: np.ndarray, cfg: DenseConfig):
     n, d = embeddings.shape
     if cfg.index == "flat" or n < 1000:
         index = faiss.IndexFlatIP(d)
-    elif cfg.index == "ivf":
+    elif cfg.index in ("ivf", "ivfpq"):
         nlist = max(1, min(cfg.ivf_lists, n // 39))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(embeddings[np.random.default_rng(0).permutation(n)[: nlist * 256]])
-        index.nprobe = min(nlist, 32)
+        quantizer = faiss.IndexFlatIP(d)
+        if cfg.index == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            if d % cfg.pq_m:
+                raise ValueError(f"retrieval.dense.pq_m ({cfg.pq_m}) must divide the embedding size ({d})")
+            index = faiss.IndexIVFPQ(quantizer, d, nlist, cfg.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+        sample = np.sort(np.random.default_rng(0).permutation(n)[: max(cfg.train_sample, nlist * 39)])
+        index.train(np.ascontiguousarray(embeddings[sample]))
+        index.nprobe = min(nlist, cfg.nprobe)
     else:
         index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     index.add(embeddings)
@@ -127,12 +134,23 @@ def write_dense_index(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) ->
     save_npy(f"{out_dir}/embeddings.npy", embeddings)
     save_bytes(f"{out_dir}/faiss.index", faiss.serialize_index(index).tobytes())
     meta = {"format": "kard-dense/1", "encoder": cfg.encoder, "max_length": cfg.max_length,
-            "index": type(index).__name__, "n_docs": int(embeddings.shape[0]), "dim": int(embeddings.shape[1])}
+            "index": type(index).__name__, "n_docs": int(embeddings.shape[0]), "dim": int(embeddings.shape[1]),
+            "refine": cfg.refine if cfg.index == "ivfpq" else 0, "index_bytes": int(index_bytes(index))}
     save_bytes(f"{out_dir}/meta.json", json.dumps(meta, indent=1).encode())
     return meta
 
 
+def index_bytes(index) -> int:
+    """What the FAISS index holds in memory (its serialised size)."""
+    import faiss
+
+    return len(faiss.serialize_index(index))
+
+
 class DenseIndex:
+    """A FAISS index over the passages; a compressed (ivfpq) one re-ranks its candidates exactly with the
+    float32 vectors, memory-mapped from disk."""
+
     def __init__(self, path: str, encoder: Encoder | None = None):
         import faiss
 
@@ -140,6 +158,8 @@ class DenseIndex:
         self.index = faiss.read_index(f"{path}/faiss.index")
         self.encoder = encoder or Encoder(self.meta["encoder"], self.meta["max_length"])
         self.n_docs = self.meta["n_docs"]
+        self.refine = int(self.meta.get("refine", 0))
+        self.vectors = np.load(f"{path}/embeddings.npy", mmap_mode="r") if self.refine else None
 
     @staticmethod
     def read_meta(path: str) -> dict:
@@ -148,11 +168,20 @@ class DenseIndex:
     def search_many(self, queries: Sequence[str], k: int = 10) -> list[tuple[np.ndarray, np.ndarray]]:
         if not queries:
             return []
-        scores, rows = self.index.search(self.encoder.encode(queries), min(k, self.n_docs))
+        return self.search_vectors(self.encoder.encode(queries), k)
+
+    def search_vectors(self, vectors: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        k = min(k, self.n_docs)
+        scores, rows = self.index.search(vectors, min(k * max(self.refine, 1), self.n_docs))
         out = []
-        for r, s in zip(rows, scores):
-            keep = r >= 0
-            out.append((r[keep].astype(np.int64), s[keep].astype(np.float64)))
+        for q, r, s in zip(vectors, rows, scores):
+            r = r[r >= 0].astype(np.int64)
+            if self.vectors is None:
+                out.append((r[:k], s[: len(r)][:k].astype(np.float64)))
+                continue
+            exact = self.vectors[np.sort(r)] @ q  # sorted rows: sequential reads of the memory map
+            order = np.lexsort((np.sort(r), -exact))[:k]
+            out.append((np.sort(r)[order], exact[order].astype(np.float64)))
         return out
 
     def search(self, query: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
