@@ -228,6 +228,9 @@ class AugmentConfig(Section):
         "full", description="full: the rationale verbatim (the paper); reasoning: without its 'so the answer is' "
         "sentence, for KBs where the answer's words pull in unrelated passages (the synthetic world). Used for "
         "student passages, reranker targets and the oracle row.")
+    question_candidates: Literal["bm25", "first_stage"] = Field(
+        "bm25", description="The question-side candidate list of reranker training: BM25 (the paper), or "
+        "reranker.first_stage when it is dense or hybrid, so training sees the hard negatives inference reranks.")
     actors: int = Field(1, ge=1)
     batch_size: int = Field(256, ge=1)
 

@@ -69,6 +69,13 @@ def needs_dense(cfg: KardConfig) -> bool:
             or cfg.reranker.first_stage in ("dense", "hybrid"))
 
 
+def _augment_key(cfg: KardConfig) -> list[Any]:
+    from kard_ray.stages.augment import question_retriever
+
+    side = question_retriever(cfg)
+    return [cfg.augment, cfg.teacher.filter_correct, side, cfg.retrieval if side != "bm25" else None]
+
+
 def _teacher_key(cfg: KardConfig) -> list[Any]:
     return [cfg.teacher.model_dump(include={"source", "reference", "base_url", "model", "n", "temperature",
                                             "max_tokens", "give_gold_answer", "filter_correct", "system_prompt",
@@ -134,7 +141,7 @@ _STAGES: list[Stage] = [
                    "per_question": "per_question.parquet"}),
     Stage("augment", "Rationale-retrieved passages for the student; candidate sets for the reranker.", "augment",
           "kard_ray.stages.augment:build", needs=lambda c: ["data", "index", "rationales"],
-          key=lambda c: [c.augment, c.teacher.filter_correct],
+          key=_augment_key,
           outputs={"student": "student.parquet", "reranker": "reranker.parquet"}),
     Stage("reranker", "The KARD reranker, KL-distilled on Ray Train (resumes from its last checkpoint).",
           "train-reranker", "kard_ray.stages.reranker:build", needs=lambda c: ["augment"],

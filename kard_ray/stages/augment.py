@@ -48,23 +48,27 @@ def kept_pairs(run: RunDir, filter_correct: bool, split: str = "train") -> list[
 class AugmentBatch:
     """Ray Data actor: BM25 index and passage store opened once (memory-mapped)."""
 
-    def __init__(self, run_uri: str, k: int, kappa: int, with_options: bool, rationale_mode: str):
+    def __init__(self, run_uri: str, k: int, kappa: int, with_options: bool, rationale_mode: str,
+                 question_retriever: str = "bm25", retrieval: dict | None = None):
         from kard_ray.artifacts import local_copy
+        from kard_ray.config import RetrievalConfig
         from kard_ray.retrieval.bm25 import BM25Index
-        from kard_ray.retrieval.open import open_passages
+        from kard_ray.retrieval.open import open_passages, open_retriever
 
         self.bm25 = BM25Index(local_copy(f"{run_uri}/{output('index', 'bm25')}"))
+        self.question_side = self.bm25 if question_retriever == "bm25" else open_retriever(
+            run_uri, RetrievalConfig.model_validate(retrieval or {}), question_retriever)
         self.passages = open_passages(run_uri)
         self.k, self.kappa, self.with_options, self.rationale_mode = k, kappa, with_options, rationale_mode
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
-        by_question: dict[str, np.ndarray] = {}
         out: dict[str, list] = {c: [] for c in dict.fromkeys(STUDENT_COLUMNS + RERANKER_COLUMNS)}
+        queries = {r["qid"]: query_text(r["question"], r["options"], self.with_options) for r in rows}
+        found = self.question_side.search_many(list(queries.values()), self.kappa)  # one batch: dense encodes once
+        by_question = {qid: hits[0] for qid, hits in zip(queries, found)}
         for r in rows:
-            query = query_text(r["question"], r["options"], self.with_options)
-            if r["qid"] not in by_question:
-                by_question[r["qid"]] = self.bm25.search(query, self.kappa)[0]
+            query = queries[r["qid"]]
             r_query = rationale_query(r["rationale"], self.rationale_mode)
             r_rows = self.bm25.search(r_query, max(self.k, self.kappa))[0]
             cands, sources = candidate_set(r_rows, by_question[r["qid"]], self.kappa)
@@ -79,6 +83,12 @@ class AugmentBatch:
         return pa.table(out)
 
 
+def question_retriever(cfg: KardConfig) -> str:
+    """Where the question-side training candidates come from (``augment.question_candidates``)."""
+    first = cfg.reranker.first_stage
+    return first if cfg.augment.question_candidates == "first_stage" and first in ("dense", "hybrid") else "bm25"
+
+
 def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
     import ray
 
@@ -91,7 +101,9 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
     ds = ray.data.from_arrow(blocks).map_batches(
         AugmentBatch, fn_constructor_kwargs={"run_uri": run.uri, "k": a.passages_per_rationale,
                                              "kappa": a.candidates_per_list, "with_options": a.query_with_options,
-                                             "rationale_mode": a.rationale_query},
+                                             "rationale_mode": a.rationale_query,
+                                             "question_retriever": question_retriever(cfg),
+                                             "retrieval": cfg.retrieval.model_dump()},
         compute=ray.data.ActorPoolStrategy(size=a.actors), batch_size=a.batch_size, batch_format="pyarrow")
     out = pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by([("qid", "ascending"), ("sample", "ascending")])
     run.write_table(output("augment", "student"), out.select(STUDENT_COLUMNS))
