@@ -328,6 +328,10 @@ class EvalConfig(Section):
                     "passages; oracle: passages retrieved with the teacher's rationale for the test question.")
     decoding: Literal["greedy", "self_consistency"] = "greedy"
     samples: int = Field(5, ge=1, description="Self-consistency: samples per question.")
+    answer_by: Literal["parse", "option_likelihood"] = Field(
+        "parse", description="parse: the option the generated answer line names (majority over samples); "
+        "option_likelihood: the student writes its reasoning greedily, then the option whose answer line it finds "
+        "likeliest after that reasoning (every option it was given is scored; nothing invented can be chosen).")
     max_new_tokens: int = Field(64, ge=1)
     stop_at_answer_line: bool = Field(True, description="End a generation once its answer line is complete "
                                                         "(nothing after it is parsed); false: max_new_tokens.")
@@ -343,6 +347,13 @@ class EvalConfig(Section):
                                 "among the actors on an embedded Ray, 1 on a cluster.")
     batch_size: int = Field(16, ge=1)
     examples_per_class: int = Field(3, ge=0, description="Example questions per error class in the report.")
+
+    @model_validator(mode="after")
+    def _likelihood_is_greedy(self) -> "EvalConfig":
+        if self.answer_by == "option_likelihood" and self.decoding != "greedy":
+            raise ValueError("eval.answer_by option_likelihood scores the options after one greedy reasoning; "
+                             "use eval.decoding greedy")
+        return self
 
 
 class RayConfig(Section):
@@ -391,6 +402,7 @@ class InferenceSettings(Section):
     quantize: Literal["none", "int8"] = "none"
     decoding: Literal["greedy", "self_consistency"]
     samples: int = Field(ge=1)
+    answer_by: Literal["parse", "option_likelihood"] = "parse"
 
     @classmethod
     def of(cls, cfg: "KardConfig") -> "InferenceSettings":
@@ -399,7 +411,7 @@ class InferenceSettings(Section):
                    first_stage_k=r.first_stage_k, hops=r.hops, reranker_max_length=r.max_length,
                    passages=e.passages, student_max_input_length=cfg.student.max_input_length,
                    max_new_tokens=e.max_new_tokens, stop_at_answer_line=e.stop_at_answer_line, quantize=e.quantize,
-                   decoding=e.decoding,
+                   decoding=e.decoding, answer_by=e.answer_by,
                    samples=e.samples if e.decoding == "self_consistency" else 1)
 
     def with_overrides(self, overrides: dict[str, Any]) -> "InferenceSettings":

@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Any
 
 from kard_ray.answers import parse_answer
-from kard_ray.student.formats import build_prompt
+from kard_ray.student.formats import answer_line, build_prompt
 
 
 class AnswerLineStop:
@@ -65,6 +65,67 @@ def generate_texts(model, tokenizer, family: str, prompts: list[str], max_new_to
     return [[t.strip() for t in texts[i * samples:(i + 1) * samples]] for i in range(len(prompts))]
 
 
+def reasoning_of(generation: str) -> str:
+    """A generation without its answer line (everything before the last 'Answer:')."""
+    head, sep, _ = generation.rpartition("Answer:")
+    return (head if sep else generation).strip()
+
+
+def _answer_ids(tokenizer, reasoning: str, options: list[str]) -> tuple[list[int], list[list[int]]]:
+    """Token ids of the student's target up to 'Answer:', and of each option's rest of the answer line
+    (``answer_line``'s form: 'Answer: <text> (<letter>)'), encoded piecewise so every option shares the prefix."""
+    from kard_ray.data.schema import LETTERS
+
+    head = (reasoning + "\n" if reasoning else "") + "Answer:"
+    prefix = tokenizer(head, add_special_tokens=False)["input_ids"]
+    rests = [tokenizer(f" {o} ({LETTERS[i]})", add_special_tokens=False)["input_ids"] for i, o in enumerate(options)]
+    return prefix, rests
+
+
+def option_likelihoods(model, tokenizer, family: str, prompts: list[str], reasonings: list[str],
+                       options: list[list[str]], chunk: int = 32) -> list[list[float]]:
+    """Per prompt and option: the mean log-probability of that option's answer line after the student's own
+    reasoning. A small student often states the right fact and then writes a wrong or invented option;
+    ranking the options it was given by likelihood uses what it wrote instead."""
+    import torch
+
+    seqs: list[tuple[list[int], list[int], int]] = []  # (encoder or prompt ids, target ids, scored tail length)
+    for prompt, reasoning, opts in zip(prompts, reasonings, options):
+        p_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        prefix, rests = _answer_ids(tokenizer, reasoning, opts)
+        seqs += [(p_ids, prefix + rest, len(rest)) for rest in rests]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    scores: list[float] = []
+    with torch.no_grad():
+        for start in range(0, len(seqs), chunk):
+            part = seqs[start:start + chunk]
+            if family == "causal":
+                ids = [p + t for p, t, _ in part]
+                width = max(map(len, ids))
+                x = torch.tensor([i + [pad] * (width - len(i)) for i in ids], device=model.device)
+                mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids], device=model.device)
+                logp = torch.log_softmax(model(input_ids=x, attention_mask=mask).logits.float(), -1)
+                for row, (i, (_, _, n)) in enumerate(zip(ids, part)):
+                    pos = torch.arange(len(i) - n, len(i), device=model.device)
+                    scores.append(float(logp[row, pos - 1, x[row, pos]].mean()))
+            else:
+                enc = [p for p, _, _ in part]
+                dec = [t for _, t, _ in part]
+                we, wd = max(map(len, enc)), max(map(len, dec))
+                x = torch.tensor([e + [pad] * (we - len(e)) for e in enc], device=model.device)
+                mask = torch.tensor([[1] * len(e) + [0] * (we - len(e)) for e in enc], device=model.device)
+                labels = torch.tensor([d + [-100] * (wd - len(d)) for d in dec], device=model.device)
+                logp = torch.log_softmax(model(input_ids=x, attention_mask=mask, labels=labels).logits.float(), -1)
+                for row, (d, (_, _, n)) in enumerate(zip(dec, part)):
+                    pos = torch.arange(len(d) - n, len(d), device=model.device)
+                    scores.append(float(logp[row, pos, labels[row, pos]].mean()))
+    out, k = [], 0
+    for opts in options:
+        out.append(scores[k:k + len(opts)])
+        k += len(opts)
+    return out
+
+
 def ray_worker() -> bool:
     """Whether this process is a Ray worker (so Ray assigned it CPUs), not a driver or a test."""
     import ray
@@ -119,11 +180,23 @@ class StudentPredictor:
         t0 = time.perf_counter()
         outputs = generate_texts(self.model, self.tokenizer, self.family, prompts, limits, s.samples,
                                  self.temperature, self.seed, s.stop_at_answer_line)
+        chosen = None
+        if s.answer_by == "option_likelihood":
+            reasonings = [reasoning_of(texts[0]) for texts in outputs]
+            chosen = option_likelihoods(self.model, self.tokenizer, self.family, prompts, reasonings,
+                                        [list(r["options"]) for r in rows])
         share = (time.perf_counter() - t0) / max(1, len(rows))  # each row's share of the batch's compute time
         out = []
-        for r, prompt, texts in zip(rows, prompts, outputs):
-            idx, how, votes = vote(texts, list(r["options"]))
-            out.append({"generation": texts[0], "prediction": -1 if idx is None else idx, "parsed_by": how,
+        for i, (r, prompt, texts) in enumerate(zip(rows, prompts, outputs)):
+            options = list(r["options"])
+            if chosen is None:
+                idx, how, votes = vote(texts, options)
+                generation = texts[0]
+            else:  # the answer line is the option the student finds likeliest after its own reasoning
+                idx = max(range(len(options)), key=lambda j: chosen[i][j])
+                how, votes = "likelihood", 1
+                generation = "\n".join(x for x in (reasoning_of(texts[0]), answer_line(options, idx)) if x)
+            out.append({"generation": generation, "prediction": -1 if idx is None else idx, "parsed_by": how,
                         "votes": votes, "prompt_tokens": self.count_tokens(prompt, True),
                         "completion_tokens": self.count_tokens(texts[0], False), "seconds": share})
         return out
