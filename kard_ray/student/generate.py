@@ -83,46 +83,39 @@ def _answer_ids(tokenizer, reasoning: str, options: list[str]) -> tuple[list[int
 
 
 def option_likelihoods(model, tokenizer, family: str, prompts: list[str], reasonings: list[str],
-                       options: list[list[str]], chunk: int = 32) -> list[list[float]]:
+                       options: list[list[str]]) -> list[list[float]]:
     """Per prompt and option: the mean log-probability of that option's answer line after the student's own
     reasoning. A small student often states the right fact and then writes a wrong or invented option;
-    ranking the options it was given by likelihood uses what it wrote instead."""
+    ranking the options it was given by likelihood uses what it wrote instead. The shared part (prompt,
+    reasoning, 'Answer:') is run once per question; only the options' tails are run per option."""
     import torch
 
-    seqs: list[tuple[list[int], list[int], int]] = []  # (encoder or prompt ids, target ids, scored tail length)
-    for prompt, reasoning, opts in zip(prompts, reasonings, options):
-        p_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        prefix, rests = _answer_ids(tokenizer, reasoning, opts)
-        seqs += [(p_ids, prefix + rest, len(rest)) for rest in rests]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    scores: list[float] = []
+    out: list[list[float]] = []
     with torch.no_grad():
-        for start in range(0, len(seqs), chunk):
-            part = seqs[start:start + chunk]
+        for prompt, reasoning, opts in zip(prompts, reasonings, options):
+            p_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+            prefix, rests = _answer_ids(tokenizer, reasoning, opts)
+            width = max(map(len, rests))
+            tails = torch.tensor([r + [pad] * (width - len(r)) for r in rests], device=model.device)
             if family == "causal":
-                ids = [p + t for p, t, _ in part]
-                width = max(map(len, ids))
-                x = torch.tensor([i + [pad] * (width - len(i)) for i in ids], device=model.device)
-                mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids], device=model.device)
-                logp = torch.log_softmax(model(input_ids=x, attention_mask=mask).logits.float(), -1)
-                for row, (i, (_, _, n)) in enumerate(zip(ids, part)):
-                    pos = torch.arange(len(i) - n, len(i), device=model.device)
-                    scores.append(float(logp[row, pos - 1, x[row, pos]].mean()))
-            else:
-                enc = [p for p, _, _ in part]
-                dec = [t for _, t, _ in part]
-                we, wd = max(map(len, enc)), max(map(len, dec))
-                x = torch.tensor([e + [pad] * (we - len(e)) for e in enc], device=model.device)
-                mask = torch.tensor([[1] * len(e) + [0] * (we - len(e)) for e in enc], device=model.device)
-                labels = torch.tensor([d + [-100] * (wd - len(d)) for d in dec], device=model.device)
-                logp = torch.log_softmax(model(input_ids=x, attention_mask=mask, labels=labels).logits.float(), -1)
-                for row, (d, (_, _, n)) in enumerate(zip(dec, part)):
-                    pos = torch.arange(len(d) - n, len(d), device=model.device)
-                    scores.append(float(logp[row, pos, labels[row, pos]].mean()))
-    out, k = [], 0
-    for opts in options:
-        out.append(scores[k:k + len(opts)])
-        k += len(opts)
+                shared = model(input_ids=torch.tensor([p_ids + prefix], device=model.device), use_cache=True)
+                first = torch.log_softmax(shared.logits[0, -1].float(), -1)  # predicts each tail's first token
+                cache = shared.past_key_values
+                cache.batch_repeat_interleave(len(rests))
+                mask = torch.ones(len(rests), len(p_ids) + len(prefix) + width, dtype=torch.long,
+                                  device=model.device)
+                logits = model(input_ids=tails, attention_mask=mask, past_key_values=cache).logits
+                logp = torch.log_softmax(logits.float(), -1)
+                scores = [float(torch.stack([first[r[0]], *(logp[o, t - 1, r[t]] for t in range(1, len(r)))]).mean())
+                          for o, r in enumerate(rests)]
+            else:  # encoder once per option (small seq2seq students): decoder labels = prefix + tail
+                enc = torch.tensor([p_ids] * len(rests), device=model.device)
+                labels = torch.tensor([prefix + r + [-100] * (width - len(r)) for r in rests], device=model.device)
+                logp = torch.log_softmax(model(input_ids=enc, labels=labels).logits.float(), -1)
+                scores = [float(logp[o, len(prefix) + torch.arange(len(r)), torch.tensor(r)].mean())
+                          for o, r in enumerate(rests)]
+            out.append(scores)
     return out
 
 
