@@ -101,7 +101,7 @@ def test_compiled_kernel_equals_numpy_path_bitwise(tmp_path, shards):
     vocab = [f"w{i}" for i in range(400)]
     common = ["alpha", "beta"]  # in most passages: stored as dense rows
     texts = [" ".join([*rng.choice(common, size=rng.integers(0, 3)), *rng.choice(vocab, size=rng.integers(2, 30))])
-             for _ in range(700)]
+             for _ in range(4500)]  # more rows than one kernel block (2,048)
     texts += texts[:30]  # exact duplicates make ties
     out = str(tmp_path / "idx")
     build_bm25_index(lambda a, b: texts[a:b], len(texts), out, Tokenizer(stopwords="none"), shards=shards)

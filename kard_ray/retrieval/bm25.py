@@ -304,12 +304,13 @@ class BM25Index:
         return self.n_docs
 
     def _query_terms(self, query: str) -> tuple[np.ndarray, np.ndarray]:
-        ids = [self.vocab[t] for t in self.tokenizer(query) if t in self.vocab]
-        if not ids:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
-        terms, first, mult = np.unique(ids, return_index=True, return_counts=True)
-        order = np.argsort(first)  # accumulate in query order, as rank_bm25 does
-        return terms[order], mult[order]
+        counts: dict[int, int] = {}  # first-occurrence order: accumulate in query order, as rank_bm25 does
+        for t in self.tokenizer(query):
+            i = self.vocab.get(t)
+            if i is not None:
+                counts[i] = counts.get(i, 0) + 1
+        return (np.fromiter(counts.keys(), np.int64, len(counts)),
+                np.fromiter(counts.values(), np.int64, len(counts)))
 
     def search(self, query: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """(rows, scores) of the k best passages, best first; passages scoring exactly 0 are never returned."""

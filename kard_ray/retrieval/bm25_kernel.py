@@ -36,34 +36,58 @@ def _offer(row, s, top_r, top_s, filled, k):
     return filled
 
 
+BLOCK = 2048  # rows scored at a time when a query has a dense term: the block's scores stay in L1 cache
+
+
 def _topk_batch(qptr, qterms, qmult, indptr, indices, data, dense_row, dense, n, k, out_r, out_s, out_n):
     buf = np.zeros(n)
+    block = np.zeros(BLOCK)
+    pos = np.zeros(len(qterms), dtype=np.int64)
     for q in range(len(qptr) - 1):
         has_dense = False
-        for j in range(qptr[q], qptr[q + 1]):  # query order, as rank_bm25 and the numpy path
-            t, c = qterms[j], qmult[j]
-            d = dense_row[t]
-            if d >= 0:
+        for j in range(qptr[q], qptr[q + 1]):
+            if dense_row[qterms[j]] >= 0:
                 has_dense = True
-                row = dense[d]
-                if c == 1:
-                    for i in range(n):
-                        buf[i] += row[i]
-                else:
-                    for i in range(n):
-                        buf[i] += row[i] * c
-            else:
-                for p in range(indptr[t], indptr[t + 1]):
-                    buf[indices[p]] += data[p] if c == 1 else data[p] * c
         top_r, top_s = out_r[q], out_s[q]
         filled = 0
-        if has_dense:  # most rows were touched: one scan, then clear everything
-            for i in range(n):
-                s = buf[i]
-                if s != 0.0:
-                    filled = _offer(i, s, top_r, top_s, filled, k)
-                    buf[i] = 0.0
-        else:  # only the postings' rows were touched: read each once and clear it (0 is never returned)
+        if has_dense:
+            # Most rows score: walk the rows block by block; within a block every term adds in query order
+            # (each sparse term resumes where its sorted posting list left off), so each row's sum is formed
+            # exactly as in the numpy path; then the block is scanned and cleared while it is in cache.
+            for j in range(qptr[q], qptr[q + 1]):
+                pos[j] = indptr[qterms[j]]
+            threshold = 0.0
+            for start in range(0, n, BLOCK):
+                end = min(start + BLOCK, n)
+                for j in range(qptr[q], qptr[q + 1]):
+                    t, c = qterms[j], qmult[j]
+                    d = dense_row[t]
+                    if d >= 0:
+                        row = dense[d]
+                        if c == 1:
+                            for i in range(start, end):
+                                block[i - start] += row[i]
+                        else:
+                            for i in range(start, end):
+                                block[i - start] += row[i] * c
+                    else:
+                        p, stop = pos[j], indptr[t + 1]
+                        while p < stop and indices[p] < end:
+                            block[indices[p] - start] += data[p] if c == 1 else data[p] * c
+                            p += 1
+                        pos[j] = p
+                for i in range(end - start):  # ascending rows: a tie never beats a lower row
+                    s = block[i]
+                    if s != 0.0 and (filled < k or s > threshold):
+                        filled = _offer(start + i, s, top_r, top_s, filled, k)
+                        if filled == k:
+                            threshold = top_s[k - 1]
+                block[:] = 0.0
+        else:  # only the postings' rows score: add them, then read each once and clear it (0 is never returned)
+            for j in range(qptr[q], qptr[q + 1]):
+                t, c = qterms[j], qmult[j]
+                for p in range(indptr[t], indptr[t + 1]):
+                    buf[indices[p]] += data[p] if c == 1 else data[p] * c
             for j in range(qptr[q], qptr[q + 1]):
                 t = qterms[j]
                 for p in range(indptr[t], indptr[t + 1]):
