@@ -11,6 +11,7 @@ per query in Python, so it runs on a sample of the queries. The last line is one
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -38,6 +39,19 @@ def load_kb(path: str) -> list[str]:
 
     docs, _ = load_documents(path)
     return [d.text for d in docs]
+
+
+ROUNDS = 3  # every throughput is the best of this many passes (this box is shared: the best pass is the machine)
+
+
+def best_qps(run_all, n: int) -> float:
+    """Queries per second of ``run_all()`` (which answers n queries), best of ROUNDS passes."""
+    best = float("inf")
+    for _ in range(ROUNDS):
+        t0 = time.perf_counter()
+        run_all()
+        best = min(best, time.perf_counter() - t0)
+    return n / best
 
 
 def time_queries(search, queries: list[str]) -> float:
@@ -73,11 +87,10 @@ def bm25s_peer(tokens: list[list[str]], qtoks: list[list[str]], params: BM25Para
         except ImportError as exc:
             out[f"bm25s_{backend}_error"] = str(exc)
             continue
-        t0 = time.perf_counter()
-        peer.retrieve(qtoks, k=10, show_progress=False, n_threads=0)
-        out[f"bm25s_{backend}_qps"] = round(len(qtoks) / (time.perf_counter() - t0), 1)
+        retrieve = functools.partial(peer.retrieve, qtoks, k=10, show_progress=False, n_threads=0)
+        out[f"bm25s_{backend}_qps"] = round(best_qps(retrieve, len(qtoks)), 1)
         out[f"bm25s_{backend}_build_s"] = round(t_build.s, 2)
-        del peer
+        del peer, retrieve
     best = max((b for b in ("numba", "numpy") if f"bm25s_{b}_qps" in out), key=lambda b: out[f"bm25s_{b}_qps"])
     out["bm25s_backend"], out["bm25s_qps"] = best, out[f"bm25s_{best}_qps"]
     return out
@@ -137,14 +150,12 @@ def main() -> None:
         result["build_s"] = round(t_build.s, 2)
         result["kernel"] = "numba" if index.compiled else "numpy"
         index.search_many(queries[:2], 10)  # warm: JIT (cached on disk) and the index's pages
-        with Timer() as t_q:
-            index.search_many(queries, 10)  # one batch, as bm25s is timed
-        result["qps"] = round(len(queries) / t_q.s, 1)
-        result["query_s"] = round(t_q.s, 2)
-        result["qps_one_by_one"] = round(time_queries(lambda q: index.search(q, 10), queries), 1)
+        result["qps"] = round(best_qps(lambda: index.search_many(queries, 10), len(queries)), 1)  # as bm25s
+        result["qps_one_by_one"] = round(best_qps(lambda: [index.search(q, 10) for q in queries], len(queries)), 1)
         if index.compiled:
             plain = BM25Index(out, kernel="numpy")
-            result["qps_numpy_kernel"] = round(time_queries(lambda q: plain.search(q, 10), queries), 1)
+            result["qps_numpy_kernel"] = round(
+                best_qps(lambda: [plain.search(q, 10) for q in queries], len(queries)), 1)
         result["pss_mb_at_query"] = round(tree_pss_mb(), 1)  # this process holds the corpus too
 
         if not args.no_peers:

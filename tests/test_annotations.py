@@ -7,6 +7,7 @@ import json
 import random
 
 import pytest
+from conftest import REPO, shared
 
 from kard_ray.answers import parse_answer
 from kard_ray.config import ConfigError, TeacherConfig, load_config
@@ -16,7 +17,6 @@ from kard_ray.evaluation.report import report_markdown
 from kard_ray.stages.data import fact_documents, hold_out
 from kard_ray.student.formats import target_text
 from kard_ray.teacher.annotations import annotation_rationale, annotation_rationales
-from tests.conftest import REPO, shared
 
 OBQA = {"id": "8-376", "question_stem": "Frilled sharks and angler fish live far beneath the surface of the "
         "ocean, which is why they are known as", "choices": {"text": ["Deep sea animals", "fish", "Long Sea Fish",

@@ -7,8 +7,7 @@ methods, the report's recall and facts-given split), not accuracy. Skipped witho
 from __future__ import annotations
 
 import pytest
-
-from tests.conftest import REPO, quiet, shared
+from conftest import REPO, quiet, shared
 
 pytestmark = pytest.mark.ray
 

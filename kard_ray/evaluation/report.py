@@ -49,7 +49,9 @@ def report_markdown(report: dict) -> str:
         lines.append(f"| {METHOD_LABELS.get(m, m)} | {_pct(r['accuracy'])} | {_pct(r['ci_low'])}-{_pct(r['ci_high'])}"
                      f" | {r['n']} |")
     if report.get("chance") is not None:
-        lines += ["", f"Chance: {_pct(report['chance'])}%."]
+        majority = f"; always answering the commonest gold option: {_pct(report['majority'])}%" \
+            if report.get("majority") is not None else ""
+        lines += ["", f"Chance: {_pct(report['chance'])}%{majority}."]
     if report.get("retrieval"):
         ks = list(next(iter(report["retrieval"].values())))
         lines += ["", "## Retrieval: recall of the needed facts", "", "| retrieval | " + " | ".join(ks) + " |",

@@ -206,7 +206,8 @@ def summarise(cfg: KardConfig, run: RunDir, questions: list[Question], methods: 
     report = {"run_dir": run.uri, "split": e.split, "questions": len(questions), "decoding": e.decoding,
               "rationales_from": rationale_source(cfg),
               "passages": e.passages, "methods": report_methods, "retrieval": retrieval,
-              "chance": 1 / n_options.pop() if len(n_options) == 1 else None}
+              "chance": 1 / n_options.pop() if len(n_options) == 1 else None,
+              "majority": round(max(Counter(q.answer for q in questions).values()) / len(questions), 4)}
     return report, rows
 
 
