@@ -73,12 +73,27 @@ def agreement(index: BM25Index, ref, tokenizer: Tokenizer, queries: list[str], k
     return good / max(total, 1)
 
 
-def bm25s_peer(tokens: list[list[str]], qtoks: list[list[str]], params: BM25Params) -> dict:
+def rank_bm25_reference(index: BM25Index, tokens: list[list[str]], queries: list[str], tok: Tokenizer,
+                        params: BM25Params, n_queries: int | None) -> dict:
+    """rank_bm25 (the correctness reference) on a sample of the queries: its speed and our top-10 agreement."""
+    from rank_bm25 import BM25Okapi
+
+    with Timer() as t_ref:
+        ref = BM25Okapi(tokens, k1=params.k1, b=params.b, epsilon=params.epsilon)
+    per_query = 2e-6 * len(tokens) + 1e-3  # rough: rank_bm25 costs O(N) per query term
+    sample = queries[: n_queries or max(5, min(len(queries), int(30 / (per_query * 6))))]
+    return {"rank_bm25_build_s": round(t_ref.s, 2), "rank_bm25_queries": len(sample),
+            "rank_bm25_qps": round(time_queries(lambda q: ref.get_scores(tok(q)), sample), 3),
+            "top10_agreement": round(agreement(index, ref, tok, sample), 4)}
+
+
+def bm25s_peer(tokens: list[list[str]], qtoks: list[list[str]], params: BM25Params,
+               backends: tuple[str, ...] = ("numba", "numpy")) -> dict:
     """bm25s with each of its backends (numba: its fastest), one thread, warmed; bm25s_qps = the best."""
     import bm25s
 
     out: dict = {}
-    for backend in ("numba", "numpy"):
+    for backend in backends:
         try:
             peer = bm25s.BM25(k1=params.k1, b=params.b, method="robertson", backend=backend)
             with Timer() as t_build:
@@ -91,7 +106,7 @@ def bm25s_peer(tokens: list[list[str]], qtoks: list[list[str]], params: BM25Para
         out[f"bm25s_{backend}_qps"] = round(best_qps(retrieve, len(qtoks)), 1)
         out[f"bm25s_{backend}_build_s"] = round(t_build.s, 2)
         del peer, retrieve
-    best = max((b for b in ("numba", "numpy") if f"bm25s_{b}_qps" in out), key=lambda b: out[f"bm25s_{b}_qps"])
+    best = max((b for b in backends if f"bm25s_{b}_qps" in out), key=lambda b: out[f"bm25s_{b}_qps"])
     out["bm25s_backend"], out["bm25s_qps"] = best, out[f"bm25s_{best}_qps"]
     return out
 
@@ -129,7 +144,9 @@ def main() -> None:
     ap.add_argument("--pipeline", action="store_true", help="build through the Ray kb + index stages")
     ap.add_argument("--rank-bm25-queries", type=int, default=None,
                     help="queries for rank_bm25 (default: enough for ~30 s of its time)")
-    ap.add_argument("--no-peers", action="store_true", help="skip rank_bm25 and bm25s (e.g. at 1M passages)")
+    ap.add_argument("--no-peers", action="store_true", help="skip rank_bm25 and bm25s")
+    ap.add_argument("--no-rank-bm25", action="store_true", help="skip rank_bm25 (its O(N) Python loop at 1M)")
+    ap.add_argument("--bm25s-backends", default="numba,numpy", help="bm25s backends to time (best one is reported)")
     args = ap.parse_args()
 
     passages = load_kb(args.kb) if args.kb else synthetic_passages(args.passages)
@@ -159,22 +176,12 @@ def main() -> None:
         result["pss_mb_at_query"] = round(tree_pss_mb(), 1)  # this process holds the corpus too
 
         if not args.no_peers:
-            from rank_bm25 import BM25Okapi
-
             tokens = [tok(p) for p in passages]
-            with Timer() as t_ref:
-                ref = BM25Okapi(tokens, k1=params.k1, b=params.b, epsilon=params.epsilon)
-            result["rank_bm25_build_s"] = round(t_ref.s, 2)
-            per_query = 2e-6 * len(passages) + 1e-3  # rough: rank_bm25 costs O(N) per query term
-            n_ref = args.rank_bm25_queries or max(5, min(len(queries), int(30 / (per_query * 6))))
-            sample = queries[:n_ref]
-            result["rank_bm25_queries"] = len(sample)
-            result["rank_bm25_qps"] = round(time_queries(lambda q: ref.get_scores(tok(q)), sample), 3)
-            result["speedup"] = round(result["qps"] / result["rank_bm25_qps"], 1)
-            result["top10_agreement"] = round(agreement(index, ref, tok, sample), 4)
-            del ref
-
-            result.update(bm25s_peer(tokens, [tok(q) or ["<empty>"] for q in queries], params))
+            if not args.no_rank_bm25:
+                result.update(rank_bm25_reference(index, tokens, queries, tok, params, args.rank_bm25_queries))
+                result["speedup"] = round(result["qps"] / result["rank_bm25_qps"], 1)
+            result.update(bm25s_peer(tokens, [tok(q) or ["<empty>"] for q in queries], params,
+                                     tuple(args.bm25s_backends.split(","))))
             result["vs_bm25s"] = round(result["qps"] / result["bm25s_qps"], 2)
     result["peak_rss_mb"] = round(mem.peak_mb, 1)
     emit(result)

@@ -15,28 +15,19 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
-def _given_cell(split: dict | None) -> str:
-    """'71.0 / 30.2': accuracy when every needed fact was in the passages / when none was."""
-    if not split:
-        return "-"
-    return " / ".join(_pct(split[g]["accuracy"]) if g in split else "-" for g in ("all", "none"))
-
-
 def results_table(report: dict):
     from rich.table import Table
 
-    table = Table("method", "accuracy %", "95% CI", "n", "parsed by option text", "acc. | facts given / not",
-                  title=(f"KARD evaluation: {report['questions']} {report['split']} questions "
-                         f"({report['decoding']} decoding; rationales from "
-                         f"{report.get('rationales_from', 'the teacher')})"))
+    table = Table("method", "accuracy %", "95% CI", "n", "parsed by option text", title=(
+        f"KARD evaluation: {report['questions']} {report['split']} questions ({report['decoding']} decoding)"))
     for m, r in report["methods"].items():
         table.add_row(METHOD_LABELS.get(m, m), _pct(r["accuracy"]), f"{_pct(r['ci_low'])}-{_pct(r['ci_high'])}",
-                      str(r["n"]), _pct(r.get("parsed_by", {}).get("option_text", 0) / max(r["n"], 1)),
-                      _given_cell(r.get("by_facts_given")))
+                      str(r["n"]), _pct(r.get("parsed_by", {}).get("option_text", 0) / max(r["n"], 1)))
+    table.caption = f"rationales from {report.get('rationales_from', 'the teacher')}"
     if report.get("retrieval"):
         cap = "; ".join(f"{name}: " + ", ".join(f"{k} {_pct(v)}" for k, v in vals.items())
                         for name, vals in report["retrieval"].items())
-        table.caption = f"recall of needed facts - {cap}"
+        table.caption += f"; recall of needed facts - {cap}"
     return table
 
 
