@@ -23,12 +23,12 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import emit  # noqa: E402
 
-from kard_ray.answers import format_answer  # noqa: E402
 from kard_ray.artifacts import RunDir  # noqa: E402
 from kard_ray.config import load_config  # noqa: E402
 from kard_ray.data import load_questions  # noqa: E402
+from kard_ray.pipeline import run_one, run_stages  # noqa: E402
 from kard_ray.runtime import init_ray  # noqa: E402
-from kard_ray.stages import augment, data, index, kb, rationales, train_reranker  # noqa: E402
+from kard_ray.stages import reranker  # noqa: E402
 
 OBQA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "obqa"
 
@@ -62,31 +62,25 @@ def main() -> None:
         tmp = Path(tmp)
         train_path, train_qs = sliced(args.train, args.train_range, tmp / "train.jsonl")
         eval_path, _ = sliced(args.eval, args.eval_range, tmp / "eval.jsonl")
-        with open(tmp / "rationales.jsonl", "w") as f:
-            for q in train_qs:
-                text = f"{q.facts[0].rstrip('.')}. {format_answer(q.answer, q.options)}"
-                f.write(json.dumps({"qid": q.id, "rationale": text, "teacher": "obqa-annotation"}) + "\n")
         base = [f"run_dir={tmp}/run", f"data.train={train_path}", f"data.test={eval_path}", f"kb.paths=[{args.kb}]",
-                "retrieval.dense.enabled=true", f"teacher.import_path={tmp}/rationales.jsonl",
+                "retrieval.dense.enabled=true", "teacher.source=annotations",
                 f"reranker.epochs={args.epochs}", f"reranker.first_stage_k={args.first_stage_k}",
                 "reranker.max_length=96", f"reranker.architecture={args.architecture}",
                 f"reranker.lr={args.lr or (3e-5 if args.architecture == 'bi' else 5e-5)}", *args.overrides]
         cfg = load_config(None, base)
         init_ray(cfg.ray)
         run = RunDir(cfg.run_dir)
-        for stage in (data, kb, index, rationales, augment):
-            stage.run(cfg, run, log=lambda m: None)
+        run_stages(cfg, run, ["augment"], log=lambda m: None)
         throughput = {}
         for w in [int(x) for x in args.workers.split(",")]:
             wcfg = load_config(None, base + [f"reranker.workers.num_workers={w}",
                                              f"reranker.workers.cpus_per_worker={max(1, 2 // w)}"])
-            m = train_reranker.run(wcfg, run, force=True, log=lambda m: None)
+            m = run_one("reranker", wcfg, run, force=True, log=lambda m: None)
             throughput[f"pairs_per_s_{w}_workers"] = round(m["extra"]["pairs_per_s"], 1)
-        model_dir = run.path(train_reranker.STAGE)
         recalls = {}
         for first in ("bm25", "dense", "hybrid"):
             ecfg = load_config(None, base + [f"reranker.first_stage={first}"])
-            gap = train_reranker.evaluate(ecfg, run, model_dir)["gold_facts"]
+            gap = reranker.evaluate(ecfg, run)["gold_facts"]
             for method, vals in gap.items():
                 recalls[method if method != "candidate_ceiling" else f"{first}_ceiling"] = vals
     result = {"architecture": args.architecture, "train_questions": len(train_qs), "eval_range": args.eval_range,

@@ -90,7 +90,7 @@ def parse_answer(text: str, options: list[str]) -> ParsedAnswer:
 
 def format_answer(letter_index: int, options: list[str]) -> str:
     """The conclusion the teacher prompt asks for ('So the answer is (B) Harlow syndrome.'), for writing
-    rationale-shaped text from annotations (benchmarks/reranker_obqa.py). Student targets end with
+    rationale-shaped text from annotations (kard_ray/teacher/annotations.py). Student targets end with
     ``kard_ray.student.formats.answer_line`` instead."""
     return f"So the answer is ({LETTERS[letter_index]}) {options[letter_index]}."
 

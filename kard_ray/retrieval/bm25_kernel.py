@@ -1,9 +1,10 @@
 """The BM25 query kernel compiled with numba: one call scores a batch of queries on one shard.
 
 Same arithmetic, in the same order, as the numpy path in ``bm25.py`` (float64, query-term order,
-no fastmath), so scores are bitwise identical; the gain is in what numpy cannot do without a pass
-over every passage: the top-k is kept in a k-sized sorted buffer while the scores are read back,
-and a query without a dense (very common) term touches only its own postings, never all N rows.
+no fastmath), so scores are bitwise identical. The gain is in what numpy cannot do without extra
+passes over every passage: a query with a dense (very common) term is scored block by block while the
+block is in cache, with the top-k kept in a k-sized sorted buffer; a query without one touches only its
+own postings, never all N rows.
 numba is optional: without it ``bm25.py`` uses its numpy path.
 """
 

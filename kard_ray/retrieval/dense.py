@@ -131,20 +131,15 @@ def write_dense_index(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) ->
     import faiss
 
     index = build_faiss(embeddings, cfg)
+    blob = faiss.serialize_index(index).tobytes()
     save_npy(f"{out_dir}/embeddings.npy", embeddings)
-    save_bytes(f"{out_dir}/faiss.index", faiss.serialize_index(index).tobytes())
+    save_bytes(f"{out_dir}/faiss.index", blob)
+    compressed = isinstance(index, faiss.IndexIVFPQ)  # a small KB falls back to flat: nothing to re-rank
     meta = {"format": "kard-dense/1", "encoder": cfg.encoder, "max_length": cfg.max_length,
             "index": type(index).__name__, "n_docs": int(embeddings.shape[0]), "dim": int(embeddings.shape[1]),
-            "refine": cfg.refine if cfg.index == "ivfpq" else 0, "index_bytes": int(index_bytes(index))}
+            "refine": cfg.refine if compressed else 0, "index_bytes": len(blob)}  # what the index holds in RAM
     save_bytes(f"{out_dir}/meta.json", json.dumps(meta, indent=1).encode())
     return meta
-
-
-def index_bytes(index) -> int:
-    """What the FAISS index holds in memory (its serialised size)."""
-    import faiss
-
-    return len(faiss.serialize_index(index))
 
 
 class DenseIndex:
@@ -179,9 +174,10 @@ class DenseIndex:
             if self.vectors is None:
                 out.append((r[:k], s[: len(r)][:k].astype(np.float64)))
                 continue
-            exact = self.vectors[np.sort(r)] @ q  # sorted rows: sequential reads of the memory map
-            order = np.lexsort((np.sort(r), -exact))[:k]
-            out.append((np.sort(r)[order], exact[order].astype(np.float64)))
+            r = np.sort(r)  # sequential reads of the memory map
+            exact = self.vectors[r] @ q
+            order = np.lexsort((r, -exact))[:k]
+            out.append((r[order], exact[order].astype(np.float64)))
         return out
 
     def search(self, query: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
