@@ -17,6 +17,7 @@ marker; a single-object PUT is atomic on S3 and GCS.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -24,7 +25,7 @@ import os
 import platform
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -39,6 +40,7 @@ from pydantic import BaseModel
 from kard_ray.config import config_hash
 
 MANIFEST = "manifest.json"
+WORK_KEY = "_work_key"  # the key a half-written, resumable stage folder belongs to
 _QUICK_HASH_LIMIT = 64 * 1024 * 1024  # files above this are fingerprinted by size + head + tail
 
 
@@ -92,21 +94,59 @@ def fingerprint_path(uri: str) -> str:
     return "dir-sha256:" + h.hexdigest()
 
 
-def save_bytes(uri: str, data: bytes) -> None:
-    """Write a whole file to a local path or URI (parent folders created)."""
+@contextlib.contextmanager
+def open_atomic(uri: str) -> Iterator[Any]:
+    """A writable stream whose file appears whole or not at all: a temporary file renamed into place on
+    local disk; on object stores the upload itself (multipart for large files, committed when it closes).
+    Writing in pieces streams: nothing needs the whole file in memory."""
     fs, path = resolve_fs(uri)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as f:
+    if not isinstance(fs, pafs.LocalFileSystem):
+        with fs.open_output_stream(path) as f:
+            yield f
+        return
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_bytes(uri: str, data: bytes) -> None:
+    """Write a whole file to a local path or URI (parent folders created)."""
+    with open_atomic(uri) as f:
         f.write(data)
 
 
 def save_npy(uri: str, array: Any) -> None:
-    """np.save to a local path or URI; local .npy files can then be memory-mapped."""
+    """np.save to a local path or URI, streamed in 16 MiB pieces; local .npy files can be memory-mapped."""
     import numpy as np
 
-    buf = io.BytesIO()
-    np.save(buf, array)
-    save_bytes(uri, buf.getbuffer())
+    with open_atomic(uri) as f:
+        np.save(f, np.ascontiguousarray(array))
+
+
+def delete_path(uri: str) -> None:
+    """Remove a file or folder at a path or URI; nothing there is fine."""
+    _delete(*resolve_fs(uri))
+
+
+def _delete(fs: pafs.FileSystem, path: str) -> None:
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif info.type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
+def upload_file(local_path: str, uri: str, piece: int = 8 << 20) -> None:
+    """Copy a local file to a path or URI piece by piece (a multipart upload on object stores)."""
+    with open(local_path, "rb") as src, open_atomic(uri) as dst:
+        while chunk := src.read(piece):
+            dst.write(chunk)
 
 
 def local_copy(uri: str, cache_root: str | None = None) -> str:
@@ -178,12 +218,7 @@ class RunDir:
         return p
 
     def delete(self, *parts: str) -> None:
-        p = self.path(*parts)
-        info = self.fs.get_file_info(p)
-        if info.type == pafs.FileType.Directory:
-            self.fs.delete_dir(p)
-        elif info.type == pafs.FileType.File:
-            self.fs.delete_file(p)
+        _delete(self.fs, self.path(*parts))
 
     # ---- atomic small files
     def write_bytes(self, rel: str, data: bytes, durable: bool = True) -> None:
@@ -255,6 +290,11 @@ class RunDir:
         ]
 
 
+def _resumable(run: RunDir, name: str, key: str) -> bool:
+    """Whether a stage folder left by an interrupted run was written under this key."""
+    return run.exists(name, WORK_KEY) and run.read_bytes(f"{name}/{WORK_KEY}").decode() == key
+
+
 def stage_key(config_parts: Iterable[Any], inputs: Mapping[str, str]) -> str:
     return config_hash(list(config_parts), dict(sorted(inputs.items())))
 
@@ -275,7 +315,7 @@ def run_stage(
 
     ``inputs`` maps names to file/folder URIs, fingerprinted by content; ``upstream`` names
     earlier stages whose manifest keys become part of this stage's key. ``clean=False`` keeps
-    a half-written stage folder so a body that checkpoints (teacher cache, training) resumes.
+    a half-written stage folder, under the same key only, so a body that checkpoints resumes.
     """
     fingerprints: dict[str, str] = {k: fingerprint_path(v) for k, v in (inputs or {}).items()}
     for up in upstream:
@@ -292,12 +332,15 @@ def run_stage(
 
     # Uncommit first: from here until the new manifest lands, the stage reads as unfinished.
     run.delete(name, MANIFEST)
-    if clean:
+    if clean or force or not _resumable(run, name, key):
         run.delete(name)
     run.makedirs(name)
+    if not clean:  # what is kept of an interrupted run is reused only under the same key
+        run.write_text(f"{name}/{WORK_KEY}", key)
     started = time.time()
     result = body(run)
     finished = time.time()
+    run.delete(name, WORK_KEY)
     manifest = {
         "stage": name,
         "key": key,

@@ -96,6 +96,8 @@ class KBConfig(Section):
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     dedupe: bool = True
     on_malformed: Literal["error", "skip"] = "error"
+    part_rows: int = Field(65_536, ge=1, description="Passages per output part and Arrow shard (the unit of "
+                           "parallel writing and of resuming); rows and pids do not depend on it.")
     question_facts: bool = Field(
         False, description="Add the annotated facts of every question file in data.train/dev/test (whole files, "
         "deduplicated) as passages: StrategyQA's facts, OBQA's fact1.")
@@ -112,6 +114,8 @@ class BM25Config(Section):
     stopwords: Literal["none", "english"] = "english"
     stemming: bool = False
     shards: int = Field(1, ge=1)
+    shard_rows: int = Field(1_000_000, ge=1, description="At most this many passages per shard: a bigger KB gets "
+                            "more shards, so each build task's memory stays bounded.")
 
 
 class DenseConfig(Section):

@@ -1,12 +1,26 @@
-"""FAISS index kinds over stored vectors: the compressed IVF-PQ index re-ranks exactly from disk."""
+"""FAISS index kinds over stored vectors (the compressed IVF-PQ index re-ranks exactly from disk), and the
+KB embedded at scale: actor-written part files, resumed part by part, streamed into one memory map."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pyarrow as pa
 import pytest
 
+from kard_ray.artifacts import save_npy
 from kard_ray.config import DenseConfig
-from kard_ray.retrieval.dense import DenseIndex, write_dense_index
+from kard_ray.retrieval.dense import (
+    DenseIndex,
+    Encoder,
+    build_dense_index,
+    encode_parts,
+    index_parts,
+    part_name,
+    write_dense_index,
+)
+from kard_ray.retrieval.passages import PassageStore, write_passage_store
 
 
 def _clustered(n: int, d: int = 64, seed: int = 0) -> np.ndarray:
@@ -43,3 +57,61 @@ def test_ivfpq_needs_pq_m_to_divide_the_dimension(tmp_path):
     with pytest.raises(ValueError, match="must divide"):
         write_dense_index(_clustered(2000, d=60), DenseConfig(index="ivfpq", pq_m=16, ivf_lists=16,
                                                               train_sample=1000), str(tmp_path / "x"))
+
+
+def test_index_parts_streams_parts_into_the_same_index_as_in_memory_vectors(tmp_path):
+    """Parts -> one memory-mappable embeddings.npy -> FAISS from the memory map: the very index (bytes and
+    meta) that write_dense_index builds from the array in memory; the parts are gone afterwards."""
+    vecs = _clustered(3000)
+    cfg = DenseConfig(index="ivfpq", ivf_lists=32, nprobe=8, pq_m=16, train_sample=1000)
+    ranges = [(0, 1000), (1000, 2500), (2500, 3000)]
+    out = tmp_path / "streamed"
+    for start, end in ranges:
+        save_npy(str(out / "parts" / part_name(start)), vecs[start:end])
+    meta = index_parts(ranges, cfg, str(out))
+    assert meta == write_dense_index(vecs, cfg, str(tmp_path / "in_memory"))
+    assert meta["index"] == "IndexIVFPQ" and meta["n_docs"] == 3000 and meta["refine"] == cfg.refine
+    assert (out / "faiss.index").read_bytes() == (tmp_path / "in_memory" / "faiss.index").read_bytes()
+    np.testing.assert_array_equal(np.load(out / "embeddings.npy", mmap_mode="r"), vecs)
+    assert sorted(os.listdir(out)) == ["embeddings.npy", "faiss.index", "meta.json"]
+    rows, scores = DenseIndex(str(out), encoder=object()).search_vectors(vecs[:1], 5)[0]
+    assert rows[0] == 0 and scores[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_index_parts_rejects_a_part_of_the_wrong_size(tmp_path):
+    save_npy(str(tmp_path / "parts" / part_name(0)), _clustered(10))
+    with pytest.raises(ValueError, match="expected"):
+        index_parts([(0, 12)], DenseConfig(), str(tmp_path))
+
+
+def _passage_store(path, n_rows: int, first_shard: int) -> list[str]:
+    """A two-shard store whose texts differ in length (so length-sorted batches reorder them)."""
+    texts = [f"passage {i} about " + "rivers and towns " * (i % 13) for i in range(n_rows)]
+    path.mkdir()
+    for name, rows in (("shard-00000.arrow", range(first_shard)), ("shard-00001.arrow", range(first_shard, n_rows))):
+        write_passage_store(pa.table({"pid": [f"p{i}" for i in rows], "text": [texts[i] for i in rows]}),
+                            str(path / name))
+    return texts
+
+
+@pytest.mark.ray
+def test_build_dense_index_encodes_the_store_in_row_order_and_resumes_by_part(ray_session, tmp_path):
+    arrow = tmp_path / "passages.arrow"
+    texts = _passage_store(arrow, 300, first_shard=170)
+    assert PassageStore(str(arrow)).text_range(0, 300) == texts
+    cfg = DenseConfig(batch_size=2, max_length=32)  # 128 rows a part: 3 parts, one across the shard boundary
+    out = tmp_path / "dense"
+    ranges = encode_parts(str(arrow), len(texts), cfg, str(out))
+    assert ranges == [(0, 128), (128, 256), (256, 300)]
+    parts = {s: out / "parts" / part_name(s) for s, _ in ranges}
+    before = {s: p.stat().st_mtime_ns for s, p in parts.items()}
+    parts[128].unlink()  # a build killed before this part was written
+    encode_parts(str(arrow), len(texts), cfg, str(out))
+    assert parts[128].exists()
+    assert {s: p.stat().st_mtime_ns for s, p in parts.items() if s != 128} == {0: before[0], 256: before[256]}
+
+    meta = build_dense_index(str(arrow), len(texts), cfg, str(out))  # every part present: nothing re-encoded
+    expected = Encoder(cfg.encoder, cfg.max_length).encode(texts)
+    stored = np.load(out / "embeddings.npy", mmap_mode="r")
+    assert stored.shape == (300, meta["dim"]) and np.abs(stored - expected).max() < 1e-5
+    assert meta["index"] == "IndexFlatIP" and meta["n_docs"] == 300 and not (out / "parts").exists()

@@ -10,7 +10,8 @@ from kard_ray.config import TeacherConfig
 from kard_ray.data.kb_sources import folder_doc_id, load_documents
 from kard_ray.data.schema import Question, render_options
 from kard_ray.evaluation.metrics import hit_rate, recall_at
-from kard_ray.kb.ingest import ReadDocuments, expand_sources
+from kard_ray.data.records import ReadReport
+from kard_ray.kb.ingest import expand_sources, source_documents
 from kard_ray.reranker.evaluate import recall
 from kard_ray.reranker.model import query_text
 from kard_ray.retrieval.dense import mean_pool
@@ -60,13 +61,13 @@ def test_folder_doc_id_is_the_relative_path():
 
 
 def test_same_named_files_get_distinct_ids_in_check_and_build(tmp_path):
-    """``kard data check --kb`` (load_documents) and ``kard kb build`` (expand_sources + ReadDocuments,
-    the part of the build before Ray Data chunks) give a folder's files the same unique documents."""
+    """``kard data check --kb`` (load_documents) and ``kard kb build`` (expand_sources + source_documents,
+    the part of the build before chunking) give a folder's files the same unique documents."""
     kb = _two_a_txt(tmp_path)
     checked, _ = load_documents(str(kb))
     sources = expand_sources([str(kb)], "auto")
-    batch = {k: [s[k] for s in sources] for k in ("path", "format", "file_idx", "doc_id")}
-    built = [row for t in ReadDocuments("error")(batch) for row in t.to_pylist() if row["doc_id"]]
+    built = [{"doc_id": d, "title": t, "text": x} for s in sources
+             for d, t, x in source_documents(s["path"], s["format"], s["doc_id"], "error", ReadReport(s["path"]))]
     expected = [("notes.md", "Notes"), ("x/a.txt", "a"), ("y/a.txt", "a")]
     assert [(d.id, d.title) for d in checked] == expected
     assert [(r["doc_id"], r["title"]) for r in built] == expected

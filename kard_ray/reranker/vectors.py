@@ -1,9 +1,9 @@
 """Passage vectors for a bi-encoder reranker: the whole KB embedded once with the trained encoder.
 
 A bi-encoder scores ``scale * cos(query, passage)``; the passage side does not depend on the query, so
-it is computed once per KB (Ray Data actor pool, written as ``reranker/index/``: ``embeddings.npy``
-memory-mapped at query time, plus a flat FAISS index that makes the trained encoder a first stage,
-``reranker.first_stage: reranker``). Reranking then costs one query encoding per hop and a dot product.
+it is computed once per KB (Ray Data actor pool over the passage store, written as ``reranker/index/``:
+``embeddings.npy`` memory-mapped at query time, plus a flat FAISS index that makes the trained encoder a
+first stage, ``reranker.first_stage: reranker``). Reranking then costs one query encoding per hop and a dot product.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ def encoder_config(model_dir: str, max_length: int) -> DenseConfig:
     return DenseConfig(encoder=model_dir, max_length=max_length, index="flat")
 
 
-def build_passage_vectors(passages_uri: str, model_dir: str, max_length: int, out_uri: str) -> dict:
-    """Embed every passage (row order) with the trained encoder and write the index folder."""
-    from kard_ray.retrieval.dense import embed_passages_with_ray, write_dense_index
+def build_passage_vectors(passages_arrow_uri: str, model_dir: str, max_length: int, out_uri: str) -> dict:
+    """Embed every passage of the store (row order) with the trained encoder and write the index folder."""
+    from kard_ray.artifacts import local_copy
+    from kard_ray.retrieval.dense import build_dense_index
+    from kard_ray.retrieval.passages import PassageStore
 
-    cfg = encoder_config(model_dir, max_length)
-    return write_dense_index(embed_passages_with_ray(passages_uri, cfg), cfg, out_uri)
+    n_rows = len(PassageStore(local_copy(passages_arrow_uri)))
+    return build_dense_index(passages_arrow_uri, n_rows, encoder_config(model_dir, max_length), out_uri)
 
 
 def load_passage_vectors(index_dir: str) -> np.ndarray | None:

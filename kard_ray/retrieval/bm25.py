@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kard_ray.artifacts import save_bytes, save_npy
+import pyarrow.fs as pafs
+
+from kard_ray.artifacts import delete_path, local_copy, resolve_fs, save_bytes, save_npy
 from kard_ray.retrieval.tokenizer import Tokenizer
 
 DENSE_SHARE = 1 / 6  # a term in more than this share of a shard's passages is stored as a dense row
@@ -145,16 +147,65 @@ def write_shard(counts: ShardCounts, local_to_global: np.ndarray, idf: np.ndarra
 # --------------------------------------------------------------------------- build
 
 
-def shard_bounds(n_rows: int, shards: int) -> list[tuple[int, int]]:
+def shard_bounds(n_rows: int, shards: int, shard_rows: int | None = None) -> list[tuple[int, int]]:
+    """Row ranges of ``shards`` shards, more when needed so that none exceeds ``shard_rows`` rows."""
+    if shard_rows:
+        shards = max(shards, -(-n_rows // shard_rows))
     shards = max(1, min(shards, n_rows))
     edges = np.linspace(0, n_rows, shards + 1).astype(int)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def _phase1(texts_of: Callable[[int, int], list[str]], start: int, end: int, tokenizer: Tokenizer):
-    counts = count_terms(texts_of(start, end), tokenizer)
-    summary = (counts.vocab, counts.df, int(counts.doc_len.sum()), len(counts.doc_len))
-    return summary, counts
+Summary = tuple[list[str], np.ndarray, int, int]  # local vocabulary, its df, total tokens, documents
+_COUNT_ARRAYS = ("df", "doc_len", "doc", "term", "tf")
+
+
+def save_counts(counts: ShardCounts, uri: str) -> None:
+    """Phase-1 output on disk (the run dir), so it neither waits in memory nor is lost with a killed build;
+    ``vocab.json`` is written last and marks it complete."""
+    for name in _COUNT_ARRAYS:
+        save_npy(f"{uri}/{name}.npy", getattr(counts, name))
+    save_bytes(f"{uri}/vocab.json", json.dumps(counts.vocab).encode())
+
+
+def load_counts(uri: str) -> ShardCounts | None:
+    """A shard's saved phase-1 output, memory-mapped; None when it was not completed."""
+    path = local_copy(uri) if "://" in uri else uri
+    if not os.path.exists(f"{path}/vocab.json"):
+        return None
+    arrays = {n: np.load(f"{path}/{n}.npy", mmap_mode="r") for n in _COUNT_ARRAYS}
+    return ShardCounts(vocab=json.loads(Path(f"{path}/vocab.json").read_text(encoding="utf-8")), **arrays)
+
+
+def _summary(counts: ShardCounts) -> Summary:
+    return counts.vocab, np.asarray(counts.df), int(counts.doc_len.sum()), len(counts.doc_len)
+
+
+def _phase1(texts_of: Callable[[int, int], list[str]], start: int, end: int, tokenizer: Tokenizer,
+            counts_uri: str | None = None):
+    """Count one shard's terms; with ``counts_uri`` saved there (and reused if a killed build saved them)."""
+    counts = load_counts(counts_uri) if counts_uri else None
+    resumed = counts is not None
+    if counts is None:
+        counts = count_terms(texts_of(start, end), tokenizer)
+        if counts_uri:
+            save_counts(counts, counts_uri)
+    return _summary(counts), (counts_uri or counts), resumed
+
+
+def _phase3(counts: ShardCounts | str, local_to_global: np.ndarray, idf: np.ndarray, avgdl: float,
+            params: BM25Params, out_dir: str) -> int:
+    """Write one shard's weights (from counts in memory or saved by phase 1); ``done.json`` marks it."""
+    done = f"{out_dir}/done.json"
+    fs, path = resolve_fs(done)
+    if fs.get_file_info(path).type == pafs.FileType.File:  # written before a kill: same inputs, same bytes
+        with fs.open_input_stream(path) as f:
+            return int(json.loads(f.read())["postings"])
+    if isinstance(counts, str):
+        counts = load_counts(counts)
+    nnz = write_shard(counts, local_to_global, idf, avgdl, params, out_dir)
+    save_bytes(done, json.dumps({"postings": nnz}).encode())
+    return nnz
 
 
 def build_bm25_index(
@@ -165,31 +216,34 @@ def build_bm25_index(
     params: BM25Params = BM25Params(),
     shards: int = 1,
     use_ray: bool = False,
+    shard_rows: int | None = None,
 ) -> dict:
     """Build an index of rows [0, n_rows); ``texts_of(start, end)`` returns those rows' texts.
 
-    With ``use_ray`` each shard's phases 1 and 3 run as Ray tasks (texts_of must then be
-    serialisable, e.g. a function reading a file), and only vocabularies reach the driver.
+    With ``use_ray`` each shard's phases 1 and 3 run as Ray tasks (texts_of must then be serialisable,
+    e.g. a function reading the passage store), phase-1 counts go to ``out_dir/_counts`` rather than the
+    object store, and only vocabularies reach the driver. A build killed midway resumes from what the
+    counts and the finished shards (``done.json``) hold. ``shard_rows`` caps a shard's size, and so each
+    task's memory, whatever the KB's size.
     """
-    bounds = shard_bounds(n_rows, shards)
+    bounds = shard_bounds(n_rows, shards, shard_rows)
     shard_dirs = [f"{out_dir}/shard-{i:05d}" for i in range(len(bounds))]
     if use_ray:
         import ray
 
         # max_calls=1: each worker exits after its shard, so its peak heap is returned to the OS.
-        p1 = ray.remote(num_returns=2, max_calls=1)(_phase1)
-        refs = [p1.remote(texts_of, a, b, tokenizer) for a, b in bounds]
-        summaries = ray.get([r[0] for r in refs])
-        stats, maps = merge_stats(summaries, params.epsilon)
+        p1 = ray.remote(max_calls=1)(_phase1)
+        results = ray.get([p1.remote(texts_of, a, b, tokenizer, f"{out_dir}/_counts/shard-{i:05d}")
+                           for i, (a, b) in enumerate(bounds)])
+        stats, maps = merge_stats([r[0] for r in results], params.epsilon)
         idf_ref = ray.put(stats.idf)
-        p3 = ray.remote(max_calls=1)(write_shard)
+        p3 = ray.remote(max_calls=1)(_phase3)
         nnz = ray.get([p3.remote(r[1], m, idf_ref, stats.avgdl, params, d)
-                       for r, m, d in zip(refs, maps, shard_dirs)])
+                       for r, m, d in zip(results, maps, shard_dirs)])
     else:
         results = [_phase1(texts_of, a, b, tokenizer) for a, b in bounds]
         stats, maps = merge_stats([r[0] for r in results], params.epsilon)
-        nnz = [write_shard(r[1], m, stats.idf, stats.avgdl, params, d)
-               for r, m, d in zip(results, maps, shard_dirs)]
+        nnz = [_phase3(r[1], m, stats.idf, stats.avgdl, params, d) for r, m, d in zip(results, maps, shard_dirs)]
     save_npy(f"{out_dir}/idf.npy", stats.idf)
     save_bytes(f"{out_dir}/vocab.json", json.dumps(list(stats.vocab)).encode())
     save_bytes(f"{out_dir}/tokenizer.json", tokenizer.to_json().encode())
@@ -201,8 +255,10 @@ def build_bm25_index(
         "vocab_size": len(stats.vocab),
         "postings": int(sum(nnz)),
         "shards": [{"dir": os.path.basename(d), "start": a, "end": b} for d, (a, b) in zip(shard_dirs, bounds)],
+        "shards_resumed": sum(r[2] for r in results),  # counted before a kill, not tokenised again
     }
     save_bytes(f"{out_dir}/meta.json", json.dumps(meta, indent=1).encode())
+    delete_path(f"{out_dir}/_counts")
     return meta
 
 

@@ -1,21 +1,30 @@
 """Dense retrieval: a sentence encoder (mean-pooled, L2-normalised) and a FAISS inner-product index.
 
-Passage embeddings are computed by a Ray Data actor pool (GPU when present) and kept as a
-memory-mappable ``embeddings.npy`` beside the FAISS index, so the index can be rebuilt with other
-settings without re-encoding.
+Passage embeddings are computed by a Ray Data actor pool (GPU when present): each actor reads its own row
+ranges of the passage store and writes them as part files, so no text or vector passes through the driver.
+The parts are streamed into a memory-mappable ``embeddings.npy`` beside the FAISS index (built from that
+memory map), so the index can be rebuilt with other settings without re-encoding, and a killed build
+resumes at the first missing part.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-from collections.abc import Sequence
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from kard_ray.artifacts import save_bytes, save_npy
+from kard_ray.artifacts import resolve_fs, save_bytes, save_npy, upload_file
 from kard_ray.config import DenseConfig
 from kard_ray.models import resolve_model, safe_load_kwargs
+
+PART_BATCHES = 64  # encoder batches per part file (and per actor call): 8192 rows at the default batch size
+ADD_ROWS = 65_536  # vectors handed to FAISS at a time, read from the memory map
 
 
 def mean_pool(hidden, mask):
@@ -28,17 +37,23 @@ def mean_pool(hidden, mask):
 
 
 def embed(model, tokenizer, texts: Sequence[str], max_length: int, device, batch_size: int = 64) -> np.ndarray:
-    """Unit vectors of ``texts`` (float32), batch by batch: dense retrieval and the bi-encoder reranker's
-    queries and stored passages are all embedded here, so they agree to rounding."""
+    """Unit vectors of ``texts`` (float32, in their order): dense retrieval and the bi-encoder reranker's
+    queries and stored passages are all embedded here, so they agree to rounding. Batches are cut from the
+    texts sorted longest first (as sentence-transformers does), so they carry little padding."""
     import torch
 
-    out = []
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    out: np.ndarray | None = None
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
-            enc = tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True, max_length=max_length,
+            rows = order[i : i + batch_size]
+            enc = tokenizer([texts[j] for j in rows], padding=True, truncation=True, max_length=max_length,
                             return_tensors="pt").to(device)
-            out.append(mean_pool(model(**enc).last_hidden_state.float(), enc["attention_mask"]).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size), np.float32)
+            vectors = mean_pool(model(**enc).last_hidden_state.float(), enc["attention_mask"]).cpu().numpy()
+            if out is None:
+                out = np.empty((len(texts), vectors.shape[1]), np.float32)
+            out[rows] = vectors
+    return out if out is not None else np.zeros((0, model.config.hidden_size), np.float32)
 
 
 class Encoder:
@@ -61,85 +76,201 @@ class Encoder:
         return embed(self.model, self.tokenizer, texts, self.max_length, self.device, batch_size)
 
 
-class EmbedBatch:
-    """Ray Data actor: one encoder per actor, reused across batches."""
+# --------------------------------------------------------------------------- KB embedding as part files
 
-    def __init__(self, model: str, max_length: int, batch_size: int):
+
+def part_name(start: int) -> str:
+    return f"emb-{start:012d}.npy"
+
+
+def part_ranges(n_rows: int, cfg: DenseConfig) -> list[tuple[int, int]]:
+    """The [start, end) row ranges, one per part file and per actor call."""
+    step = cfg.batch_size * PART_BATCHES
+    return [(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]
+
+
+class EncodeRanges:
+    """Ray Data actor: one encoder per actor; each call reads its row ranges' texts from the passage store
+    and writes their vectors as one part file per range, returning only the ranges."""
+
+    def __init__(self, arrow_uri: str, parts_uri: str, model: str, max_length: int, batch_size: int):
         from kard_ray.runtime import use_assigned_cores
 
         use_assigned_cores()
+        self.arrow_uri, self.parts_uri, self.batch_size = arrow_uri, parts_uri, batch_size
         self.encoder = Encoder(model, max_length)
-        self.batch_size = batch_size
 
     def __call__(self, batch: dict) -> dict:
-        return {"embedding": self.encoder.encode(list(batch["text"]), self.batch_size)}
+        from kard_ray.retrieval.passages import read_text_range
+
+        for start, end in zip(batch["start"].tolist(), batch["end"].tolist()):
+            texts = read_text_range(self.arrow_uri, start, end)
+            save_npy(f"{self.parts_uri}/{part_name(start)}", self.encoder.encode(texts, self.batch_size))  # atomic
+        return batch
 
 
-def embed_passages_with_ray(passages_uri: str, cfg: DenseConfig, use_gpu: bool = False) -> np.ndarray:
-    """Embeddings of every passage, in row order, computed by an actor pool."""
-    import ray
+def _written_parts(parts_uri: str) -> set[str]:
+    import pyarrow.fs as pafs
 
-    ctx = ray.data.DataContext.get_current()
-    previous = ctx.execution_options.preserve_order
-    ctx.execution_options.preserve_order = True  # embeddings must come back in row order
-    try:
-        return _embed_in_order(passages_uri, cfg, use_gpu)
-    finally:
-        ctx.execution_options.preserve_order = previous  # do not change other pipelines of this driver
+    fs, path = resolve_fs(parts_uri)
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    return {i.base_name for i in infos if i.type == pafs.FileType.File}
 
 
-def _embed_in_order(passages_uri: str, cfg: DenseConfig, use_gpu: bool) -> np.ndarray:
+def encode_parts(passages_arrow_uri: str, n_rows: int, cfg: DenseConfig, out_dir: str,
+                 use_gpu: bool = False) -> list[tuple[int, int]]:
+    """Encode every range of rows whose part file ``out_dir/parts/emb-<start>.npy`` is missing (parts are
+    written atomically, so one that exists is complete: a killed build resumes); returns all ranges."""
+    ranges = part_ranges(n_rows, cfg)
+    parts_uri = f"{out_dir}/parts"
+    written = _written_parts(parts_uri)
+    todo = [r for r in ranges if part_name(r[0]) not in written]
+    if todo:
+        _encode_on_ray(passages_arrow_uri, todo, cfg, parts_uri, use_gpu)
+        written = _written_parts(parts_uri)
+    missing = [s for s, _ in ranges if part_name(s) not in written]
+    if missing:
+        raise RuntimeError(f"{len(missing)} embedding parts were not written (first rows: {missing[:3]})")
+    return ranges
+
+
+def _encode_on_ray(arrow_uri: str, ranges: list[tuple[int, int]], cfg: DenseConfig, parts_uri: str,
+                   use_gpu: bool) -> None:
     import ray
 
     from kard_ray.runtime import cores_per_worker, is_embedded
 
-    ds = ray.data.read_parquet(passages_uri, columns=["text"])
-    ds = ds.map_batches(EmbedBatch, fn_constructor_kwargs={"model": cfg.encoder, "max_length": cfg.max_length,
-                                                           "batch_size": cfg.batch_size},
-                        compute=ray.data.ActorPoolStrategy(size=cfg.actors), batch_size=cfg.batch_size * 4,
-                        batch_format="numpy", num_gpus=1 if use_gpu else 0,
-                        num_cpus=cores_per_worker(None, cfg.actors, is_embedded()))
-    chunks = [b["embedding"] for b in ds.iter_batches(batch_size=None, batch_format="numpy")]
-    return np.concatenate(chunks).astype(np.float32)
+    ds = ray.data.from_items([{"start": s, "end": e} for s, e in ranges])
+    ds = ds.map_batches(EncodeRanges, fn_constructor_kwargs={"arrow_uri": arrow_uri, "parts_uri": parts_uri,
+                                                             "model": cfg.encoder, "max_length": cfg.max_length,
+                                                             "batch_size": cfg.batch_size},
+                        compute=ray.data.ActorPoolStrategy(size=cfg.actors), batch_size=1, batch_format="numpy",
+                        num_gpus=1 if use_gpu else 0, num_cpus=cores_per_worker(None, cfg.actors, is_embedded()))
+    ds.take_all()  # (start, end) records only: the vectors are in the part files
+
+
+def _read_npy(fs, path: str) -> np.ndarray:
+    with fs.open_input_file(path) as f:
+        return np.load(io.BytesIO(f.read()))
+
+
+def concat_parts(parts_uri: str, ranges: list[tuple[int, int]], path: str) -> None:
+    """One float32 ``.npy`` of shape (rows, dim) at local ``path``, written part by part in row order, so
+    at most one part is in memory; every part must hold exactly its range's rows."""
+    fs, parts_dir = resolve_fs(parts_uri)
+    dim = 0
+    with open(path, "wb") as f:
+        for start, end in ranges:
+            part = _read_npy(fs, f"{parts_dir}/{part_name(start)}")
+            if not dim:
+                dim = part.shape[1]
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
+                          "shape": (ranges[-1][1], dim)}
+                np.lib.format.write_array_header_1_0(f, header)
+            if part.shape != (end - start, dim):
+                raise ValueError(f"{part_name(start)} holds {part.shape}, expected {(end - start, dim)}")
+            f.write(np.ascontiguousarray(part, "<f4").data)
+
+
+@contextlib.contextmanager
+def _local_target(uri: str) -> Iterator[str]:
+    """A local file to write ``uri``'s content in, which becomes ``uri`` only when the block succeeds:
+    renamed into place on local disk, uploaded from a temporary folder to an object store."""
+    import pyarrow.fs as pafs
+
+    fs, path = resolve_fs(uri)
+    if not isinstance(fs, pafs.LocalFileSystem):
+        with tempfile.TemporaryDirectory(prefix="kard-dense-") as tmp:
+            local = os.path.join(tmp, os.path.basename(path))
+            yield local
+            upload_file(local, uri)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.partial"  # a fixed name: a killed build's leftover is overwritten, not accumulated
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def index_parts(ranges: list[tuple[int, int]], cfg: DenseConfig, out_dir: str) -> dict:
+    """``embeddings.npy`` streamed from ``out_dir/parts``, FAISS built from its memory map, then the parts
+    deleted (last: until the index is written they are the build's checkpoint)."""
+    if not ranges:
+        raise ValueError("no passages to embed")
+    with _local_target(f"{out_dir}/embeddings.npy") as path:
+        concat_parts(f"{out_dir}/parts", ranges, path)
+        index = build_faiss(np.load(path, mmap_mode="r"), cfg)
+    meta = save_index(index, cfg, out_dir)
+    fs, parts_dir = resolve_fs(f"{out_dir}/parts")
+    fs.delete_dir(parts_dir)
+    return meta
+
+
+def build_dense_index(passages_arrow_uri: str, n_rows: int, cfg: DenseConfig, out_dir: str,
+                      use_gpu: bool = False) -> dict:
+    """The KB's dense index folder (embeddings.npy, faiss.index, meta.json) from the passage store, at any
+    scale: vectors go actor -> part files -> one file, never through the driver's memory."""
+    return index_parts(encode_parts(passages_arrow_uri, n_rows, cfg, out_dir, use_gpu), cfg, out_dir)
+
+
+# --------------------------------------------------------------------------- FAISS
+
+
+def _empty_index(n: int, d: int, cfg: DenseConfig):
+    import faiss
+
+    if cfg.index == "flat" or n < 1000:
+        return faiss.IndexFlatIP(d)
+    if cfg.index == "hnsw":
+        return faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    nlist = max(1, min(cfg.ivf_lists, n // 39))
+    quantizer = faiss.IndexFlatIP(d)
+    if cfg.index == "ivf":
+        return faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    if d % cfg.pq_m:
+        raise ValueError(f"retrieval.dense.pq_m ({cfg.pq_m}) must divide the embedding size ({d})")
+    return faiss.IndexIVFPQ(quantizer, d, nlist, cfg.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
 
 
 def build_faiss(embeddings: np.ndarray, cfg: DenseConfig):
+    """The configured index over ``embeddings`` (an array or a memory map): IVF kinds train on a sample,
+    and vectors are added ``ADD_ROWS`` at a time, so a memory-mapped KB is never read into RAM whole."""
     import faiss
 
     n, d = embeddings.shape
-    if cfg.index == "flat" or n < 1000:
-        index = faiss.IndexFlatIP(d)
-    elif cfg.index in ("ivf", "ivfpq"):
-        nlist = max(1, min(cfg.ivf_lists, n // 39))
-        quantizer = faiss.IndexFlatIP(d)
-        if cfg.index == "ivf":
-            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        else:
-            if d % cfg.pq_m:
-                raise ValueError(f"retrieval.dense.pq_m ({cfg.pq_m}) must divide the embedding size ({d})")
-            index = faiss.IndexIVFPQ(quantizer, d, nlist, cfg.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
-        sample = np.sort(np.random.default_rng(0).permutation(n)[: max(cfg.train_sample, nlist * 39)])
-        index.train(np.ascontiguousarray(embeddings[sample]))
-        index.nprobe = min(nlist, cfg.nprobe)
-    else:
-        index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-    index.add(embeddings)
+    index = _empty_index(n, d, cfg)
+    if isinstance(index, faiss.IndexIVF):
+        size = min(n, max(cfg.train_sample, index.nlist * 39))
+        sample = np.sort(np.random.default_rng(0).choice(n, size=size, replace=False))
+        index.train(np.ascontiguousarray(embeddings[sample], np.float32))
+        index.nprobe = min(index.nlist, cfg.nprobe)
+    for i in range(0, n, ADD_ROWS):
+        index.add(np.ascontiguousarray(embeddings[i : i + ADD_ROWS], np.float32))
     return index
 
 
-def write_dense_index(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) -> dict:
+def save_index(index, cfg: DenseConfig, out_dir: str) -> dict:
+    """``faiss.index`` (written to a local file, then renamed or uploaded) and ``meta.json``."""
     import faiss
 
-    index = build_faiss(embeddings, cfg)
-    blob = faiss.serialize_index(index).tobytes()
-    save_npy(f"{out_dir}/embeddings.npy", embeddings)
-    save_bytes(f"{out_dir}/faiss.index", blob)
+    with _local_target(f"{out_dir}/faiss.index") as path:
+        faiss.write_index(index, path)
+        index_bytes = os.path.getsize(path)  # what the index holds in RAM
     compressed = isinstance(index, faiss.IndexIVFPQ)  # a small KB falls back to flat: nothing to re-rank
     meta = {"format": "kard-dense/1", "encoder": cfg.encoder, "max_length": cfg.max_length,
-            "index": type(index).__name__, "n_docs": int(embeddings.shape[0]), "dim": int(embeddings.shape[1]),
-            "refine": cfg.refine if compressed else 0, "index_bytes": len(blob)}  # what the index holds in RAM
+            "index": type(index).__name__, "n_docs": int(index.ntotal), "dim": int(index.d),
+            "refine": cfg.refine if compressed else 0, "index_bytes": index_bytes}
     save_bytes(f"{out_dir}/meta.json", json.dumps(meta, indent=1).encode())
     return meta
+
+
+def write_dense_index(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) -> dict:
+    """The index folder for vectors already in memory (small KBs, benchmarks)."""
+    save_npy(f"{out_dir}/embeddings.npy", embeddings)
+    return save_index(build_faiss(embeddings, cfg), cfg, out_dir)
 
 
 class DenseIndex:

@@ -1,18 +1,44 @@
-"""Random access to passage texts without loading the KB: an Arrow IPC file, memory-mapped."""
+"""Random access to passage texts without loading the KB: Arrow IPC shards, memory-mapped.
+
+``kb/passages.arrow`` is a folder of ``shard-NNNNN.arrow`` files whose rows, in shard-name order, are the
+KB's rows (run directories from before streaming KBs hold one ``passages.arrow`` file; both open here).
+A process holds only the pages it touches, so a 10M-passage store costs its page cache, not its heap.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import pyarrow as pa
 
+SHARD_GLOB = "shard-*.arrow"
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}.arrow"
+
+
+def shard_paths(path: str) -> list[str]:
+    """The store's files in row order: the file itself, or a folder's shards by name."""
+    if not os.path.isdir(path):
+        return [path]
+    return [os.path.join(path, n) for n in sorted(os.listdir(path)) if n.startswith("shard-") and n.endswith(".arrow")]
+
+
+def _open(path: str) -> pa.Table:
+    return pa.ipc.open_file(pa.memory_map(path, "r")).read_all()
+
 
 class PassageStore:
-    """Rows of ``kb/passages.arrow`` by integer row number; pages are read on demand by the OS."""
+    """Rows of the passage store by integer row number; pages are read on demand by the OS."""
 
     def __init__(self, path: str):
         self.path = path
-        self.table = pa.ipc.open_file(pa.memory_map(path, "r")).read_all()
+        tables = [_open(p) for p in shard_paths(path)]
+        if not tables:
+            raise FileNotFoundError(f"no passage shards in {path}")
+        self.table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]  # zero-copy: chunks stay mapped
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -23,7 +49,19 @@ class PassageStore:
     def pids(self, rows: Sequence[int]) -> list[str]:
         return self.table["pid"].take(pa.array(rows, pa.int64())).to_pylist()
 
+    def text_range(self, start: int, end: int) -> list[str]:
+        return self.table["text"].slice(start, end - start).to_pylist()
+
+
+def read_text_range(arrow_uri: str, start: int, end: int) -> list[str]:
+    """Texts of rows [start, end) of a store at a path or URI (a remote one is cached locally): what Ray
+    tasks that index or embed a row range call, so no task receives texts from the driver."""
+    from kard_ray.artifacts import local_copy
+
+    return PassageStore(local_copy(arrow_uri)).text_range(start, end)
+
 
 def write_passage_store(table: pa.Table, path: str) -> None:
+    """One shard file (record batches of 64k rows, so a reader maps them without copying)."""
     with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=65536)

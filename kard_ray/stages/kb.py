@@ -1,10 +1,16 @@
-"""The ``kb`` stage: knowledge-base documents -> ``kb/passages.parquet`` (+ a memory-mappable Arrow copy)."""
+"""The ``kb`` stage: knowledge-base documents -> ``kb/passages.parquet/`` parts + ``kb/passages.arrow/`` shards.
+
+Streamed through Ray (``kard_ray.kb.ingest``): resumable, since the stage keeps its half-written folder
+(``clean=False``) and every pass skips what it finished before a kill.
+"""
 
 from __future__ import annotations
 
 from kard_ray.artifacts import RunDir, StageResult
 from kard_ray.config import KardConfig
 from kard_ray.registry import output
+
+STAGING = "kb/_staging"
 
 
 def kb_sources(cfg: KardConfig, run: RunDir) -> list[str]:
@@ -21,21 +27,10 @@ def kb_sources(cfg: KardConfig, run: RunDir) -> list[str]:
 
 
 def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
-    import os
-    import tempfile
+    from kard_ray.kb.ingest import build_passages
 
-    import ray
-
-    from kard_ray.kb.ingest import chunk_with_ray
-    from kard_ray.retrieval.passages import write_passage_store
-
-    blocks = max(2, int(ray.cluster_resources().get("CPU", 2)) * 2)
-    table, counts = chunk_with_ray(kb_sources(cfg, run), cfg.kb, blocks)
-    run.write_table(output("kb", "passages"), table)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "passages.arrow")
-        write_passage_store(table, local)
-        with open(local, "rb") as f:
-            run.write_bytes(output("kb", "passages_arrow"), f.read())
+    counts = build_passages(kb_sources(cfg, run), cfg.kb, run.uri_of(STAGING), run.uri_of(output("kb", "passages")),
+                            run.uri_of(output("kb", "passages_arrow")))
+    run.delete(STAGING)
     examples = counts.pop("skipped_examples")
     return StageResult(counts=counts, extra={"skipped_examples": examples} if examples else {})

@@ -84,8 +84,9 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
     if r.architecture == "bi":  # passage vectors once per KB: reranking then encodes only queries
         from kard_ray.reranker.vectors import build_passage_vectors
 
-        vectors = build_passage_vectors(run.uri_of(output("kb", "passages")), run.uri_of(output("reranker", "model")),
-                                        r.max_length, run.uri_of(output("reranker", "vectors")))
+        vectors = build_passage_vectors(run.uri_of(output("kb", "passages_arrow")),
+                                        run.uri_of(output("reranker", "model")), r.max_length,
+                                        run.uri_of(output("reranker", "vectors")))
     gap = evaluate(cfg, run)
     run.write_text(output("reranker", "report_json"), json.dumps(gap, indent=2))
     run.write_text(output("reranker", "report_md"), report_markdown(gap))
