@@ -1,7 +1,7 @@
 """BM25 benchmark: this project's engine against rank_bm25 (the reference) and bm25s (the peer).
 
     python benchmarks/bm25.py --passages 100000 --queries 500
-    python benchmarks/bm25.py --passages 1000000 --queries 1000 --pipeline   # chunk + index on Ray, then query
+    python benchmarks/bm25.py --passages 10000000 --queries 1000 --pipeline   # KB -> kb + index stages -> queries
 
 All engines get the same corpus, the same token lists (this project's tokenizer) and the same
 k1/b; every timing is single-process, single-thread, top-10. rank_bm25 scores every document
@@ -28,6 +28,7 @@ from common import (  # noqa: E402
     synthetic_passages,
     synthetic_queries,
     tree_pss_mb,
+    write_synthetic_kb,
 )
 
 from kard_ray.retrieval.bm25 import BM25Index, BM25Params, build_bm25_index  # noqa: E402
@@ -111,28 +112,68 @@ def bm25s_peer(tokens: list[list[str]], qtoks: list[list[str]], params: BM25Para
     return out
 
 
-def run_pipeline(passages: list[str], tmp: str, shards: int) -> tuple[str, dict]:
-    """Write passages as a JSONL KB of multi-paragraph documents, then run the real kb + index stages."""
-    import json
+def driver_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+class PeakDriverRSS(PeakMemory):
+    """Peak RSS of this process alone: the driver, which must stay flat in the KB's size."""
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, driver_rss_mb())
+            self._stop.wait(self.interval_s)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_pipeline(n: int, n_queries: int, tmp: str, files_of: int = 250_000) -> dict:
+    """The real kb + index stages over an n-passage JSONL KB written by Ray tasks (not held here), then
+    queries against the memory-mapped result. Times and memory of the stages only (generation apart)."""
+    import ray
 
     from kard_ray.artifacts import RunDir
     from kard_ray.config import load_config
     from kard_ray.pipeline import run_one
+    from kard_ray.retrieval.passages import PassageStore
     from kard_ray.runtime import init_ray
 
-    kb_path = os.path.join(tmp, "kb.jsonl")
-    with open(kb_path, "w") as f:
-        for i in range(0, len(passages), 5):
-            f.write(json.dumps({"id": f"d{i}", "text": "\n\n".join(passages[i : i + 5])}) + "\n")
-    cfg = load_config(None, [f"run_dir={tmp}/run", f"kb.paths=[{kb_path}]", f"retrieval.bm25.shards={shards}",
-                             "kb.dedupe=false"])
+    kb_dir = os.path.join(tmp, "kb")
+    os.makedirs(kb_dir)
+    sizes = [min(files_of, n - s) for s in range(0, n, files_of)]
+    cfg = load_config(None, [f"run_dir={tmp}/run", f"kb.paths=[{kb_dir}]", "ray.object_store_memory_mb=2048"])
     init_ray(cfg.ray)
+    out: dict = {"kb_files": len(sizes), "ray_cpus": ray.cluster_resources().get("CPU")}
+    with Timer() as t_gen:
+        gen = ray.remote(write_synthetic_kb)
+        ray.get([gen.remote(os.path.join(kb_dir, f"part-{i:04d}.jsonl"), m, i) for i, m in enumerate(sizes)])
+    out["generate_s"] = round(t_gen.s, 1)
     run = RunDir(cfg.run_dir)
-    with Timer() as t_kb:
-        run_one("kb", cfg, run, log=lambda m: None)
-    with Timer() as t_idx:
-        run_one("index", cfg, run, log=lambda m: None)
-    return run.path("index", "bm25"), {"chunk_s": round(t_kb.s, 2), "index_s": round(t_idx.s, 2)}
+    with PeakMemory() as tree, PeakDriverRSS() as driver:
+        for stage in ("kb", "index"):
+            with Timer() as t:
+                m = run_one(stage, cfg, run, log=lambda _m: None)
+            out[f"{stage}_s"] = round(t.s, 1)
+            out.update({f"{stage}_{k}": v for k, v in m["counts"].items() if isinstance(v, int)})
+    out["stages_s"] = round(out["kb_s"] + out["index_s"], 1)
+    out["peak_pss_mb"], out["driver_peak_rss_mb"] = round(tree.peak_mb, 1), round(driver.peak_mb, 1)
+    ray.shutdown()  # queries below run in this process alone, as a server would
+    store = PassageStore(run.path("kb", "passages.arrow"))
+    sample = np.random.default_rng(2).integers(0, len(store), size=n_queries)
+    queries = synthetic_queries(store.texts(sample.tolist()), n_queries)
+    del store
+    rss_before = driver_rss_mb()
+    index = BM25Index(run.path("index", "bm25"))
+    index.search_many(queries[:2], 10)
+    out["qps"] = round(best_qps(lambda: index.search_many(queries, 10), len(queries)), 1)
+    out["query_rss_mb"] = round(driver_rss_mb(), 1)
+    out["query_rss_added_mb"] = round(out["query_rss_mb"] - rss_before, 1)
+    out["index_disk_mb"] = round(sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in
+                                     os.walk(run.path("index", "bm25")) for f in fs) / 2**20, 1)
+    return out
 
 
 def main() -> None:
@@ -141,7 +182,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--kb", help="a KB file instead of synthetic passages")
     ap.add_argument("--shards", type=int, default=1)
-    ap.add_argument("--pipeline", action="store_true", help="build through the Ray kb + index stages")
+    ap.add_argument("--pipeline", action="store_true",
+                    help="generate a JSONL KB with Ray tasks, build it through the real kb + index stages, query it")
+    ap.add_argument("--tmp", default=None, help="--pipeline: where the KB and run dir go (needs ~2.5 GB per 1M)")
     ap.add_argument("--rank-bm25-queries", type=int, default=None,
                     help="queries for rank_bm25 (default: enough for ~30 s of its time)")
     ap.add_argument("--no-peers", action="store_true", help="skip rank_bm25 and bm25s")
@@ -149,6 +192,11 @@ def main() -> None:
     ap.add_argument("--bm25s-backends", default="numba,numpy", help="bm25s backends to time (best one is reported)")
     args = ap.parse_args()
 
+    if args.pipeline:  # the corpus never enters this process: written by Ray tasks, read by the stages
+        with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+            emit({"passages": args.passages, "queries": args.queries, "cpu": cpu_info(),
+                  **run_pipeline(args.passages, args.queries, tmp)})
+        return
     passages = load_kb(args.kb) if args.kb else synthetic_passages(args.passages)
     queries = synthetic_queries(passages, args.queries)
     tok = Tokenizer()
@@ -157,12 +205,8 @@ def main() -> None:
 
     with PeakMemory() as mem, tempfile.TemporaryDirectory() as tmp:
         with Timer() as t_build:
-            if args.pipeline:
-                out, stage_times = run_pipeline(passages, tmp, args.shards)
-                result.update(stage_times)
-            else:
-                out = os.path.join(tmp, "bm25")
-                build_bm25_index(lambda a, b: passages[a:b], len(passages), out, tok, params, shards=args.shards)
+            out = os.path.join(tmp, "bm25")
+            build_bm25_index(lambda a, b: passages[a:b], len(passages), out, tok, params, shards=args.shards)
         index = BM25Index(out)
         result["build_s"] = round(t_build.s, 2)
         result["kernel"] = "numba" if index.compiled else "numpy"

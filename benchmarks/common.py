@@ -88,17 +88,33 @@ def zipf_vocabulary(rng: np.random.Generator, size: int) -> tuple[list[str], np.
     return words, p / p.sum()
 
 
-def synthetic_passages(n: int, seed: int = 0, vocab: int = 50_000, mean_words: int = 80) -> list[str]:
-    """Passages of realistic length (about 80 words, like 100-word Wikipedia passages) and vocabulary."""
+def synthetic_passages(n: int, seed: int = 0, vocab: int = 50_000, mean_words: int = 80,
+                       words: tuple[list[str], np.ndarray] | None = None) -> list[str]:
+    """Passages of realistic length (about 80 words, like 100-word Wikipedia passages) and vocabulary;
+    ``words`` reuses a vocabulary (the seed then only draws the passages)."""
     rng = np.random.default_rng(seed)
-    words, p = zipf_vocabulary(rng, vocab)
+    vocab_words, p = words or zipf_vocabulary(rng, vocab)
+    table = np.array(vocab_words, dtype=object)
     lengths = np.clip(rng.normal(mean_words, 25, size=n).astype(int), 10, 200)
-    ids = rng.choice(len(words), size=int(lengths.sum()), p=p)
+    ids = rng.choice(len(vocab_words), size=int(lengths.sum()), p=p)
     out, pos = [], 0
     for ln in lengths:
-        out.append(" ".join(words[i] for i in ids[pos : pos + ln]) + ".")
+        out.append(" ".join(table[ids[pos : pos + ln]]) + ".")
         pos += ln
     return out
+
+
+def write_synthetic_kb(path: str, n: int, seed: int, paragraphs: int = 5) -> int:
+    """One JSONL KB file of ``n`` synthetic passages as documents of ``paragraphs`` paragraphs each, written
+    50k passages at a time (so a 10M-passage KB is generated file by file in bounded memory)."""
+    words = zipf_vocabulary(np.random.default_rng(0), 50_000)  # one vocabulary for every file
+    with open(path, "w") as f:
+        for start in range(0, n, 50_000):
+            chunk = synthetic_passages(min(50_000, n - start), seed=seed * 1_000_003 + start, words=words)
+            for i in range(0, len(chunk), paragraphs):
+                f.write(json.dumps({"id": f"s{seed}-{start + i}", "text": "\n\n".join(chunk[i : i + paragraphs])})
+                        + "\n")
+    return n
 
 
 def synthetic_queries(passages: list[str], n: int, seed: int = 1) -> list[str]:

@@ -94,6 +94,13 @@ def fingerprint_path(uri: str) -> str:
     return "dir-sha256:" + h.hexdigest()
 
 
+def temp_name(path: str) -> str:
+    """A hidden sibling of ``path`` to write before renaming: readers of a folder of parts (pyarrow datasets
+    skip names starting with "."), never see one that a killed writer left behind."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
 @contextlib.contextmanager
 def open_atomic(uri: str) -> Iterator[Any]:
     """A writable stream whose file appears whole or not at all: a temporary file renamed into place on
@@ -105,7 +112,7 @@ def open_atomic(uri: str) -> Iterator[Any]:
         with fs.open_output_stream(path) as f:
             yield f
         return
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = temp_name(path)
     try:
         with open(tmp, "wb") as f:
             yield f
@@ -229,7 +236,7 @@ class RunDir:
         target = self.path(rel)
         self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
         if self.is_local:
-            tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+            tmp = temp_name(target)
             with open(tmp, "wb") as f:
                 f.write(data)
                 if durable:

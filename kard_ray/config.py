@@ -114,7 +114,7 @@ class BM25Config(Section):
     stopwords: Literal["none", "english"] = "english"
     stemming: bool = False
     shards: int = Field(1, ge=1)
-    shard_rows: int = Field(1_000_000, ge=1, description="At most this many passages per shard: a bigger KB gets "
+    shard_rows: int = Field(250_000, ge=1, description="At most this many passages per shard: a bigger KB gets "
                             "more shards, so each build task's memory stays bounded.")
 
 

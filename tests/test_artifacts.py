@@ -105,3 +105,22 @@ def test_fingerprints_follow_content(tmp_path):
     assert fingerprint_path(str(tmp_path / "d")) != before
     with pytest.raises(FileNotFoundError):
         fingerprint_path(str(tmp_path / "missing"))
+
+
+def test_resumable_stage_keeps_its_folder_only_under_the_same_key(tmp_path):
+    """clean=False: what a killed run left is reused by a rerun with the same key, never by another key."""
+
+    def crash(r: RunDir) -> StageResult:
+        r.write_text("s/part-1", "done before the kill")
+        raise KeyboardInterrupt
+
+    def finish(r: RunDir) -> StageResult:
+        return StageResult(counts={"kept": int(r.exists("s/part-1"))})
+
+    for config, expected in ((["a"], 1), (["b"], 0)):
+        run = RunDir(str(tmp_path / config[0]))
+        with pytest.raises(KeyboardInterrupt):
+            run_stage(run, "s", crash, config=["a"], clean=False, log=quiet)
+        m = run_stage(run, "s", finish, config=config, clean=False, log=quiet)
+        assert m["counts"]["kept"] == expected
+        assert not run.exists("s/_work_key") and [o["path"] for o in m["outputs"]] == ["part-1"] * expected

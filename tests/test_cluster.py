@@ -190,3 +190,29 @@ def test_pipeline_job_on_a_two_node_cluster_with_s3_storage(cluster, s3):
     assert again["student_kard"]["key"] == manifests["student_kard"]["key"]
     assert again["student_kard"]["extra"]["resumed_from_step"] == manifests["student_kard"]["counts"][
         "steps"]  # training resumed from its final checkpoint in S3 instead of starting over
+
+
+def test_large_artifacts_stream_to_s3_in_parts(s3, tmp_path, monkeypatch):
+    """Uploads of big files go up piece by piece (a multipart upload: ETag "<md5>-<parts>"), whole or not at all."""
+    import boto3
+    import numpy as np
+
+    from kard_ray.artifacts import save_npy, upload_file
+
+    endpoint, s3fs = s3
+    for k, v in CREDS.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    local = tmp_path / "shard.arrow"
+    local.write_bytes(np.random.default_rng(0).bytes(24 << 20))
+    upload_file(str(local), f"s3://{BUCKET}/stream/shard.arrow")
+    vectors = np.random.default_rng(1).random((1 << 20, 3))  # 24 MiB of float64
+    save_npy(f"s3://{BUCKET}/stream/vectors.npy", vectors)
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    for key in ("stream/shard.arrow", "stream/vectors.npy"):
+        assert "-" in client.head_object(Bucket=BUCKET, Key=key)["ETag"], key  # more than one part
+    assert s3fs.open_input_stream(f"{BUCKET}/stream/shard.arrow").read() == local.read_bytes()
+    back = tmp_path / "vectors.npy"
+    back.write_bytes(s3fs.open_input_stream(f"{BUCKET}/stream/vectors.npy").read())
+    assert np.array_equal(np.load(back), vectors)

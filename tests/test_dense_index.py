@@ -15,9 +15,9 @@ from kard_ray.retrieval.dense import (
     DenseIndex,
     Encoder,
     build_dense_index,
-    encode_parts,
     index_parts,
     part_name,
+    part_ranges,
     write_dense_index,
 )
 from kard_ray.retrieval.passages import PassageStore, write_passage_store
@@ -62,15 +62,15 @@ def test_ivfpq_needs_pq_m_to_divide_the_dimension(tmp_path):
 def test_index_parts_streams_parts_into_the_same_index_as_in_memory_vectors(tmp_path):
     """Parts -> one memory-mappable embeddings.npy -> FAISS from the memory map: the very index (bytes and
     meta) that write_dense_index builds from the array in memory; the parts are gone afterwards."""
-    vecs = _clustered(3000)
-    cfg = DenseConfig(index="ivfpq", ivf_lists=32, nprobe=8, pq_m=16, train_sample=1000)
-    ranges = [(0, 1000), (1000, 2500), (2500, 3000)]
+    vecs = _clustered(1200, d=32)
+    cfg = DenseConfig(index="ivfpq", ivf_lists=16, nprobe=8, pq_m=8, train_sample=1000)
+    ranges = [(0, 500), (500, 1100), (1100, 1200)]
     out = tmp_path / "streamed"
     for start, end in ranges:
         save_npy(str(out / "parts" / part_name(start)), vecs[start:end])
     meta = index_parts(ranges, cfg, str(out))
     assert meta == write_dense_index(vecs, cfg, str(tmp_path / "in_memory"))
-    assert meta["index"] == "IndexIVFPQ" and meta["n_docs"] == 3000 and meta["refine"] == cfg.refine
+    assert meta["index"] == "IndexIVFPQ" and meta["n_docs"] == 1200 and meta["refine"] == cfg.refine
     assert (out / "faiss.index").read_bytes() == (tmp_path / "in_memory" / "faiss.index").read_bytes()
     np.testing.assert_array_equal(np.load(out / "embeddings.npy", mmap_mode="r"), vecs)
     assert sorted(os.listdir(out)) == ["embeddings.npy", "faiss.index", "meta.json"]
@@ -96,22 +96,25 @@ def _passage_store(path, n_rows: int, first_shard: int) -> list[str]:
 
 @pytest.mark.ray
 def test_build_dense_index_encodes_the_store_in_row_order_and_resumes_by_part(ray_session, tmp_path):
+    """Parts are encoded by the actor pool from the store's rows; a part already written (a killed build's)
+    is kept as it is: here a marker part, which must come through untouched."""
     arrow = tmp_path / "passages.arrow"
     texts = _passage_store(arrow, 300, first_shard=170)
     assert PassageStore(str(arrow)).text_range(0, 300) == texts
-    cfg = DenseConfig(batch_size=2, max_length=32)  # 128 rows a part: 3 parts, one across the shard boundary
-    out = tmp_path / "dense"
-    ranges = encode_parts(str(arrow), len(texts), cfg, str(out))
-    assert ranges == [(0, 128), (128, 256), (256, 300)]
-    parts = {s: out / "parts" / part_name(s) for s, _ in ranges}
-    before = {s: p.stat().st_mtime_ns for s, p in parts.items()}
-    parts[128].unlink()  # a build killed before this part was written
-    encode_parts(str(arrow), len(texts), cfg, str(out))
-    assert parts[128].exists()
-    assert {s: p.stat().st_mtime_ns for s, p in parts.items() if s != 128} == {0: before[0], 256: before[256]}
-
-    meta = build_dense_index(str(arrow), len(texts), cfg, str(out))  # every part present: nothing re-encoded
+    cfg = DenseConfig(batch_size=2, max_length=32)  # 128 rows a part: 3 parts, the middle one across the shards
     expected = Encoder(cfg.encoder, cfg.max_length).encode(texts)
+    out = tmp_path / "dense"
+    marker = -expected[256:]
+    save_npy(str(out / "parts" / part_name(0)), expected[:128])
+    save_npy(str(out / "parts" / part_name(256)), marker)
+
+    meta = build_dense_index(str(arrow), len(texts), cfg, str(out))  # encodes rows 128..255 only
     stored = np.load(out / "embeddings.npy", mmap_mode="r")
-    assert stored.shape == (300, meta["dim"]) and np.abs(stored - expected).max() < 1e-5
+    assert stored.shape == (300, meta["dim"]) and np.abs(stored[:256] - expected[:256]).max() < 1e-5
+    np.testing.assert_array_equal(stored[256:], marker)
     assert meta["index"] == "IndexFlatIP" and meta["n_docs"] == 300 and not (out / "parts").exists()
+
+
+def test_part_ranges_follow_the_batch_size():
+    assert part_ranges(300, DenseConfig(batch_size=2)) == [(0, 128), (128, 256), (256, 300)]
+    assert part_ranges(10_000, DenseConfig())[:2] == [(0, 8192), (8192, 10_000)]

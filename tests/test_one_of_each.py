@@ -8,9 +8,9 @@ import torch
 
 from kard_ray.config import TeacherConfig
 from kard_ray.data.kb_sources import folder_doc_id, load_documents
+from kard_ray.data.records import ReadReport
 from kard_ray.data.schema import Question, render_options
 from kard_ray.evaluation.metrics import hit_rate, recall_at
-from kard_ray.data.records import ReadReport
 from kard_ray.kb.ingest import expand_sources, source_documents
 from kard_ray.reranker.evaluate import recall
 from kard_ray.reranker.model import query_text

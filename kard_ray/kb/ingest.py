@@ -33,7 +33,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from kard_ray.artifacts import open_atomic, resolve_fs, upload_file
-from kard_ray.config import ChunkingConfig, KBConfig
+from kard_ray.config import KBConfig
 from kard_ray.data.kb_sources import (
     FOLDER_SUFFIXES,
     detect_kb_format,

@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-
 import pyarrow.fs as pafs
 
 from kard_ray.artifacts import delete_path, local_copy, resolve_fs, save_bytes, save_npy
@@ -113,35 +112,54 @@ def merge_stats(summaries: Sequence[tuple[list[str], np.ndarray, int, int]], eps
     return GlobalStats(vocab, rank_bm25_idf(df, n_docs, epsilon), n_docs, total_len / n_docs), maps
 
 
+def shard_weights(counts: ShardCounts, g: np.ndarray, idf: np.ndarray, avgdl: float,
+                  params: BM25Params) -> np.ndarray:
+    """w(t, d) of every (doc, term) pair, computed in place (a few arrays of the postings' length at most):
+    idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * |d| / avgdl)), in that order of operations."""
+    tf = counts.tf.astype(np.float64)
+    denom = counts.doc_len[counts.doc].astype(np.float64)
+    denom *= params.b
+    denom /= avgdl
+    denom += 1 - params.b
+    denom *= params.k1
+    denom += tf
+    w = idf[g]
+    w *= tf
+    del tf
+    w *= params.k1 + 1
+    w /= denom
+    return w
+
+
 def write_shard(counts: ShardCounts, local_to_global: np.ndarray, idf: np.ndarray, avgdl: float,
                 params: BM25Params, out_dir: str) -> int:
     """Phase 3: this shard's term-major CSR of precomputed weights, as .npy files for memory-mapping."""
-    from scipy.sparse import csr_matrix
-
     g = local_to_global[counts.term]
-    tf = counts.tf.astype(np.float64)
-    dl = counts.doc_len[counts.doc].astype(np.float64)
-    w = idf[g] * tf * (params.k1 + 1) / (tf + params.k1 * (1 - params.b + params.b * dl / avgdl))
+    w = shard_weights(counts, g, idf, avgdl, params)
     n = len(counts.doc_len)
     # Terms in a large share of this shard's passages are stored as dense rows: adding a contiguous
     # row is several times faster than scattering a posting list that long (and adding 0.0 is exact).
     local_df = np.bincount(g, minlength=len(idf))
     dense_terms = np.flatnonzero(local_df > DENSE_SHARE * n)
-    is_dense = np.zeros(len(idf), dtype=bool)
-    is_dense[dense_terms] = True
     dense_row = np.full(len(idf), -1, dtype=np.int32)
     dense_row[dense_terms] = np.arange(len(dense_terms), dtype=np.int32)
+    sel = dense_row[g] >= 0
     dense = np.zeros((len(dense_terms), n), dtype=np.float64)
-    sel = is_dense[g]
     dense[dense_row[g[sel]], counts.doc[sel]] = w[sel]
-    mat = csr_matrix((w[~sel], (g[~sel], counts.doc[~sel])), shape=(len(idf), n))
-    mat.sort_indices()
-    save_npy(f"{out_dir}/indptr.npy", mat.indptr.astype(np.int64))
-    save_npy(f"{out_dir}/indices.npy", mat.indices.astype(np.int32))
-    save_npy(f"{out_dir}/data.npy", mat.data.astype(np.float64))
+    keep = ~sel
+    g, w, doc = g[keep], w[keep], counts.doc[keep]
+    # Term-major CSR: postings arrive sorted by (doc, term), so a stable sort by term keeps docs ascending.
+    order = np.argsort(g, kind="stable")
+    indptr = np.zeros(len(idf) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(g, minlength=len(idf)), out=indptr[1:])
+    del g
+    save_npy(f"{out_dir}/indices.npy", doc[order].astype(np.int32))
+    del doc
+    save_npy(f"{out_dir}/data.npy", w[order])
+    save_npy(f"{out_dir}/indptr.npy", indptr)
     save_npy(f"{out_dir}/dense_row.npy", dense_row)
     save_npy(f"{out_dir}/dense.npy", dense)
-    return int(len(w))
+    return int(len(keep))
 
 
 # --------------------------------------------------------------------------- build

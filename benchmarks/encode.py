@@ -1,0 +1,168 @@
+"""Dense encoding benchmark: this project's ``Encoder.encode`` against sentence-transformers' ``encode`` of the
+same model, and (``--ivfpq N``) the KB pipeline at scale with IVF-PQ's recall against exact search.
+
+    python benchmarks/encode.py                      # 4,000 passages: passages/s of both engines, max |diff|
+    python benchmarks/encode.py --ivfpq 100000       # also: 100k passages through build_dense_index on Ray,
+                                                     # IVF-PQ recall@10 vs flat for 1,000 queries (minutes)
+
+Throughput: one process, the same torch threads, batch size and max length for both engines, warmed,
+best of ``--repeats`` passes each, interleaved (so a noisy neighbour hurts both alike). The IVF-PQ section
+embeds the passages as the index stage does (Ray Data actor pool, part files, one memory-mapped file), then
+builds flat and IVF-PQ (the config defaults) from the memory map. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import PeakMemory, Timer, cpu_info, emit, synthetic_passages, synthetic_queries  # noqa: E402
+
+from kard_ray.config import DenseConfig  # noqa: E402
+from kard_ray.models import resolve_model  # noqa: E402
+from kard_ray.retrieval.dense import (  # noqa: E402
+    DenseIndex,
+    Encoder,
+    build_dense_index,
+    build_faiss,
+    save_index,
+)
+
+
+def sentence_transformer(model: str, max_length: int):
+    """sentence-transformers' own pipeline for the same folder; it must pool the way ours does (mean, unit)."""
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(resolve_model(model), device="cpu")
+    st.max_seq_length = max_length
+    modules = [type(m).__name__ for m in st]
+    pooling = getattr(st[1], "pooling_mode", None) if len(modules) > 1 else None
+    if modules != ["Transformer", "Pooling", "Normalize"] or pooling != "mean":
+        raise SystemExit(f"{model}: sentence-transformers pipeline {modules} (pooling {pooling}) is not mean + unit")
+    return st
+
+
+def best_of(engines: dict, texts: list[str], repeats: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Best wall time of each engine over ``repeats`` interleaved passes, and each engine's vectors."""
+    best = {name: float("inf") for name in engines}
+    vectors: dict[str, np.ndarray] = {}
+    for _ in range(repeats):
+        for name, encode in engines.items():
+            with Timer() as t:
+                vectors[name] = encode(texts)
+            best[name] = min(best[name], t.s)
+    return best, vectors
+
+
+def throughput(args: argparse.Namespace) -> dict:
+    ours = Encoder(args.encoder, args.max_length, device="cpu")
+    st = sentence_transformer(args.encoder, args.max_length)
+    engines = {
+        "kard": lambda texts: ours.encode(texts, args.batch_size),
+        "sentence_transformers": lambda texts: st.encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
+                                                         convert_to_numpy=True, show_progress_bar=False),
+    }
+    texts = synthetic_passages(args.passages, seed=0)
+    best_of(engines, texts[: 2 * args.batch_size], 1)  # warm-up: allocator, kernels, tokenizer caches
+    best, vectors = best_of(engines, texts, args.repeats)
+    rate = {name: round(len(texts) / s, 1) for name, s in best.items()}
+    return {"passages": len(texts), "passages_per_s": rate,
+            "ratio_kard_over_st": round(rate["kard"] / rate["sentence_transformers"], 3),
+            "max_abs_diff": float(np.abs(vectors["kard"] - vectors["sentence_transformers"]).max())}
+
+
+def _recall(got: np.ndarray, exact: np.ndarray, k: int = 10) -> float:
+    return round(float(np.mean([len(set(g[:k]) & set(e[:k])) / k for g, e in zip(got, exact)])), 4)
+
+
+def _write_store(texts: list[str], path: str) -> None:
+    import pyarrow as pa
+
+    from kard_ray.retrieval.passages import write_passage_store
+
+    os.makedirs(path)
+    write_passage_store(pa.table({"pid": [f"p{i}" for i in range(len(texts))], "text": texts}),
+                        os.path.join(path, "shard-00000.arrow"))
+
+
+def _timed_index(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) -> tuple[dict, float]:
+    """An index folder beside the stored vectors (linked, not copied), and its FAISS build time."""
+    with Timer() as t:
+        index = build_faiss(embeddings, cfg)
+    os.makedirs(out_dir, exist_ok=True)
+    os.link(embeddings.filename, os.path.join(out_dir, "embeddings.npy"))
+    return save_index(index, cfg, out_dir), round(t.s, 2)
+
+
+def ivfpq(args: argparse.Namespace) -> dict:
+    """N passages through build_dense_index (Ray), then flat and IVF-PQ from the memory map, recall@10."""
+    from kard_ray.runtime import init_ray
+
+    texts = synthetic_passages(args.ivfpq, seed=1)
+    queries = synthetic_queries(texts, args.queries, seed=2)
+    base = DenseConfig(encoder=args.encoder, max_length=args.max_length, batch_size=args.batch_size)
+    init_ray()
+    with tempfile.TemporaryDirectory(prefix="kard-encode-") as tmp, PeakMemory() as mem:
+        _write_store(texts, f"{tmp}/passages.arrow")
+        with Timer() as t_embed:
+            build_dense_index(f"{tmp}/passages.arrow", len(texts), base, f"{tmp}/built")
+        vectors = np.load(f"{tmp}/built/embeddings.npy", mmap_mode="r")
+        flat_meta, flat_s = _timed_index(vectors, base.model_copy(update={"index": "flat"}), f"{tmp}/flat")
+        pq_meta, pq_s = _timed_index(vectors, base.model_copy(update={"index": "ivfpq"}), f"{tmp}/ivfpq")
+        q = Encoder(args.encoder, args.max_length, device="cpu").encode(queries, args.batch_size)
+        flat, pq = DenseIndex(f"{tmp}/flat", encoder=object()), DenseIndex(f"{tmp}/ivfpq", encoder=object())
+        with Timer() as t_flat:
+            exact = np.stack([r for r, _ in flat.search_vectors(q, 10)])
+        with Timer() as t_pq:
+            refined = [r for r, _ in pq.search_vectors(q, 10)]
+        compressed = pq.index.search(q, 10)[1]  # the PQ codes' own ranking, no exact re-rank
+    return {"passages": len(texts), "queries": len(queries), "ray_embed_s": round(t_embed.s, 1),
+            "ray_passages_per_s": round(len(texts) / t_embed.s, 1), "peak_pss_mb": round(mem.peak_mb),
+            "index": {"flat": _summary(flat_meta, flat_s, t_flat.s, len(queries)),
+                      "ivfpq": _summary(pq_meta, pq_s, t_pq.s, len(queries))},
+            "ivfpq_config": {"ivf_lists": base.ivf_lists, "nprobe": base.nprobe, "pq_m": base.pq_m,
+                             "refine": pq_meta["refine"]},
+            "recall_at_10": {"ivfpq_refined": _recall(refined, exact), "ivfpq_codes_only": _recall(compressed, exact)}}
+
+
+def _summary(meta: dict, build_s: float, search_s: float, n_queries: int) -> dict:
+    return {"kind": meta["index"], "index_bytes": meta["index_bytes"], "build_s": build_s,
+            "ms_per_query": round(1000 * search_s / n_queries, 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--passages", type=int, default=4000, help="throughput: passages encoded per pass")
+    ap.add_argument("--encoder", default=DenseConfig().encoder)
+    ap.add_argument("--batch-size", type=int, default=DenseConfig().batch_size)
+    ap.add_argument("--max-length", type=int, default=DenseConfig().max_length)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for both engines")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ivfpq", type=int, default=0, metavar="N", help="also index N passages (0: skip)")
+    ap.add_argument("--queries", type=int, default=1000)
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    machine = cpu_info()
+    print(f"cpu: {machine['cpu']} ({machine['cores']} cores, {' '.join(machine['vector_flags'])})")
+    result: dict = {"benchmark": "encode", **machine, "encoder": args.encoder, "batch_size": args.batch_size,
+                    "max_length": args.max_length, "threads": args.threads, "throughput": throughput(args)}
+    tp = result["throughput"]
+    print(f"passages/s  kard {tp['passages_per_s']['kard']}  sentence-transformers "
+          f"{tp['passages_per_s']['sentence_transformers']}  ratio {tp['ratio_kard_over_st']}  "
+          f"max |diff| {tp['max_abs_diff']:.2e}")
+    if args.ivfpq:
+        result["ivfpq"] = ivfpq(args)
+        print(f"ivfpq: {result['ivfpq']}")
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
