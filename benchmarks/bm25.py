@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import sys
 import tempfile
@@ -160,6 +161,7 @@ def run_pipeline(n: int, n_queries: int, tmp: str, files_of: int = 250_000) -> d
             out.update({f"{stage}_{k}": v for k, v in m["counts"].items() if isinstance(v, int)})
     out["stages_s"] = round(out["kb_s"] + out["index_s"], 1)
     out["peak_pss_mb"], out["driver_peak_rss_mb"] = round(tree.peak_mb, 1), round(driver.peak_mb, 1)
+    print(json.dumps(out), file=sys.stderr, flush=True)  # the build's figures, whatever the queries do
     ray.shutdown()  # queries below run in this process alone, as a server would
     store = PassageStore(run.path("kb", "passages.arrow"))
     sample = np.random.default_rng(2).integers(0, len(store), size=n_queries)

@@ -273,11 +273,10 @@ def build_bm25_index(
         "vocab_size": len(stats.vocab),
         "postings": int(sum(nnz)),
         "shards": [{"dir": os.path.basename(d), "start": a, "end": b} for d, (a, b) in zip(shard_dirs, bounds)],
-        "shards_resumed": sum(r[2] for r in results),  # counted before a kill, not tokenised again
     }
     save_bytes(f"{out_dir}/meta.json", json.dumps(meta, indent=1).encode())
     delete_path(f"{out_dir}/_counts")
-    return meta
+    return {**meta, "shards_resumed": sum(r[2] for r in results)}  # counted before a kill, not tokenised again
 
 
 # --------------------------------------------------------------------------- query

@@ -140,7 +140,8 @@ def _encode_on_ray(arrow_uri: str, ranges: list[tuple[int, int]], cfg: DenseConf
 
     from kard_ray.runtime import cores_per_worker, is_embedded
 
-    ds = ray.data.from_items([{"start": s, "end": e} for s, e in ranges])
+    # one block per range, so a pool of several actors shares the ranges (one block would go to one actor)
+    ds = ray.data.from_items([{"start": s, "end": e} for s, e in ranges], override_num_blocks=len(ranges))
     ds = ds.map_batches(EncodeRanges, fn_constructor_kwargs={"arrow_uri": arrow_uri, "parts_uri": parts_uri,
                                                              "model": cfg.encoder, "max_length": cfg.max_length,
                                                              "batch_size": cfg.batch_size},
@@ -185,8 +186,9 @@ def _local_target(uri: str) -> Iterator[str]:
             yield local
             upload_file(local, uri)
         return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = f"{path}.partial"  # a fixed name: a killed build's leftover is overwritten, not accumulated
+    folder, name = os.path.split(path)
+    os.makedirs(folder, exist_ok=True)
+    partial = os.path.join(folder, f".{name}.partial")  # hidden, and fixed: a killed build's is overwritten
     try:
         yield partial
         os.replace(partial, path)

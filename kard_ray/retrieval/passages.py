@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 
 SHARD_GLOB = "shard-*.arrow"
@@ -39,15 +40,33 @@ class PassageStore:
         if not tables:
             raise FileNotFoundError(f"no passage shards in {path}")
         self.table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]  # zero-copy: chunks stay mapped
+        lengths = [len(c) for c in self.table["text"].chunks]
+        self._starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
     def __len__(self) -> int:
         return self.table.num_rows
 
+    def _take(self, column: str, rows: Sequence[int]) -> list[str]:
+        """Values at ``rows``, taken chunk by chunk: ``ChunkedArray.take`` would first concatenate the whole
+        column (a copy of the KB, and an offset overflow past 2 GB of text)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"passage rows out of range [0, {len(self)})")
+        chunk = np.searchsorted(self._starts, rows, side="right") - 1
+        out: list[str] = [""] * len(rows)
+        col = self.table[column]
+        for c in np.unique(chunk):
+            at = np.flatnonzero(chunk == c)
+            values = col.chunk(int(c)).take(pa.array(rows[at] - self._starts[c])).to_pylist()
+            for i, v in zip(at, values):
+                out[i] = v
+        return out
+
     def texts(self, rows: Sequence[int]) -> list[str]:
-        return self.table["text"].take(pa.array(rows, pa.int64())).to_pylist()
+        return self._take("text", rows)
 
     def pids(self, rows: Sequence[int]) -> list[str]:
-        return self.table["pid"].take(pa.array(rows, pa.int64())).to_pylist()
+        return self._take("pid", rows)
 
     def text_range(self, start: int, end: int) -> list[str]:
         return self.table["text"].slice(start, end - start).to_pylist()
