@@ -107,7 +107,7 @@ def ivfpq(args: argparse.Namespace) -> dict:
     texts = synthetic_passages(args.ivfpq, seed=1)
     queries = synthetic_queries(texts, args.queries, seed=2)
     base = DenseConfig(encoder=args.encoder, max_length=args.max_length, batch_size=args.batch_size)
-    with tempfile.TemporaryDirectory(prefix="kard-encode-") as tmp, PeakMemory() as mem:
+    with tempfile.TemporaryDirectory(prefix="kard-encode-") as tmp, PeakMemory(interval_s=2.0) as mem:
         route_logs_to_file(f"{tmp}/logs/ray.log")  # Ray Data's progress lines would drown the result
         init_ray(log_to_driver=False)
         _write_store(texts, f"{tmp}/passages.arrow")
