@@ -124,11 +124,10 @@ def _write_parquet(table: pa.Table, uri: str) -> None:
 
 def _read_json(uri: str) -> dict[str, Any] | None:
     fs, path = resolve_fs(uri)
-    try:
-        with fs.open_input_stream(path) as f:
-            return json.loads(f.read())
-    except FileNotFoundError:
+    if fs.get_file_info(path).type != pafs.FileType.File:
         return None
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read())
 
 
 def read_and_chunk(batch: dict[str, Any], kb: dict[str, Any], staging: str, part_rows: int) -> dict[str, list[str]]:

@@ -188,9 +188,10 @@ def save_counts(counts: ShardCounts, uri: str) -> None:
 
 def load_counts(uri: str) -> ShardCounts | None:
     """A shard's saved phase-1 output, memory-mapped; None when it was not completed."""
-    path = local_copy(uri) if "://" in uri else uri
-    if not os.path.exists(f"{path}/vocab.json"):
+    fs, marker = resolve_fs(f"{uri}/vocab.json")
+    if fs.get_file_info(marker).type != pafs.FileType.File:
         return None
+    path = local_copy(uri) if "://" in uri else uri
     arrays = {n: np.load(f"{path}/{n}.npy", mmap_mode="r") for n in _COUNT_ARRAYS}
     return ShardCounts(vocab=json.loads(Path(f"{path}/vocab.json").read_text(encoding="utf-8")), **arrays)
 
