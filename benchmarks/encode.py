@@ -3,7 +3,8 @@ same model, and (``--ivfpq N``) the KB pipeline at scale with IVF-PQ's recall ag
 
     python benchmarks/encode.py                      # 4,000 passages: passages/s of both engines, max |diff|
     python benchmarks/encode.py --ivfpq 100000       # also: 100k passages through build_dense_index on Ray,
-                                                     # IVF-PQ recall@10 vs flat for 1,000 queries (minutes)
+                                                     # IVF-PQ recall@10 vs flat for 1,000 queries (hours on 2
+                                                     # cores: add --work-dir DIR to resume a killed run)
 
 Throughput: one process, the same torch threads, batch size and max length for both engines, warmed,
 best of ``--repeats`` passes each, interleaved (so a noisy neighbour hurts both alike). The IVF-PQ section
@@ -14,9 +15,11 @@ builds flat and IVF-PQ (the config defaults) from the memory map. The last line 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -30,6 +33,8 @@ from kard_ray.retrieval.dense import (  # noqa: E402
     Encoder,
     build_dense_index,
     build_faiss,
+    part_name,
+    part_ranges,
     save_index,
 )
 
@@ -81,14 +86,37 @@ def _recall(got: np.ndarray, exact: np.ndarray, k: int = 10) -> float:
     return round(float(np.mean([len(set(g[:k]) & set(e[:k])) / k for g, e in zip(got, exact)])), 4)
 
 
-def _write_store(texts: list[str], path: str) -> None:
+def _passage_store(texts: list[str], path: str) -> None:
+    """The passages as a one-shard passage store (kept when a work folder already holds it)."""
     import pyarrow as pa
 
-    from kard_ray.retrieval.passages import write_passage_store
+    from kard_ray.retrieval.passages import PassageStore, write_passage_store
 
+    if os.path.isdir(path):
+        if len(PassageStore(path)) != len(texts):
+            raise SystemExit(f"{path} holds another number of passages: use another --work-dir")
+        return
     os.makedirs(path)
     write_passage_store(pa.table({"pid": [f"p{i}" for i in range(len(texts))], "text": texts}),
                         os.path.join(path, "shard-00000.arrow"))
+
+
+@contextlib.contextmanager
+def _work_dir(path: str | None) -> Iterator[str]:
+    """``--work-dir`` (kept, so a killed run resumes its embedding from the parts written), else a temporary one."""
+    if path:
+        os.makedirs(path, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="kard-encode-") as tmp:
+        yield tmp
+
+
+def _resumed_rows(n: int, cfg: DenseConfig, out_dir: str) -> int:
+    """Rows whose part a killed earlier run already wrote (this run does not encode them)."""
+    parts = os.path.join(out_dir, "parts")
+    done = set(os.listdir(parts)) if os.path.isdir(parts) else set()
+    return sum(end - start for start, end in part_ranges(n, cfg) if part_name(start) in done)
 
 
 def _timed_index(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) -> tuple[dict, float]:
@@ -96,35 +124,43 @@ def _timed_index(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) -> tupl
     with Timer() as t:
         index = build_faiss(embeddings, cfg)
     os.makedirs(out_dir, exist_ok=True)
-    os.link(embeddings.filename, os.path.join(out_dir, "embeddings.npy"))
+    link = os.path.join(out_dir, "embeddings.npy")
+    if os.path.exists(link):
+        os.remove(link)
+    os.link(embeddings.filename, link)
     return save_index(index, cfg, out_dir), round(t.s, 2)
 
 
 def ivfpq(args: argparse.Namespace) -> dict:
     """N passages through build_dense_index (Ray), then flat and IVF-PQ from the memory map, recall@10."""
+    import ray
+
     from kard_ray.runtime import init_ray, route_logs_to_file
 
     texts = synthetic_passages(args.ivfpq, seed=1)
     queries = synthetic_queries(texts, args.queries, seed=2)
     base = DenseConfig(encoder=args.encoder, max_length=args.max_length, batch_size=args.batch_size)
-    with tempfile.TemporaryDirectory(prefix="kard-encode-") as tmp, PeakMemory(interval_s=2.0) as mem:
-        route_logs_to_file(f"{tmp}/logs/ray.log")  # Ray Data's progress lines would drown the result
+    with _work_dir(args.work_dir) as work, PeakMemory(interval_s=2.0) as mem:
+        route_logs_to_file(f"{work}/logs/ray.log")
         init_ray(log_to_driver=False)
-        _write_store(texts, f"{tmp}/passages.arrow")
+        ray.data.DataContext.get_current().enable_progress_bars = False  # its progress lines would drown the result
+        _passage_store(texts, f"{work}/passages.arrow")
+        resumed = _resumed_rows(len(texts), base, f"{work}/built")
         with Timer() as t_embed:
-            build_dense_index(f"{tmp}/passages.arrow", len(texts), base, f"{tmp}/built")
-        vectors = np.load(f"{tmp}/built/embeddings.npy", mmap_mode="r")
-        flat_meta, flat_s = _timed_index(vectors, base.model_copy(update={"index": "flat"}), f"{tmp}/flat")
-        pq_meta, pq_s = _timed_index(vectors, base.model_copy(update={"index": "ivfpq"}), f"{tmp}/ivfpq")
+            build_dense_index(f"{work}/passages.arrow", len(texts), base, f"{work}/built")
+        vectors = np.load(f"{work}/built/embeddings.npy", mmap_mode="r")
+        flat_meta, flat_s = _timed_index(vectors, base.model_copy(update={"index": "flat"}), f"{work}/flat")
+        pq_meta, pq_s = _timed_index(vectors, base.model_copy(update={"index": "ivfpq"}), f"{work}/ivfpq")
         q = Encoder(args.encoder, args.max_length, device="cpu").encode(queries, args.batch_size)
-        flat, pq = DenseIndex(f"{tmp}/flat", encoder=object()), DenseIndex(f"{tmp}/ivfpq", encoder=object())
+        flat, pq = DenseIndex(f"{work}/flat", encoder=object()), DenseIndex(f"{work}/ivfpq", encoder=object())
         with Timer() as t_flat:
             exact = np.stack([r for r, _ in flat.search_vectors(q, 10)])
         with Timer() as t_pq:
             refined = [r for r, _ in pq.search_vectors(q, 10)]
         compressed = pq.index.search(q, 10)[1]  # the PQ codes' own ranking, no exact re-rank
-    return {"passages": len(texts), "queries": len(queries), "ray_embed_s": round(t_embed.s, 1),
-            "ray_passages_per_s": round(len(texts) / t_embed.s, 1), "peak_pss_mb": round(mem.peak_mb),
+    return {"passages": len(texts), "queries": len(queries), "resumed_rows": resumed,
+            "ray_embed_s": round(t_embed.s, 1), "ray_passages_per_s": round((len(texts) - resumed) / t_embed.s, 1),
+            "peak_pss_mb": round(mem.peak_mb),
             "index": {"flat": _summary(flat_meta, flat_s, t_flat.s, len(queries)),
                       "ivfpq": _summary(pq_meta, pq_s, t_pq.s, len(queries))},
             "ivfpq_config": {"ivf_lists": base.ivf_lists, "nprobe": base.nprobe, "pq_m": base.pq_m,
@@ -139,7 +175,7 @@ def _summary(meta: dict, build_s: float, search_s: float, n_queries: int) -> dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--passages", type=int, default=4000, help="throughput: passages encoded per pass")
+    ap.add_argument("--passages", type=int, default=4000, help="throughput: passages per pass (0: skip)")
     ap.add_argument("--encoder", default=DenseConfig().encoder)
     ap.add_argument("--batch-size", type=int, default=DenseConfig().batch_size)
     ap.add_argument("--max-length", type=int, default=DenseConfig().max_length)
@@ -147,6 +183,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ivfpq", type=int, default=0, metavar="N", help="also index N passages (0: skip)")
     ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--work-dir", help="--ivfpq's folder, kept: rerun after a kill to resume the embedding")
     args = ap.parse_args()
 
     import torch
@@ -155,11 +192,12 @@ def main() -> None:
     machine = cpu_info()
     print(f"cpu: {machine['cpu']} ({machine['cores']} cores, {' '.join(machine['vector_flags'])})")
     result: dict = {"benchmark": "encode", **machine, "encoder": args.encoder, "batch_size": args.batch_size,
-                    "max_length": args.max_length, "threads": args.threads, "throughput": throughput(args)}
-    tp = result["throughput"]
-    print(f"passages/s  kard {tp['passages_per_s']['kard']}  sentence-transformers "
-          f"{tp['passages_per_s']['sentence_transformers']}  ratio {tp['ratio_kard_over_st']}  "
-          f"max |diff| {tp['max_abs_diff']:.2e}")
+                    "max_length": args.max_length, "threads": args.threads}
+    if args.passages:
+        result["throughput"] = tp = throughput(args)
+        print(f"passages/s  kard {tp['passages_per_s']['kard']}  sentence-transformers "
+              f"{tp['passages_per_s']['sentence_transformers']}  ratio {tp['ratio_kard_over_st']}  "
+              f"max |diff| {tp['max_abs_diff']:.2e}")
     if args.ivfpq:
         result["ivfpq"] = ivfpq(args)
         print(f"ivfpq: {result['ivfpq']}")

