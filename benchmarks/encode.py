@@ -4,7 +4,8 @@ same model, and (``--ivfpq N``) the KB pipeline at scale with IVF-PQ's recall ag
     python benchmarks/encode.py                      # 4,000 passages: passages/s of both engines, max |diff|
     python benchmarks/encode.py --ivfpq 100000       # also: 100k passages through build_dense_index on Ray,
                                                      # IVF-PQ recall@10 vs flat for 1,000 queries (hours on 2
-                                                     # cores: add --work-dir DIR to resume a killed run)
+                                                     # cores: add --work-dir DIR to resume a killed run),
+                                                     # and the same IVF-PQ in --shard-rows shards
 
 Throughput: one process, the same torch threads, batch size and max length for both engines, warmed,
 best of ``--repeats`` passes each, interleaved (so a noisy neighbour hurts both alike). The IVF-PQ section
@@ -32,10 +33,9 @@ from kard_ray.retrieval.dense import (  # noqa: E402
     DenseIndex,
     Encoder,
     build_dense_index,
-    build_faiss,
     part_name,
     part_ranges,
-    save_index,
+    write_faiss,
 )
 
 
@@ -50,6 +50,18 @@ def sentence_transformer(model: str, max_length: int):
     if modules != ["Transformer", "Pooling", "Normalize"] or pooling != "mean":
         raise SystemExit(f"{model}: sentence-transformers pipeline {modules} (pooling {pooling}) is not mean + unit")
     return st
+
+
+def english_passages(n: int, seed: int, encoder: str) -> list[str]:
+    """Passages of about 100 real English words (the encoder's whole-word vocabulary, Zipf frequencies):
+    ~100 tokens each, like a 100-word Wikipedia passage. Invented words split into several word pieces
+    each and would make every passage hit max_length, overstating the cost of encoding a real KB."""
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(resolve_model(encoder)).get_vocab()
+    words = sorted((w for w in vocab if w.isascii() and w.isalpha() and len(w) > 1), key=vocab.get)
+    p = 1.0 / np.arange(1, len(words) + 1) ** 1.1
+    return synthetic_passages(n, seed=seed, mean_words=100, words=(words, p / p.sum()))
 
 
 def best_of(engines: dict, texts: list[str], repeats: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
@@ -73,7 +85,7 @@ def throughput(args: argparse.Namespace) -> dict:
         "sentence_transformers": lambda texts: st.encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
                                                          convert_to_numpy=True, show_progress_bar=False),
     }
-    texts = synthetic_passages(args.passages, seed=0)
+    texts = english_passages(args.passages, 0, args.encoder)
     best_of(engines, texts[: 2 * args.batch_size], 1)  # warm-up: allocator, kernels, tokenizer caches
     best, vectors = best_of(engines, texts, args.repeats)
     rate = {name: round(len(texts) / s, 1) for name, s in best.items()}
@@ -120,15 +132,15 @@ def _resumed_rows(n: int, cfg: DenseConfig, out_dir: str) -> int:
 
 
 def _timed_index(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) -> tuple[dict, float]:
-    """An index folder beside the stored vectors (linked, not copied), and its FAISS build time."""
-    with Timer() as t:
-        index = build_faiss(embeddings, cfg)
+    """An index folder beside the stored vectors (linked, not copied), and its FAISS build + write time."""
     os.makedirs(out_dir, exist_ok=True)
     link = os.path.join(out_dir, "embeddings.npy")
     if os.path.exists(link):
         os.remove(link)
     os.link(embeddings.filename, link)
-    return save_index(index, cfg, out_dir), round(t.s, 2)
+    with Timer() as t:
+        meta = write_faiss(embeddings, cfg, out_dir)
+    return meta, round(t.s, 2)
 
 
 def ivfpq(args: argparse.Namespace) -> dict:
@@ -137,7 +149,7 @@ def ivfpq(args: argparse.Namespace) -> dict:
 
     from kard_ray.runtime import init_ray, route_logs_to_file
 
-    texts = synthetic_passages(args.ivfpq, seed=1)
+    texts = english_passages(args.ivfpq, 1, args.encoder)
     queries = synthetic_queries(texts, args.queries, seed=2)
     base = DenseConfig(encoder=args.encoder, max_length=args.max_length, batch_size=args.batch_size)
     with _work_dir(args.work_dir) as work, PeakMemory(interval_s=2.0) as mem:
@@ -151,21 +163,31 @@ def ivfpq(args: argparse.Namespace) -> dict:
         vectors = np.load(f"{work}/built/embeddings.npy", mmap_mode="r")
         flat_meta, flat_s = _timed_index(vectors, base.model_copy(update={"index": "flat"}), f"{work}/flat")
         pq_meta, pq_s = _timed_index(vectors, base.model_copy(update={"index": "ivfpq"}), f"{work}/ivfpq")
+        sh_meta, sh_s = _timed_index(vectors, base.model_copy(update={"index": "ivfpq", "shard_rows": args.shard_rows}),
+                                     f"{work}/ivfpq_sharded")
         q = Encoder(args.encoder, args.max_length, device="cpu").encode(queries, args.batch_size)
-        flat, pq = DenseIndex(f"{work}/flat", encoder=object()), DenseIndex(f"{work}/ivfpq", encoder=object())
+        flat, pq, sharded = (DenseIndex(f"{work}/{name}", encoder=object())
+                             for name in ("flat", "ivfpq", "ivfpq_sharded"))
         with Timer() as t_flat:
             exact = np.stack([r for r, _ in flat.search_vectors(q, 10)])
         with Timer() as t_pq:
             refined = [r for r, _ in pq.search_vectors(q, 10)]
-        compressed = pq.index.search(q, 10)[1]  # the PQ codes' own ranking, no exact re-rank
+        with Timer() as t_sh:
+            refined_sharded = [r for r, _ in sharded.search_vectors(q, 10)]
+        compressed = pq.candidates(q, 10)[1]  # the PQ codes' own ranking, no exact re-rank
     return {"passages": len(texts), "queries": len(queries), "resumed_rows": resumed,
             "ray_embed_s": round(t_embed.s, 1), "ray_passages_per_s": round((len(texts) - resumed) / t_embed.s, 1),
             "peak_pss_mb": round(mem.peak_mb),
             "index": {"flat": _summary(flat_meta, flat_s, t_flat.s, len(queries)),
-                      "ivfpq": _summary(pq_meta, pq_s, t_pq.s, len(queries))},
+                      "ivfpq": _summary(pq_meta, pq_s, t_pq.s, len(queries)),
+                      "ivfpq_sharded": {**_summary(sh_meta, sh_s, t_sh.s, len(queries)),
+                                        "shards": len(sh_meta["shards"]),
+                                        "largest_shard_bytes": max(s["bytes"] for s in sh_meta["shards"])}},
             "ivfpq_config": {"ivf_lists": base.ivf_lists, "nprobe": base.nprobe, "pq_m": base.pq_m,
                              "refine": pq_meta["refine"]},
-            "recall_at_10": {"ivfpq_refined": _recall(refined, exact), "ivfpq_codes_only": _recall(compressed, exact)}}
+            "recall_at_10": {"ivfpq_refined": _recall(refined, exact), "ivfpq_codes_only": _recall(compressed, exact),
+                             "ivfpq_sharded_refined": _recall(refined_sharded, exact)},
+            "sharded_agrees_with_one_index": _recall(refined_sharded, np.stack(refined))}
 
 
 def _summary(meta: dict, build_s: float, search_s: float, n_queries: int) -> dict:
@@ -183,6 +205,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ivfpq", type=int, default=0, metavar="N", help="also index N passages (0: skip)")
     ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--shard-rows", type=int, default=25_000,
+                    help="--ivfpq: also a sharded IVF-PQ index of this many rows per shard")
     ap.add_argument("--work-dir", help="--ivfpq's folder, kept: rerun after a kill to resume the embedding")
     args = ap.parse_args()
 

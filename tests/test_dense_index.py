@@ -78,6 +78,37 @@ def test_index_parts_streams_parts_into_the_same_index_as_in_memory_vectors(tmp_
     assert rows[0] == 0 and scores[0] == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq"])
+def test_sharded_index_returns_what_one_index_returns(tmp_path, kind):
+    """Shards cloned from one trained quantiser probe the same lists, so their merged top-k (rows offset to
+    KB rows) is exactly the single index's; build memory is one shard's."""
+    vecs, queries = _clustered(3000, d=32), _clustered(40, d=32, seed=1)
+    cfg = DenseConfig(index=kind, ivf_lists=16, nprobe=4, pq_m=8, train_sample=1000)
+    write_dense_index(vecs, cfg, str(tmp_path / "one"))
+    meta = write_dense_index(vecs, cfg.model_copy(update={"shard_rows": 1100}), str(tmp_path / "sharded"))
+    assert [(s["start"], s["rows"]) for s in meta["shards"]] == [(0, 1000), (1000, 1000), (2000, 1000)]
+    assert meta["n_docs"] == 3000 and not (tmp_path / "sharded" / "faiss.index").exists()
+    one = DenseIndex(str(tmp_path / "one"), encoder=object()).search_vectors(queries, 10)
+    sharded = DenseIndex(str(tmp_path / "sharded"), encoder=object()).search_vectors(queries, 10)
+    for (rows_a, scores_a), (rows_b, scores_b) in zip(one, sharded):
+        np.testing.assert_allclose(scores_b, scores_a, rtol=1e-5)
+        assert set(rows_b) == set(rows_a)
+
+
+def test_a_killed_sharded_build_keeps_its_quantiser_and_finished_shards(tmp_path):
+    vecs = _clustered(3000, d=32)
+    cfg = DenseConfig(index="ivfpq", ivf_lists=16, nprobe=4, pq_m=8, train_sample=1000, shard_rows=1000)
+    out = tmp_path / "dense"
+    first = write_dense_index(vecs, cfg, str(out))
+    before = {p.name: p.read_bytes() for p in (out / "faiss").iterdir()}
+    (out / "faiss" / "shard-00002.index").unlink()  # as if killed while writing the last shard
+    (out / "meta.json").unlink()
+    marker = os.stat(out / "faiss" / "shard-00000.index").st_mtime_ns
+    assert write_dense_index(vecs, cfg, str(out)) == first
+    assert {p.name: p.read_bytes() for p in (out / "faiss").iterdir()} == before
+    assert os.stat(out / "faiss" / "shard-00000.index").st_mtime_ns == marker  # kept, not rebuilt
+
+
 def test_index_parts_rejects_a_part_of_the_wrong_size(tmp_path):
     save_npy(str(tmp_path / "parts" / part_name(0)), _clustered(10))
     with pytest.raises(ValueError, match="expected"):

@@ -115,3 +115,27 @@ def test_generation_stops_at_the_complete_answer_line_and_parses_the_same():
     assert parse_answer(prefix, options).index == 1
     assert bool(AnswerLineStop(tok, 0, [3])(ids[:, :3], None)[0])  # a row's own token limit
     assert not bool(AnswerLineStop(tok, 0, [100])(tok("P was born", return_tensors="pt")["input_ids"], None)[0])
+
+
+def test_target_only_logits_give_the_full_loss_and_its_gradients():
+    """The causal student projects to the vocabulary only from the batch's first target on; the loss and
+    the gradients are those of HF's full-sequence loss (prompts of different lengths, right padding)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from kard_ray.student.model import student_loss
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0))
+    ex = [Tokens([5, 6, 7, 8, 9, 10], [11, 12]), Tokens([5, 6, 7], [13, 14, 15, 16]), Tokens([3] * 9, [20])]
+    inputs, _, _ = collate(ex, "causal", pad_id=0)
+    full = model(**inputs).loss
+    full.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    ours = student_loss(model, inputs)
+    ours.backward()
+    assert ours.item() == pytest.approx(full.item(), rel=1e-5)
+    for p, g in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)

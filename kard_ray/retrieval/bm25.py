@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from kard_ray.artifacts import delete_path, local_copy, resolve_fs, save_bytes, save_npy
+from kard_ray.retrieval.passages import shard_bounds
 from kard_ray.retrieval.tokenizer import Tokenizer
 
 DENSE_SHARE = 1 / 6  # a term in more than this share of a shard's passages is stored as a dense row
@@ -163,15 +164,6 @@ def write_shard(counts: ShardCounts, local_to_global: np.ndarray, idf: np.ndarra
 
 
 # --------------------------------------------------------------------------- build
-
-
-def shard_bounds(n_rows: int, shards: int, shard_rows: int | None = None) -> list[tuple[int, int]]:
-    """Row ranges of ``shards`` shards, more when needed so that none exceeds ``shard_rows`` rows."""
-    if shard_rows:
-        shards = max(shards, -(-n_rows // shard_rows))
-    shards = max(1, min(shards, n_rows))
-    edges = np.linspace(0, n_rows, shards + 1).astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 Summary = tuple[list[str], np.ndarray, int, int]  # local vocabulary, its df, total tokens, documents

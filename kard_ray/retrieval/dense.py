@@ -22,6 +22,7 @@ import numpy as np
 from kard_ray.artifacts import resolve_fs, save_bytes, save_npy, upload_file
 from kard_ray.config import DenseConfig
 from kard_ray.models import resolve_model, safe_load_kwargs
+from kard_ray.retrieval.passages import shard_bounds
 
 PART_BATCHES = 64  # encoder batches per part file (and per actor call): 8192 rows at the default batch size
 ADD_ROWS = 65_536  # vectors handed to FAISS at a time, read from the memory map
@@ -36,13 +37,22 @@ def mean_pool(hidden, mask):
     return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
 
 
+def token_lengths(tokenizer, texts: Sequence[str], max_length: int, chunk: int = 4096) -> np.ndarray:
+    """Tokens per text as encoding truncates them; tokenizing is ~0.3% of a CPU forward pass, so counting
+    first costs little and lets batches be cut by tokens, not characters (a poor proxy for rare words)."""
+    lengths = [tokenizer(list(texts[i : i + chunk]), truncation=True, max_length=max_length,
+                         return_length=True)["length"] for i in range(0, len(texts), chunk)]
+    return np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+
+
 def embed(model, tokenizer, texts: Sequence[str], max_length: int, device, batch_size: int = 64) -> np.ndarray:
     """Unit vectors of ``texts`` (float32, in their order): dense retrieval and the bi-encoder reranker's
     queries and stored passages are all embedded here, so they agree to rounding. Batches are cut from the
-    texts sorted longest first (as sentence-transformers does), so they carry little padding."""
+    texts sorted by token count, longest first (sentence-transformers sorts by characters), so they carry
+    almost no padding."""
     import torch
 
-    order = np.argsort([-len(t) for t in texts], kind="stable")
+    order = np.argsort(-token_lengths(tokenizer, texts, max_length), kind="stable")
     out: np.ndarray | None = None
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
@@ -117,8 +127,7 @@ def _written_parts(parts_uri: str) -> set[str]:
     return {i.base_name for i in infos if i.type == pafs.FileType.File}
 
 
-def encode_parts(passages_arrow_uri: str, n_rows: int, cfg: DenseConfig, out_dir: str,
-                 use_gpu: bool = False) -> list[tuple[int, int]]:
+def encode_parts(passages_arrow_uri: str, n_rows: int, cfg: DenseConfig, out_dir: str) -> list[tuple[int, int]]:
     """Encode every range of rows whose part file ``out_dir/parts/emb-<start>.npy`` is missing (parts are
     written atomically, so one that exists is complete: a killed build resumes); returns all ranges."""
     ranges = part_ranges(n_rows, cfg)
@@ -126,7 +135,7 @@ def encode_parts(passages_arrow_uri: str, n_rows: int, cfg: DenseConfig, out_dir
     written = _written_parts(parts_uri)
     todo = [r for r in ranges if part_name(r[0]) not in written]
     if todo:
-        _encode_on_ray(passages_arrow_uri, todo, cfg, parts_uri, use_gpu)
+        _encode_on_ray(passages_arrow_uri, todo, cfg, parts_uri)
         written = _written_parts(parts_uri)
     missing = [s for s, _ in ranges if part_name(s) not in written]
     if missing:
@@ -134,8 +143,7 @@ def encode_parts(passages_arrow_uri: str, n_rows: int, cfg: DenseConfig, out_dir
     return ranges
 
 
-def _encode_on_ray(arrow_uri: str, ranges: list[tuple[int, int]], cfg: DenseConfig, parts_uri: str,
-                   use_gpu: bool) -> None:
+def _encode_on_ray(arrow_uri: str, ranges: list[tuple[int, int]], cfg: DenseConfig, parts_uri: str) -> None:
     import ray
 
     from kard_ray.runtime import cores_per_worker, is_embedded
@@ -146,7 +154,7 @@ def _encode_on_ray(arrow_uri: str, ranges: list[tuple[int, int]], cfg: DenseConf
                                                              "model": cfg.encoder, "max_length": cfg.max_length,
                                                              "batch_size": cfg.batch_size},
                         compute=ray.data.ActorPoolStrategy(size=cfg.actors), batch_size=1, batch_format="numpy",
-                        num_gpus=1 if use_gpu else 0, num_cpus=cores_per_worker(None, cfg.actors, is_embedded()))
+                        num_gpus=1 if cfg.use_gpu else 0, num_cpus=cores_per_worker(None, cfg.actors, is_embedded()))
     ds.take_all()  # (start, end) records only: the vectors are in the part files
 
 
@@ -204,18 +212,16 @@ def index_parts(ranges: list[tuple[int, int]], cfg: DenseConfig, out_dir: str) -
         raise ValueError("no passages to embed")
     with _local_target(f"{out_dir}/embeddings.npy") as path:
         concat_parts(f"{out_dir}/parts", ranges, path)
-        index = build_faiss(np.load(path, mmap_mode="r"), cfg)
-    meta = save_index(index, cfg, out_dir)
+        meta = write_faiss(np.load(path, mmap_mode="r"), cfg, out_dir)
     fs, parts_dir = resolve_fs(f"{out_dir}/parts")
     fs.delete_dir(parts_dir)
     return meta
 
 
-def build_dense_index(passages_arrow_uri: str, n_rows: int, cfg: DenseConfig, out_dir: str,
-                      use_gpu: bool = False) -> dict:
+def build_dense_index(passages_arrow_uri: str, n_rows: int, cfg: DenseConfig, out_dir: str) -> dict:
     """The KB's dense index folder (embeddings.npy, faiss.index, meta.json) from the passage store, at any
     scale: vectors go actor -> part files -> one file, never through the driver's memory."""
-    return index_parts(encode_parts(passages_arrow_uri, n_rows, cfg, out_dir, use_gpu), cfg, out_dir)
+    return index_parts(encode_parts(passages_arrow_uri, n_rows, cfg, out_dir), cfg, out_dir)
 
 
 # --------------------------------------------------------------------------- FAISS
@@ -237,9 +243,8 @@ def _empty_index(n: int, d: int, cfg: DenseConfig):
     return faiss.IndexIVFPQ(quantizer, d, nlist, cfg.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
 
 
-def build_faiss(embeddings: np.ndarray, cfg: DenseConfig):
-    """The configured index over ``embeddings`` (an array or a memory map): IVF kinds train on a sample,
-    and vectors are added ``ADD_ROWS`` at a time, so a memory-mapped KB is never read into RAM whole."""
+def trained_index(embeddings: np.ndarray, cfg: DenseConfig):
+    """The configured index, empty; IVF kinds trained on a seeded sample of ``embeddings``."""
     import faiss
 
     n, d = embeddings.shape
@@ -249,30 +254,101 @@ def build_faiss(embeddings: np.ndarray, cfg: DenseConfig):
         sample = np.sort(np.random.default_rng(0).choice(n, size=size, replace=False))
         index.train(np.ascontiguousarray(embeddings[sample], np.float32))
         index.nprobe = min(index.nlist, cfg.nprobe)
-    for i in range(0, n, ADD_ROWS):
-        index.add(np.ascontiguousarray(embeddings[i : i + ADD_ROWS], np.float32))
     return index
+
+
+def _add(index, embeddings: np.ndarray, start: int, end: int) -> None:
+    """Rows [start, end) into ``index``, ``ADD_ROWS`` at a time: a memory map is never read into RAM whole."""
+    for i in range(start, end, ADD_ROWS):
+        index.add(np.ascontiguousarray(embeddings[i : min(i + ADD_ROWS, end)], np.float32))
+
+
+def build_faiss(embeddings: np.ndarray, cfg: DenseConfig):
+    """The configured index over ``embeddings`` (an array or a memory map), as one FAISS index."""
+    index = trained_index(embeddings, cfg)
+    _add(index, embeddings, 0, len(embeddings))
+    return index
+
+
+def _write_faiss(index, uri: str) -> int:
+    """``index`` written to a local file, then renamed or uploaded to ``uri``; its size in bytes."""
+    import faiss
+
+    with _local_target(uri) as path:
+        faiss.write_index(index, path)
+        return os.path.getsize(path)
+
+
+def _read_faiss(uri: str):
+    import faiss
+
+    fs, path = resolve_fs(uri)
+    with fs.open_input_file(path) as f:
+        return faiss.deserialize_index(np.frombuffer(f.read(), np.uint8))
+
+
+def _size(uri: str) -> int | None:
+    """A file's size, or None when there is none."""
+    import pyarrow.fs as pafs
+
+    fs, path = resolve_fs(uri)
+    info = fs.get_file_info(path)
+    return info.size if info.type == pafs.FileType.File else None
+
+
+def write_faiss(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) -> dict:
+    """The FAISS index of ``embeddings`` in ``out_dir`` and its ``meta.json``: one ``faiss.index``, or with
+    ``shard_rows`` shards ``faiss/shard-NNNNN.index`` cloned from one trained empty index (kept as
+    ``faiss/trained.index``, so a resumed build adds to the same quantiser), each filled, written and freed
+    before the next; shards already written are kept."""
+    import faiss
+
+    bounds = shard_bounds(len(embeddings), 1, cfg.shard_rows or None)
+    if len(bounds) == 1:
+        return save_index(build_faiss(embeddings, cfg), cfg, out_dir)
+    trained_uri = f"{out_dir}/faiss/trained.index"
+    if _size(trained_uri) is not None:
+        trained = _read_faiss(trained_uri)
+    else:
+        trained = trained_index(embeddings, cfg)
+        _write_faiss(trained, trained_uri)
+    shards = []
+    for i, (start, end) in enumerate(bounds):
+        name = f"faiss/shard-{i:05d}.index"
+        size = _size(f"{out_dir}/{name}")
+        if size is None:
+            shard = faiss.clone_index(trained)
+            _add(shard, embeddings, start, end)
+            size = _write_faiss(shard, f"{out_dir}/{name}")
+            del shard
+        shards.append({"file": name, "start": start, "rows": end - start, "bytes": size})
+    return _save_meta(trained, cfg, out_dir, sum(s["bytes"] for s in shards), n_docs=len(embeddings),
+                      shards=shards)
+
+
+def _save_meta(index, cfg: DenseConfig, out_dir: str, index_bytes: int, n_docs: int | None = None,
+               shards: list[dict] | None = None) -> dict:
+    import faiss
+
+    compressed = isinstance(index, faiss.IndexIVFPQ)  # a small KB falls back to flat: nothing to re-rank
+    meta = {"format": "kard-dense/1", "encoder": cfg.encoder, "max_length": cfg.max_length,
+            "index": type(index).__name__, "n_docs": int(index.ntotal if n_docs is None else n_docs),
+            "dim": int(index.d), "refine": cfg.refine if compressed else 0, "index_bytes": index_bytes}
+    if shards:
+        meta["shards"] = shards
+    save_bytes(f"{out_dir}/meta.json", json.dumps(meta, indent=1).encode())
+    return meta
 
 
 def save_index(index, cfg: DenseConfig, out_dir: str) -> dict:
     """``faiss.index`` (written to a local file, then renamed or uploaded) and ``meta.json``."""
-    import faiss
-
-    with _local_target(f"{out_dir}/faiss.index") as path:
-        faiss.write_index(index, path)
-        index_bytes = os.path.getsize(path)  # what the index holds in RAM
-    compressed = isinstance(index, faiss.IndexIVFPQ)  # a small KB falls back to flat: nothing to re-rank
-    meta = {"format": "kard-dense/1", "encoder": cfg.encoder, "max_length": cfg.max_length,
-            "index": type(index).__name__, "n_docs": int(index.ntotal), "dim": int(index.d),
-            "refine": cfg.refine if compressed else 0, "index_bytes": index_bytes}
-    save_bytes(f"{out_dir}/meta.json", json.dumps(meta, indent=1).encode())
-    return meta
+    return _save_meta(index, cfg, out_dir, _write_faiss(index, f"{out_dir}/faiss.index"))
 
 
 def write_dense_index(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) -> dict:
     """The index folder for vectors already in memory (small KBs, benchmarks)."""
     save_npy(f"{out_dir}/embeddings.npy", embeddings)
-    return save_index(build_faiss(embeddings, cfg), cfg, out_dir)
+    return write_faiss(embeddings, cfg, out_dir)
 
 
 class DenseIndex:
@@ -283,7 +359,8 @@ class DenseIndex:
         import faiss
 
         self.meta = self.read_meta(path)
-        self.index = faiss.read_index(f"{path}/faiss.index")
+        files = self.meta.get("shards") or [{"file": "faiss.index", "start": 0}]
+        self.shards = [(int(f["start"]), faiss.read_index(f"{path}/{f['file']}")) for f in files]
         self.encoder = encoder or Encoder(self.meta["encoder"], self.meta["max_length"])
         self.n_docs = self.meta["n_docs"]
         self.refine = int(self.meta.get("refine", 0))
@@ -298,9 +375,24 @@ class DenseIndex:
             return []
         return self.search_vectors(self.encoder.encode(queries), k)
 
+    def candidates(self, vectors: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS's (scores, rows) of the ``depth`` best per query, rows -1 past the end: every shard searched,
+        its rows offset to KB rows, and the shards' lists merged by score (ties by row)."""
+        found = []
+        for start, index in self.shards:
+            scores, rows = index.search(vectors, min(depth, index.ntotal))
+            found.append((scores, np.where(rows >= 0, rows + start, -1)))
+        if len(found) == 1:
+            return found[0]
+        scores = np.concatenate([s for s, _ in found], axis=1)
+        rows = np.concatenate([r for _, r in found], axis=1)
+        scores[rows < 0] = -np.inf
+        order = np.lexsort((rows, -scores))[:, :depth]  # sorts along each query's row
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+
     def search_vectors(self, vectors: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         k = min(k, self.n_docs)
-        scores, rows = self.index.search(vectors, min(k * max(self.refine, 1), self.n_docs))
+        scores, rows = self.candidates(vectors, min(k * max(self.refine, 1), self.n_docs))
         out = []
         for q, r, s in zip(vectors, rows, scores):
             r = r[r >= 0].astype(np.int64)

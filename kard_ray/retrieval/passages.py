@@ -84,3 +84,13 @@ def write_passage_store(table: pa.Table, path: str) -> None:
     """One shard file (record batches of 64k rows, so a reader maps them without copying)."""
     with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=65536)
+
+
+def shard_bounds(n_rows: int, shards: int, shard_rows: int | None = None) -> list[tuple[int, int]]:
+    """Row ranges of ``shards`` equal shards, more when needed so that none exceeds ``shard_rows`` rows
+    (the BM25 and FAISS shards of a KB are cut by this)."""
+    if shard_rows:
+        shards = max(shards, -(-n_rows // shard_rows))
+    shards = max(1, min(shards, n_rows))
+    edges = np.linspace(0, n_rows, shards + 1).astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]

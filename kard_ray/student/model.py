@@ -118,3 +118,32 @@ def collate(examples: list[Tokens], family: str, pad_id: int):
         lab[i, : len(e.target)] = torch.tensor(e.target)
     real = sum(len(e.prompt) + len(e.target) for e in examples)
     return {"input_ids": ids, "attention_mask": mask, "labels": lab}, real, ids.numel() + lab.numel()
+
+
+def _keeps_target_logits_only(model) -> bool:
+    """A decoder-only model whose forward takes ``logits_to_keep`` (seq2seq labels are the decoder's own)."""
+    import inspect
+
+    inner = getattr(model, "module", model)  # DDP
+    if getattr(getattr(inner, "config", None), "is_encoder_decoder", False):
+        return False
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
+def student_loss(model, inputs: dict):
+    """Mean cross-entropy over the target tokens. A causal student computes its vocabulary projection only
+    from the batch's first target position on: the prompt (passages, question) is most of each sequence
+    and its logits would be thrown away (at SmolLM2's 49k vocabulary, a quarter of a training step)."""
+    import torch
+
+    if not _keeps_target_logits_only(model):
+        return model(**inputs).loss
+    labels = inputs["labels"]
+    targets = labels != -100
+    first = int(torch.where(targets.any(1), targets.int().argmax(1), labels.shape[1]).min())
+    keep = max(1, labels.shape[1] - first + 1)  # the logit at position t predicts token t + 1
+    logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                   logits_to_keep=keep).logits[:, :-1]
+    shifted = labels[:, labels.shape[1] - keep + 1:]
+    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), shifted.reshape(-1),
+                                             ignore_index=-100)

@@ -17,7 +17,7 @@ import numpy as np
 from kard_ray.config import StudentConfig
 from kard_ray.efficiency import efficiency, matmul_probe, parameter_counts, training_flops
 from kard_ray.student.batching import length_grouped_batches
-from kard_ray.student.model import Tokens, collate
+from kard_ray.student.model import Tokens, collate, student_loss
 from kard_ray.training import freeze_below_top, precision_context, report, resume_progress, save_trainer_state, unwrap
 
 
@@ -48,7 +48,7 @@ def eval_loss(model, examples: list[Tokens], cfg: StudentConfig, family: str, pa
         for i in range(0, len(examples), cfg.batch_size):
             inputs, _, _ = collate(examples[i:i + cfg.batch_size], family, pad_id)
             n = int((inputs["labels"] != -100).sum())
-            total += model(**{k: v.to(device) for k, v in inputs.items()}).loss.item() * n
+            total += student_loss(model, {k: v.to(device) for k, v in inputs.items()}).item() * n
             count += n
     model.train()
     return total / max(count, 1)
@@ -110,7 +110,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 inputs, real, padded = collate([train[i] for i in batches[step_in_epoch * cfg.grad_accum + micro]],
                                                cfg.family, pad_id)
                 with autocast:
-                    loss = model(**{k: v.to(device) for k, v in inputs.items()}).loss / cfg.grad_accum
+                    loss = student_loss(model, {k: v.to(device) for k, v in inputs.items()}) / cfg.grad_accum
                 (scaler.scale(loss) if scaler else loss).backward()
                 step_loss += loss.item()
                 real_tokens, padded_tokens = real_tokens + real, padded_tokens + padded
