@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -132,12 +133,11 @@ def _resumed_rows(n: int, cfg: DenseConfig, out_dir: str) -> int:
 
 
 def _timed_index(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) -> tuple[dict, float]:
-    """An index folder beside the stored vectors (linked, not copied), and its FAISS build + write time."""
-    os.makedirs(out_dir, exist_ok=True)
-    link = os.path.join(out_dir, "embeddings.npy")
-    if os.path.exists(link):
-        os.remove(link)
-    os.link(embeddings.filename, link)
+    """An index folder beside the stored vectors (linked, not copied), and its FAISS build + write time
+    (from scratch: a resumed run's shards would not be rebuilt)."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.makedirs(out_dir)
+    os.link(embeddings.filename, os.path.join(out_dir, "embeddings.npy"))
     with Timer() as t:
         meta = write_faiss(embeddings, cfg, out_dir)
     return meta, round(t.s, 2)

@@ -132,9 +132,10 @@ class DenseConfig(Section):
     train_sample: int = Field(100_000, ge=1000, description="ivf / ivfpq: vectors the quantisers train on.")
     hnsw_m: int = Field(32, ge=4)
     shard_rows: int = Field(0, ge=0, description="Split the FAISS index into shards of at most this many vectors "
-                            "(0: one index). The shards share one trained quantiser, so their merged top-k is "
-                            "what one index would return; each is built and written alone (build memory is one "
-                            "shard's) and a killed build resumes at the first missing shard.")
+                            "(0: one index). The shards share one trained quantiser, so for flat / ivf / ivfpq "
+                            "their merged top-k is what one index would return (hnsw: one graph per shard); each "
+                            "is built and written alone (build memory is one shard's) and a killed build resumes "
+                            "at the first missing shard.")
     batch_size: int = Field(128, ge=1)
     max_length: int = Field(256, ge=8)
     actors: int = Field(1, ge=1, description="Ray Data actors embedding the KB (one encoder each).")

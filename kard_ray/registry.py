@@ -132,7 +132,8 @@ _STAGES: list[Stage] = [
           outputs={"passages": "passages.parquet", "passages_arrow": "passages.arrow"}, clean=False),
     Stage("index", "BM25 (always) and dense FAISS (when used) indexes over the passages.", "kb build",
           "kard_ray.stages.index:build", needs=lambda c: ["kb"],
-          key=lambda c: [c.retrieval.bm25, c.retrieval.dense if needs_dense(c) else None],
+          key=lambda c: [c.retrieval.bm25,  # how many actors or GPUs embed does not change a vector
+                         c.retrieval.dense.model_dump(exclude={"actors", "use_gpu"}) if needs_dense(c) else None],
           outputs={"bm25": "bm25", "dense": "dense"}, clean=False),
     Stage("rationales", "n chain-of-thought rationales per question from the teacher (cached, rate-limited).",
           "rationales", "kard_ray.stages.rationales:build", needs=lambda c: ["data"], key=_teacher_key,

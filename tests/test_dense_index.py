@@ -107,6 +107,13 @@ def test_a_killed_sharded_build_keeps_its_quantiser_and_finished_shards(tmp_path
     assert write_dense_index(vecs, cfg, str(out)) == first
     assert {p.name: p.read_bytes() for p in (out / "faiss").iterdir()} == before
     assert os.stat(out / "faiss" / "shard-00000.index").st_mtime_ns == marker  # kept, not rebuilt
+    # other settings in the same folder: the old shards are not reused, and one index replaces them
+    other = write_dense_index(vecs, cfg.model_copy(update={"shard_rows": 1500}), str(out))
+    assert [s["rows"] for s in other["shards"]] == [1500, 1500]
+    assert sorted(p.name for p in (out / "faiss").iterdir()) == ["plan.json", "shard-00000.index",
+                                                                 "shard-00001.index", "trained.index"]
+    write_dense_index(vecs, cfg.model_copy(update={"shard_rows": 0}), str(out))
+    assert not (out / "faiss").exists() and (out / "faiss.index").exists()
 
 
 def test_index_parts_rejects_a_part_of_the_wrong_size(tmp_path):

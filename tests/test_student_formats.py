@@ -139,3 +139,6 @@ def test_target_only_logits_give_the_full_loss_and_its_gradients():
     assert ours.item() == pytest.approx(full.item(), rel=1e-5)
     for p, g in zip(model.parameters(), expected):
         torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
+    # a target from position 0 (no prompt) has no logit: the full sequence is projected, as HF does
+    inputs, _, _ = collate([Tokens([], [7, 8, 9]), Tokens([5, 6], [10])], "causal", pad_id=0)
+    assert student_loss(model, inputs).item() == pytest.approx(model(**inputs).loss.item(), rel=1e-5)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kard_ray.artifacts import resolve_fs, save_bytes, save_npy, upload_file
+from kard_ray.artifacts import delete_path, resolve_fs, save_bytes, save_npy, upload_file
 from kard_ray.config import DenseConfig
 from kard_ray.models import resolve_model, safe_load_kwargs
 from kard_ray.retrieval.passages import shard_bounds
@@ -300,12 +300,21 @@ def write_faiss(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) -> dict:
     """The FAISS index of ``embeddings`` in ``out_dir`` and its ``meta.json``: one ``faiss.index``, or with
     ``shard_rows`` shards ``faiss/shard-NNNNN.index`` cloned from one trained empty index (kept as
     ``faiss/trained.index``, so a resumed build adds to the same quantiser), each filled, written and freed
-    before the next; shards already written are kept."""
+    before the next. Shards already written are kept when ``faiss/plan.json`` (rows, shard bounds, index
+    settings) is this build's; any other plan's files are deleted first."""
     import faiss
 
     bounds = shard_bounds(len(embeddings), 1, cfg.shard_rows or None)
     if len(bounds) == 1:
+        delete_path(f"{out_dir}/faiss")
         return save_index(build_faiss(embeddings, cfg), cfg, out_dir)
+    delete_path(f"{out_dir}/faiss.index")
+    plan = {"rows": len(embeddings), "dim": int(embeddings.shape[1]), "bounds": [list(b) for b in bounds],
+            "settings": cfg.model_dump(include={"encoder", "max_length", "index", "ivf_lists", "nprobe", "pq_m",
+                                                "train_sample", "hnsw_m"})}
+    if _read_json(f"{out_dir}/faiss/plan.json") != plan:
+        delete_path(f"{out_dir}/faiss")
+        save_bytes(f"{out_dir}/faiss/plan.json", json.dumps(plan).encode())
     trained_uri = f"{out_dir}/faiss/trained.index"
     if _size(trained_uri) is not None:
         trained = _read_faiss(trained_uri)
@@ -324,6 +333,14 @@ def write_faiss(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) -> dict:
         shards.append({"file": name, "start": start, "rows": end - start, "bytes": size})
     return _save_meta(trained, cfg, out_dir, sum(s["bytes"] for s in shards), n_docs=len(embeddings),
                       shards=shards)
+
+
+def _read_json(uri: str) -> dict | None:
+    if _size(uri) is None:
+        return None
+    fs, path = resolve_fs(uri)
+    with fs.open_input_file(path) as f:
+        return json.loads(f.read())
 
 
 def _save_meta(index, cfg: DenseConfig, out_dir: str, index_bytes: int, n_docs: int | None = None,

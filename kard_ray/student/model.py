@@ -125,25 +125,37 @@ def _keeps_target_logits_only(model) -> bool:
     import inspect
 
     inner = getattr(model, "module", model)  # DDP
+    if hasattr(inner, "get_base_model"):  # peft (LoRA) forwards its keywords to the base model
+        inner = inner.get_base_model()
     if getattr(getattr(inner, "config", None), "is_encoder_decoder", False):
         return False
     return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
-def student_loss(model, inputs: dict):
-    """Mean cross-entropy over the target tokens. A causal student computes its vocabulary projection only
-    from the batch's first target position on: the prompt (passages, question) is most of each sequence
-    and its logits would be thrown away (at SmolLM2's 49k vocabulary, a quarter of a training step)."""
+def logits_window(model, labels) -> int:
+    """How many final positions need logits: a causal student's loss needs them only from the batch's first
+    target on (the logit at position t predicts token t + 1); otherwise all of them."""
     import torch
 
     if not _keeps_target_logits_only(model):
-        return model(**inputs).loss
-    labels = inputs["labels"]
+        return labels.shape[1]
     targets = labels != -100
     first = int(torch.where(targets.any(1), targets.int().argmax(1), labels.shape[1]).min())
-    keep = max(1, labels.shape[1] - first + 1)  # the logit at position t predicts token t + 1
+    return min(labels.shape[1], max(1, labels.shape[1] - first + 1))  # a target at position 0 has no logit
+
+
+def student_loss(model, inputs: dict, window: int | None = None):
+    """Mean cross-entropy over the target tokens. A causal student projects to the vocabulary only the
+    last ``window`` positions (``logits_window``): the prompt (passages, question) is most of each sequence
+    and its logits would be thrown away (at SmolLM2's 49k vocabulary, a quarter of a training step)."""
+    import torch
+
+    labels = inputs["labels"]
+    window = logits_window(model, labels) if window is None else window
+    if window == labels.shape[1]:
+        return model(**inputs).loss
     logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                   logits_to_keep=keep).logits[:, :-1]
-    shifted = labels[:, labels.shape[1] - keep + 1:]
+                   logits_to_keep=window).logits[:, :-1]
+    shifted = labels[:, labels.shape[1] - window + 1:]
     return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), shifted.reshape(-1),
                                              ignore_index=-100)

@@ -17,7 +17,7 @@ import numpy as np
 from kard_ray.config import StudentConfig
 from kard_ray.efficiency import efficiency, matmul_probe, parameter_counts, training_flops
 from kard_ray.student.batching import length_grouped_batches
-from kard_ray.student.model import Tokens, collate, student_loss
+from kard_ray.student.model import Tokens, collate, logits_window, student_loss
 from kard_ray.training import freeze_below_top, precision_context, report, resume_progress, save_trainer_state, unwrap
 
 
@@ -83,6 +83,8 @@ def train_loop(config: dict[str, Any]) -> None:
     autocast, scaler = precision_context(device, cfg.precision)
     train, held_out = read_shard("train"), read_shard("eval")
     probe, (params, trainable) = matmul_probe(), parameter_counts(model)
+    head_weight = unwrap(model).get_output_embeddings().weight
+    head = head_weight.numel() * (2 + 4 * head_weight.requires_grad)  # its FLOPs per position, as training_flops
     lengths = np.array([len(e.prompt) + len(e.target) for e in train])
 
     def save(path: str) -> None:
@@ -102,6 +104,7 @@ def train_loop(config: dict[str, Any]) -> None:
         needed = steps_per_epoch * cfg.grad_accum
         batches = (batches * math.ceil(needed / max(len(batches), 1)))[:needed]  # equal step counts on all workers
         losses, real_tokens, padded_tokens, t0 = [], 0, 0, time.perf_counter()
+        head_skipped = 0  # positions whose vocabulary projection the loss did not need (not computed)
         for step_in_epoch in range(progress["batch"], steps_per_epoch):
             if progress["step"] >= total:
                 break
@@ -109,8 +112,10 @@ def train_loop(config: dict[str, Any]) -> None:
             for micro in range(cfg.grad_accum):
                 inputs, real, padded = collate([train[i] for i in batches[step_in_epoch * cfg.grad_accum + micro]],
                                                cfg.family, pad_id)
+                window = logits_window(model, inputs["labels"])
+                head_skipped += inputs["labels"].shape[0] * (inputs["labels"].shape[1] - window)
                 with autocast:
-                    loss = student_loss(model, {k: v.to(device) for k, v in inputs.items()}) / cfg.grad_accum
+                    loss = student_loss(model, {k: v.to(device) for k, v in inputs.items()}, window) / cfg.grad_accum
                 (scaler.scale(loss) if scaler else loss).backward()
                 step_loss += loss.item()
                 real_tokens, padded_tokens = real_tokens + real, padded_tokens + padded
@@ -137,7 +142,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 "eval_loss": eval_loss(model, held_out, cfg, cfg.family, pad_id, device),
                 "tokens_per_s": real_tokens * world / elapsed if elapsed and losses else 0.0,
                 "padding_share": 1 - real_tokens / padded_tokens if padded_tokens else 0.0,
-                "efficiency": efficiency(training_flops(padded_tokens, params, trainable), elapsed, probe,
+                "efficiency": efficiency(training_flops(padded_tokens, params, trainable) - head * head_skipped,
+                                         elapsed, probe,
                                          tokens_per_s=round(real_tokens * world / elapsed, 1) if elapsed else 0.0,
                                          workers=world),
                 "resumed_from_step": resumed_from, "epoch_end": True}, save)
