@@ -53,16 +53,48 @@ def sentence_transformer(model: str, max_length: int):
     return st
 
 
+def _english_vocabulary(encoder: str) -> list[str]:
+    """The encoder's whole-word English vocabulary (one token per word)."""
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(resolve_model(encoder)).get_vocab()
+    return sorted((w for w in vocab if w.isascii() and w.isalpha() and len(w) > 1), key=vocab.get)
+
+
+def _zipf(n: int) -> np.ndarray:
+    p = 1.0 / np.arange(1, n + 1) ** 1.1
+    return p / p.sum()
+
+
 def english_passages(n: int, seed: int, encoder: str) -> list[str]:
     """Passages of about 100 real English words (the encoder's whole-word vocabulary, Zipf frequencies):
     ~100 tokens each, like a 100-word Wikipedia passage. Invented words split into several word pieces
     each and would make every passage hit max_length, overstating the cost of encoding a real KB."""
-    from transformers import AutoTokenizer
+    words = _english_vocabulary(encoder)
+    return synthetic_passages(n, seed=seed, mean_words=100, words=(words, _zipf(len(words))))
 
-    vocab = AutoTokenizer.from_pretrained(resolve_model(encoder)).get_vocab()
-    words = sorted((w for w in vocab if w.isascii() and w.isalpha() and len(w) > 1), key=vocab.get)
-    p = 1.0 / np.arange(1, len(words) + 1) ** 1.1
-    return synthetic_passages(n, seed=seed, mean_words=100, words=(words, p / p.sum()))
+
+def topical_passages(n: int, seed: int, encoder: str, topics: int = 2000, topic_words: int = 150,
+                     topic_share: float = 0.5) -> list[str]:
+    """English-word passages with topics, as real KBs have: each passage belongs to one of ``topics``
+    (Zipf-popular) and draws ``topic_share`` of its words from that topic's own ``topic_words``-word
+    vocabulary, the rest from the global Zipf distribution. Without topics every passage is about
+    equally far from every query, which no inverted-list index can prune (docs/benchmarks.md)."""
+    rng = np.random.default_rng(seed)
+    words = np.array(_english_vocabulary(encoder), dtype=object)
+    p = _zipf(len(words))
+    topic_vocab = rng.choice(len(words), size=(topics, topic_words))
+    topic_of = rng.choice(topics, size=n, p=_zipf(topics))
+    lengths = np.clip(rng.normal(100, 25, size=n).astype(int), 10, 200)
+    total = int(lengths.sum())
+    topic_of_word = np.repeat(topic_of, lengths)
+    own = topic_vocab[topic_of_word, rng.integers(0, topic_words, total)]
+    ids = np.where(rng.random(total) < topic_share, own, rng.choice(len(words), total, p=p))
+    ends = np.cumsum(lengths)
+    return [" ".join(words[ids[e - k : e]]) + "." for e, k in zip(ends, lengths)]
+
+
+CORPORA = {"english": english_passages, "topical": topical_passages}
 
 
 def best_of(engines: dict, texts: list[str], repeats: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
@@ -86,7 +118,7 @@ def throughput(args: argparse.Namespace) -> dict:
         "sentence_transformers": lambda texts: st.encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
                                                          convert_to_numpy=True, show_progress_bar=False),
     }
-    texts = english_passages(args.passages, 0, args.encoder)
+    texts = CORPORA[args.corpus](args.passages, 0, args.encoder)
     best_of(engines, texts[: 2 * args.batch_size], 1)  # warm-up: allocator, kernels, tokenizer caches
     best, vectors = best_of(engines, texts, args.repeats)
     rate = {name: round(len(texts) / s, 1) for name, s in best.items()}
@@ -149,7 +181,7 @@ def ivfpq(args: argparse.Namespace) -> dict:
 
     from kard_ray.runtime import init_ray, route_logs_to_file
 
-    texts = english_passages(args.ivfpq, 1, args.encoder)
+    texts = CORPORA[args.corpus](args.ivfpq, 1, args.encoder)
     queries = synthetic_queries(texts, args.queries, seed=2)
     base = DenseConfig(encoder=args.encoder, max_length=args.max_length, batch_size=args.batch_size)
     with _work_dir(args.work_dir) as work, PeakMemory(interval_s=2.0) as mem:
@@ -205,6 +237,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ivfpq", type=int, default=0, metavar="N", help="also index N passages (0: skip)")
     ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--corpus", choices=sorted(CORPORA), default="english",
+                    help="english: ~100 Zipf-drawn English words per passage; topical: the same with topics")
     ap.add_argument("--shard-rows", type=int, default=25_000,
                     help="--ivfpq: also a sharded IVF-PQ index of this many rows per shard")
     ap.add_argument("--work-dir", help="--ivfpq's folder, kept: rerun after a kill to resume the embedding")
@@ -215,8 +249,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     machine = cpu_info()
     print(f"cpu: {machine['cpu']} ({machine['cores']} cores, {' '.join(machine['vector_flags'])})")
-    result: dict = {"benchmark": "encode", **machine, "encoder": args.encoder, "batch_size": args.batch_size,
-                    "max_length": args.max_length, "threads": args.threads}
+    result: dict = {"benchmark": "encode", **machine, "corpus": args.corpus, "encoder": args.encoder,
+                    "batch_size": args.batch_size, "max_length": args.max_length, "threads": args.threads}
     if args.passages:
         result["throughput"] = tp = throughput(args)
         print(f"passages/s  kard {tp['passages_per_s']['kard']}  sentence-transformers "
