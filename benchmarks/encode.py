@@ -74,29 +74,6 @@ def english_passages(n: int, seed: int, encoder: str) -> list[str]:
     return synthetic_passages(n, seed=seed, mean_words=100, words=(words, _zipf(len(words))))
 
 
-def topical_passages(n: int, seed: int, encoder: str, topics: int = 2000, topic_words: int = 150,
-                     topic_share: float = 0.5) -> list[str]:
-    """English-word passages with topics, as real KBs have: each passage belongs to one of ``topics``
-    (Zipf-popular) and draws ``topic_share`` of its words from that topic's own ``topic_words``-word
-    vocabulary, the rest from the global Zipf distribution. Without topics every passage is about
-    equally far from every query, which no inverted-list index can prune (docs/benchmarks.md)."""
-    rng = np.random.default_rng(seed)
-    words = np.array(_english_vocabulary(encoder), dtype=object)
-    p = _zipf(len(words))
-    topic_vocab = rng.choice(len(words), size=(topics, topic_words))
-    topic_of = rng.choice(topics, size=n, p=_zipf(topics))
-    lengths = np.clip(rng.normal(100, 25, size=n).astype(int), 10, 200)
-    total = int(lengths.sum())
-    topic_of_word = np.repeat(topic_of, lengths)
-    own = topic_vocab[topic_of_word, rng.integers(0, topic_words, total)]
-    ids = np.where(rng.random(total) < topic_share, own, rng.choice(len(words), total, p=p))
-    ends = np.cumsum(lengths)
-    return [" ".join(words[ids[e - k : e]]) + "." for e, k in zip(ends, lengths)]
-
-
-CORPORA = {"english": english_passages, "topical": topical_passages}
-
-
 def best_of(engines: dict, texts: list[str], repeats: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Best wall time of each engine over ``repeats`` interleaved passes (the order alternating, so neither
     engine always runs first), and each engine's vectors."""
@@ -118,7 +95,7 @@ def throughput(args: argparse.Namespace) -> dict:
         "sentence_transformers": lambda texts: st.encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
                                                          convert_to_numpy=True, show_progress_bar=False),
     }
-    texts = CORPORA[args.corpus](args.passages, 0, args.encoder)
+    texts = english_passages(args.passages, 0, args.encoder)
     best_of(engines, texts[: 2 * args.batch_size], 1)  # warm-up: allocator, kernels, tokenizer caches
     best, vectors = best_of(engines, texts, args.repeats)
     rate = {name: round(len(texts) / s, 1) for name, s in best.items()}
@@ -181,7 +158,7 @@ def ivfpq(args: argparse.Namespace) -> dict:
 
     from kard_ray.runtime import init_ray, route_logs_to_file
 
-    texts = CORPORA[args.corpus](args.ivfpq, 1, args.encoder)
+    texts = english_passages(args.ivfpq, 1, args.encoder)
     queries = synthetic_queries(texts, args.queries, seed=2)
     base = DenseConfig(encoder=args.encoder, max_length=args.max_length, batch_size=args.batch_size)
     with _work_dir(args.work_dir) as work, PeakMemory(interval_s=2.0) as mem:
@@ -237,8 +214,6 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--ivfpq", type=int, default=0, metavar="N", help="also index N passages (0: skip)")
     ap.add_argument("--queries", type=int, default=1000)
-    ap.add_argument("--corpus", choices=sorted(CORPORA), default="english",
-                    help="english: ~100 Zipf-drawn English words per passage; topical: the same with topics")
     ap.add_argument("--shard-rows", type=int, default=25_000,
                     help="--ivfpq: also a sharded IVF-PQ index of this many rows per shard")
     ap.add_argument("--work-dir", help="--ivfpq's folder, kept: rerun after a kill to resume the embedding")
@@ -249,7 +224,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     machine = cpu_info()
     print(f"cpu: {machine['cpu']} ({machine['cores']} cores, {' '.join(machine['vector_flags'])})")
-    result: dict = {"benchmark": "encode", **machine, "corpus": args.corpus, "encoder": args.encoder,
+    result: dict = {"benchmark": "encode", **machine, "encoder": args.encoder,
                     "batch_size": args.batch_size, "max_length": args.max_length, "threads": args.threads}
     if args.passages:
         result["throughput"] = tp = throughput(args)
