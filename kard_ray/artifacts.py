@@ -136,6 +136,15 @@ def save_npy(uri: str, array: Any) -> None:
         np.save(f, np.ascontiguousarray(array))
 
 
+def read_json_if_exists(uri: str) -> Any:
+    """A JSON file at a path or URI, or None when there is none (markers, plans written last)."""
+    fs, path = resolve_fs(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read())
+
+
 def delete_path(uri: str) -> None:
     """Remove a file or folder at a path or URI; nothing there is fine."""
     _delete(*resolve_fs(uri))

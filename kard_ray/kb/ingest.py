@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from kard_ray.artifacts import open_atomic, resolve_fs, upload_file
+from kard_ray.artifacts import open_atomic, read_json_if_exists, resolve_fs, upload_file
 from kard_ray.config import KBConfig
 from kard_ray.data.kb_sources import (
     FOLDER_SUFFIXES,
@@ -122,21 +122,13 @@ def _write_parquet(table: pa.Table, uri: str) -> None:
         pq.write_table(table, f)
 
 
-def _read_json(uri: str) -> dict[str, Any] | None:
-    fs, path = resolve_fs(uri)
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as f:
-        return json.loads(f.read())
-
-
 def read_and_chunk(batch: dict[str, Any], kb: dict[str, Any], staging: str, part_rows: int) -> dict[str, list[str]]:
     """Ray Data map_batches over source files: staged parts written, one summary row out per file."""
     chunker = FileChunker(KBConfig.model_validate(kb), staging, part_rows)
     out = []
     for path, fmt, fidx, doc_id in zip(batch["path"], batch["format"], batch["file_idx"], batch["doc_id"]):
         marker = marker_file(staging, int(fidx))
-        summary = _read_json(marker)  # a file finished before a kill is not read again
+        summary = read_json_if_exists(marker)  # a file finished before a kill is not read again
         resumed = summary is not None
         if summary is None:
             summary = chunker(str(path), str(fmt), int(fidx), str(doc_id))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kard_ray.artifacts import delete_path, resolve_fs, save_bytes, save_npy, upload_file
+from kard_ray.artifacts import delete_path, read_json_if_exists, resolve_fs, save_bytes, save_npy, upload_file
 from kard_ray.config import DenseConfig
 from kard_ray.models import resolve_model, safe_load_kwargs
 from kard_ray.retrieval.passages import shard_bounds
@@ -312,7 +312,7 @@ def write_faiss(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) -> dict:
     plan = {"rows": len(embeddings), "dim": int(embeddings.shape[1]), "bounds": [list(b) for b in bounds],
             "settings": cfg.model_dump(include={"encoder", "max_length", "index", "ivf_lists", "nprobe", "pq_m",
                                                 "train_sample", "hnsw_m"})}
-    if _read_json(f"{out_dir}/faiss/plan.json") != plan:
+    if read_json_if_exists(f"{out_dir}/faiss/plan.json") != plan:
         delete_path(f"{out_dir}/faiss")
         save_bytes(f"{out_dir}/faiss/plan.json", json.dumps(plan).encode())
     trained_uri = f"{out_dir}/faiss/trained.index"
@@ -333,14 +333,6 @@ def write_faiss(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) -> dict:
         shards.append({"file": name, "start": start, "rows": end - start, "bytes": size})
     return _save_meta(trained, cfg, out_dir, sum(s["bytes"] for s in shards), n_docs=len(embeddings),
                       shards=shards)
-
-
-def _read_json(uri: str) -> dict | None:
-    if _size(uri) is None:
-        return None
-    fs, path = resolve_fs(uri)
-    with fs.open_input_file(path) as f:
-        return json.loads(f.read())
 
 
 def _save_meta(index, cfg: DenseConfig, out_dir: str, index_bytes: int, n_docs: int | None = None,
