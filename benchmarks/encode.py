@@ -21,12 +21,13 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import PeakMemory, Timer, cpu_info, emit, synthetic_passages, synthetic_queries  # noqa: E402
+from text_corpus import real_text_passages, sources, span_queries  # noqa: E402
 
 from kard_ray.config import DenseConfig  # noqa: E402
 from kard_ray.models import resolve_model  # noqa: E402
@@ -74,6 +75,13 @@ def english_passages(n: int, seed: int, encoder: str) -> list[str]:
     return synthetic_passages(n, seed=seed, mean_words=100, words=(words, _zipf(len(words))))
 
 
+def corpus(kind: str, n: int, seed: int, encoder: str) -> tuple[list[str], Callable[[list[str], int, int], list[str]]]:
+    """``n`` passages of the chosen corpus and how to draw queries from them."""
+    if kind == "text":
+        return real_text_passages(n, seed), span_queries
+    return english_passages(n, seed, encoder), synthetic_queries
+
+
 def best_of(engines: dict, texts: list[str], repeats: int) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Best wall time of each engine over ``repeats`` interleaved passes (the order alternating, so neither
     engine always runs first), and each engine's vectors."""
@@ -95,7 +103,7 @@ def throughput(args: argparse.Namespace) -> dict:
         "sentence_transformers": lambda texts: st.encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
                                                          convert_to_numpy=True, show_progress_bar=False),
     }
-    texts = english_passages(args.passages, 0, args.encoder)
+    texts, _ = corpus(args.corpus, args.passages, 0, args.encoder)
     best_of(engines, texts[: 2 * args.batch_size], 1)  # warm-up: allocator, kernels, tokenizer caches
     best, vectors = best_of(engines, texts, args.repeats)
     rate = {name: round(len(texts) / s, 1) for name, s in best.items()}
@@ -152,14 +160,41 @@ def _timed_index(embeddings: np.ndarray, cfg: DenseConfig, out_dir: str) -> tupl
     return meta, round(t.s, 2)
 
 
+SWEEP_BUILDS = [(256, 48), (1024, 48), (256, 96), (1024, 96)]  # (ivf_lists, pq_m): one trained index each
+SWEEP_NPROBE = (8, 16, 32, 64, 128)
+SWEEP_REFINE = (4, 10, 25)
+
+
+def sweep(vectors: np.ndarray, q: np.ndarray, exact: np.ndarray, base: DenseConfig, work: str) -> list[dict]:
+    """IVF-PQ's recall@10 and search time over lists, sub-quantisers, lists probed and re-rank depth; the
+    probe count and the re-rank depth are search-time settings, so each build serves every pair of them."""
+    out = []
+    for lists, pq_m in SWEEP_BUILDS:
+        meta, build_s = _timed_index(vectors, base.model_copy(update={"index": "ivfpq", "ivf_lists": lists,
+                                                                      "pq_m": pq_m, "refine": 1}), f"{work}/sweep")
+        index = DenseIndex(f"{work}/sweep", encoder=object())
+        for nprobe in SWEEP_NPROBE:
+            for _, shard in index.shards:
+                shard.nprobe = nprobe
+            for refine in SWEEP_REFINE:
+                index.refine = refine
+                with Timer() as t:
+                    got = [r for r, _ in index.search_vectors(q, 10)]
+                out.append({"ivf_lists": lists, "pq_m": pq_m, "nprobe": nprobe, "refine": refine,
+                            "index_bytes": meta["index_bytes"], "build_s": build_s,
+                            "ms_per_query": round(1000 * t.s / len(q), 3), "recall_at_10": _recall(got, exact)})
+                print(f"sweep: {out[-1]}")
+    return out
+
+
 def ivfpq(args: argparse.Namespace) -> dict:
     """N passages through build_dense_index (Ray), then flat and IVF-PQ from the memory map, recall@10."""
     import ray
 
     from kard_ray.runtime import init_ray, route_logs_to_file
 
-    texts = english_passages(args.ivfpq, 1, args.encoder)
-    queries = synthetic_queries(texts, args.queries, seed=2)
+    texts, draw_queries = corpus(args.corpus, args.ivfpq, 1, args.encoder)
+    queries = draw_queries(texts, args.queries, 2)
     base = DenseConfig(encoder=args.encoder, max_length=args.max_length, batch_size=args.batch_size)
     with _work_dir(args.work_dir) as work, PeakMemory(interval_s=2.0) as mem:
         route_logs_to_file(f"{work}/logs/ray.log")
@@ -184,6 +219,7 @@ def ivfpq(args: argparse.Namespace) -> dict:
         with Timer() as t_sh:
             refined_sharded = [r for r, _ in sharded.search_vectors(q, 10)]
         compressed = pq.candidates(q, 10)[1]  # the PQ codes' own ranking, no exact re-rank
+        grid = sweep(vectors, q, exact, base, work) if args.sweep else []
     return {"passages": len(texts), "queries": len(queries), "resumed_rows": resumed,
             "ray_embed_s": round(t_embed.s, 1), "ray_passages_per_s": round((len(texts) - resumed) / t_embed.s, 1),
             "peak_pss_mb": round(mem.peak_mb),
@@ -196,7 +232,8 @@ def ivfpq(args: argparse.Namespace) -> dict:
                              "refine": pq_meta["refine"]},
             "recall_at_10": {"ivfpq_refined": _recall(refined, exact), "ivfpq_codes_only": _recall(compressed, exact),
                              "ivfpq_sharded_refined": _recall(refined_sharded, exact)},
-            "sharded_agrees_with_one_index": _recall(refined_sharded, np.stack(refined))}
+            "sharded_agrees_with_one_index": _recall(refined_sharded, np.stack(refined)),
+            **({"sweep": grid} if grid else {})}
 
 
 def _summary(meta: dict, build_s: float, search_s: float, n_queries: int) -> dict:
@@ -207,6 +244,9 @@ def _summary(meta: dict, build_s: float, search_s: float, n_queries: int) -> dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--passages", type=int, default=4000, help="throughput: passages per pass (0: skip)")
+    ap.add_argument("--corpus", choices=("text", "words"), default="text",
+                    help="text: real prose (installed packages' docstrings and botocore's service docs, "
+                         "benchmarks/text_corpus.py); words: random English words, no topics")
     ap.add_argument("--encoder", default=DenseConfig().encoder)
     ap.add_argument("--batch-size", type=int, default=DenseConfig().batch_size)
     ap.add_argument("--max-length", type=int, default=DenseConfig().max_length)
@@ -216,6 +256,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--shard-rows", type=int, default=25_000,
                     help="--ivfpq: also a sharded IVF-PQ index of this many rows per shard")
+    ap.add_argument("--sweep", action="store_true",
+                    help="--ivfpq: also recall and search time over a grid of IVF-PQ settings")
     ap.add_argument("--work-dir", help="--ivfpq's folder, kept: rerun after a kill to resume the embedding")
     args = ap.parse_args()
 
@@ -224,7 +266,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     machine = cpu_info()
     print(f"cpu: {machine['cpu']} ({machine['cores']} cores, {' '.join(machine['vector_flags'])})")
-    result: dict = {"benchmark": "encode", **machine, "encoder": args.encoder,
+    result: dict = {"benchmark": "encode", **machine, "corpus": args.corpus,
+                    **({"corpus_sources": sources()} if args.corpus == "text" else {}), "encoder": args.encoder,
                     "batch_size": args.batch_size, "max_length": args.max_length, "threads": args.threads}
     if args.passages:
         result["throughput"] = tp = throughput(args)
