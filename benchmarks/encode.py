@@ -6,6 +6,11 @@ same model, and (``--ivfpq N``) the KB pipeline at scale with IVF-PQ's recall ag
                                                      # IVF-PQ recall@10 vs flat for 1,000 queries (hours on 2
                                                      # cores: add --work-dir DIR to resume a killed run),
                                                      # and the same IVF-PQ in --shard-rows shards
+    ... --ivfpq 100000 --sweep                       # also: recall and ms/query over lists, bytes per vector,
+                                                     # lists probed and re-rank depth, from the same vectors
+
+``--corpus text`` (default): 100-word passages of real prose with topics (``text_corpus.py``: the installed
+packages' docstrings and botocore's service documentation); ``--corpus words``: random English words.
 
 Throughput: one process, the same torch threads, batch size and max length for both engines, warmed,
 best of ``--repeats`` passes each, interleaved (so a noisy neighbour hurts both alike). The IVF-PQ section
