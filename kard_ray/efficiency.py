@@ -31,6 +31,13 @@ def matmul_probe(seconds: float = 0.6, n: int = 1024, windows: int = 3) -> float
     return best
 
 
+def settled_probe(earlier: float) -> float:
+    """The probe taken again at the end of a stage's loop, when its own background work (Ray Data streaming
+    the worker's shard while the first steps run) has stopped. Contention can only make a probe read low, so
+    the larger of the two is the machine's; the first alone put the demo reranker at 3.3x "its" machine."""
+    return max(earlier, matmul_probe())
+
+
 def parameter_counts(model) -> tuple[int, int]:
     """(matmul parameters, trainable ones): the 2-D weights of every module but embeddings (a lookup costs
     no FLOPs); an LM head tied to the embedding is a Linear module and is counted once."""

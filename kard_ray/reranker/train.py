@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from kard_ray.config import RerankerConfig
-from kard_ray.efficiency import efficiency, matmul_probe, parameter_counts, training_flops
+from kard_ray.efficiency import efficiency, matmul_probe, parameter_counts, settled_probe, training_flops
 from kard_ray.reranker.candidates import sample_candidates
 from kard_ray.reranker.hops import hop_query, training_hop
 from kard_ray.reranker.losses import LOSSES, annealed
@@ -117,7 +117,7 @@ def train_loop(config: dict[str, Any]) -> None:
                     and progress["batch"] < steps_per_epoch:
                 report({"epoch": epoch, "step": progress["step"], "loss": float(np.mean(losses[-20:])),
                         "resumed_from_step": resumed_from}, save)
-        elapsed = time.perf_counter() - t0
+        elapsed, probe = time.perf_counter() - t0, settled_probe(probe)
         progress.update(epoch=epoch + 1, batch=0)
         report({"epoch": epoch, "step": progress["step"], "loss": float(np.mean(losses)) if losses else math.nan,
                 "pairs_per_s": pairs * world / elapsed if elapsed else 0.0, "resumed_from_step": resumed_from,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from kard_ray.config import StudentConfig
-from kard_ray.efficiency import efficiency, matmul_probe, parameter_counts, training_flops
+from kard_ray.efficiency import efficiency, matmul_probe, parameter_counts, settled_probe, training_flops
 from kard_ray.student.batching import length_grouped_batches
 from kard_ray.student.model import Tokens, collate, logits_window, student_loss
 from kard_ray.training import freeze_below_top, precision_context, report, resume_progress, save_trainer_state, unwrap
@@ -135,7 +135,7 @@ def train_loop(config: dict[str, Any]) -> None:
                     and progress["step"] < total and progress["batch"] < steps_per_epoch:
                 report({"epoch": epoch, "step": progress["step"], "loss": float(np.mean(losses[-20:])),
                         "resumed_from_step": resumed_from}, save)
-        elapsed = time.perf_counter() - t0
+        elapsed, probe = time.perf_counter() - t0, settled_probe(probe)
         progress.update(epoch=epoch + 1, batch=0)
         report({"epoch": epoch, "step": progress["step"], "total_steps": total,
                 "loss": float(np.mean(losses)) if losses else math.nan,
