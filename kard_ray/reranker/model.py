@@ -53,21 +53,28 @@ def encode_pairs(tokenizer, queries: Sequence[str], passages: Sequence[str], max
 
 def score_pairs(model, tokenizer, queries: Sequence[str], q_index: Sequence[int], passages: Sequence[str], *,
                 architecture: str, max_length: int, scale: float, device, stats: dict | None = None):
-    """Scores of shape (len(passages),): passages[j] against queries[q_index[j]], in one forward call
-    (so that DDP sees exactly one forward per backward). The one scoring path of both architectures:
-    the cross-encoder reads each (query, passage) pair; the bi-encoder embeds each query once."""
+    """Scores of shape (len(passages),): passages[j] against queries[q_index[j]]. The one scoring path of
+    both architectures: the cross-encoder reads each (query, passage) pair in one forward call; the
+    bi-encoder embeds each query once, and queries and passages as two batches, each padded to its own
+    longest text (in one batch every short passage was padded to the longest hop-expanded query: two
+    thirds of the demo reranker's training compute). DDP takes two forward calls before one backward: a
+    parameter's gradient hook fires once, after both uses are summed."""
     import torch
 
     if architecture == "cross":
         enc = encode_pairs(tokenizer, [queries[i] for i in q_index], passages, max_length).to(device)
         _count_tokens(stats, enc)
         return model(**enc).logits.float().view(-1)
-    enc = tokenizer(list(queries) + list(passages), padding=True, truncation=True, max_length=max_length,
-                    return_tensors="pt").to(device)
+    q_emb, p_emb = (_embed_batch(model, tokenizer, texts, max_length, device, stats) for texts in (queries, passages))
+    q = q_emb[torch.as_tensor(list(q_index), dtype=torch.long, device=q_emb.device)]
+    return scale * (q * p_emb).sum(-1)
+
+
+def _embed_batch(model, tokenizer, texts: Sequence[str], max_length: int, device, stats: dict | None):
+    """Mean-pooled embeddings of ``texts`` in one forward call, padded to the batch's longest text."""
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
     _count_tokens(stats, enc)
-    emb = mean_pool(model(**enc).last_hidden_state.float(), enc["attention_mask"])
-    q = emb[torch.as_tensor(list(q_index), dtype=torch.long, device=emb.device)]
-    return scale * (q * emb[len(queries):]).sum(-1)
+    return mean_pool(model(**enc).last_hidden_state.float(), enc["attention_mask"])
 
 
 def _count_tokens(stats: dict | None, enc) -> None:
@@ -79,8 +86,7 @@ def _count_tokens(stats: dict | None, enc) -> None:
 
 def score_matrix(model, tokenizer, queries: Sequence[str], passages: Sequence[str], n: int, *, architecture: str,
                  max_length: int, scale: float, device, stats: dict | None = None):
-    """Scores of shape (len(queries), n): passages[i*n:(i+1)*n] belong to queries[i]. One forward call
-    (so that DDP sees exactly one forward per backward)."""
+    """Scores of shape (len(queries), n): passages[i*n:(i+1)*n] belong to queries[i] (``score_pairs``)."""
     b = len(queries)
     return score_pairs(model, tokenizer, queries, [i for i in range(b) for _ in range(n)], passages,
                        architecture=architecture, max_length=max_length, scale=scale, device=device,
