@@ -11,6 +11,7 @@ every machine with the same package versions (their versions are part of the res
 from __future__ import annotations
 
 import ast
+import functools
 import gzip
 import importlib.metadata
 import json
@@ -106,13 +107,19 @@ def sources() -> dict[str, str]:
     return out
 
 
-def real_text_passages(n: int, seed: int) -> list[str]:
-    """``n`` distinct 100-word passages of real text (seeded sample, in corpus order)."""
+@functools.cache
+def _all_passages() -> tuple[str, ...]:
+    """Every distinct passage, in corpus order (~100 s of parsing: built once per process)."""
     passages: dict[str, None] = {}
     for documents in (docstring_documents(), botocore_documents()):
         for doc in documents:
             passages.update(dict.fromkeys(chunk_text(doc, _CHUNKING)))
-    texts = list(passages)
+    return tuple(passages)
+
+
+def real_text_passages(n: int, seed: int) -> list[str]:
+    """``n`` distinct 100-word passages of real text (seeded sample, in corpus order)."""
+    texts = _all_passages()
     if len(texts) < n:
         raise SystemExit(f"the installed packages give {len(texts):,} real-text passages, fewer than {n:,}")
     keep = np.sort(np.random.default_rng(seed).choice(len(texts), size=n, replace=False))

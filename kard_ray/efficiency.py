@@ -31,6 +31,13 @@ def matmul_probe(seconds: float = 0.6, n: int = 1024, windows: int = 3) -> float
     return best
 
 
+def count_tokens(stats: dict | None, enc) -> None:
+    """Token positions a model computes (``tokens``, padding included) and real ones, into ``stats``."""
+    if stats is not None:
+        stats["tokens"] = stats.get("tokens", 0) + int(enc["input_ids"].numel())
+        stats["real_tokens"] = stats.get("real_tokens", 0) + int(enc["attention_mask"].sum())
+
+
 def settled_probe(earlier: float) -> float:
     """The probe taken again at the end of a stage's loop, when its own background work (Ray Data streaming
     the worker's shard while the first steps run) has stopped. Contention can only make a probe read low, so

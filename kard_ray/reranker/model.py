@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from kard_ray.data.schema import render_options
+from kard_ray.efficiency import count_tokens
 from kard_ray.models import resolve_model, safe_load_kwargs
-from kard_ray.retrieval.dense import mean_pool
+from kard_ray.retrieval.dense import embed_batch
 
 
 def query_text(question: str, options: Sequence[str], with_options: bool = True) -> str:
@@ -63,25 +64,11 @@ def score_pairs(model, tokenizer, queries: Sequence[str], q_index: Sequence[int]
 
     if architecture == "cross":
         enc = encode_pairs(tokenizer, [queries[i] for i in q_index], passages, max_length).to(device)
-        _count_tokens(stats, enc)
+        count_tokens(stats, enc)
         return model(**enc).logits.float().view(-1)
-    q_emb, p_emb = (_embed_batch(model, tokenizer, texts, max_length, device, stats) for texts in (queries, passages))
+    q_emb, p_emb = (embed_batch(model, tokenizer, texts, max_length, device, stats) for texts in (queries, passages))
     q = q_emb[torch.as_tensor(list(q_index), dtype=torch.long, device=q_emb.device)]
     return scale * (q * p_emb).sum(-1)
-
-
-def _embed_batch(model, tokenizer, texts: Sequence[str], max_length: int, device, stats: dict | None):
-    """Mean-pooled embeddings of ``texts`` in one forward call, padded to the batch's longest text."""
-    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
-    _count_tokens(stats, enc)
-    return mean_pool(model(**enc).last_hidden_state.float(), enc["attention_mask"])
-
-
-def _count_tokens(stats: dict | None, enc) -> None:
-    """Token positions the model computes (``tokens``, padding included) and real ones, for efficiency."""
-    if stats is not None:
-        stats["tokens"] = stats.get("tokens", 0) + int(enc["input_ids"].numel())
-        stats["real_tokens"] = stats.get("real_tokens", 0) + int(enc["attention_mask"].sum())
 
 
 def score_matrix(model, tokenizer, queries: Sequence[str], passages: Sequence[str], n: int, *, architecture: str,

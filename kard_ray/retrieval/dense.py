@@ -45,6 +45,16 @@ def token_lengths(tokenizer, texts: Sequence[str], max_length: int, chunk: int =
     return np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
 
 
+def embed_batch(model, tokenizer, texts: Sequence[str], max_length: int, device, stats: dict | None = None):
+    """Unit vectors of ``texts`` as a tensor, one forward call padded to the batch's longest text (with
+    gradients when the caller trains); ``stats`` counts the token positions (``count_tokens``)."""
+    from kard_ray.efficiency import count_tokens
+
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
+    count_tokens(stats, enc)
+    return mean_pool(model(**enc).last_hidden_state.float(), enc["attention_mask"])
+
+
 def embed(model, tokenizer, texts: Sequence[str], max_length: int, device, batch_size: int = 64) -> np.ndarray:
     """Unit vectors of ``texts`` (float32, in their order): dense retrieval and the bi-encoder reranker's
     queries and stored passages are all embedded here, so they agree to rounding. Batches are cut from the
@@ -57,9 +67,7 @@ def embed(model, tokenizer, texts: Sequence[str], max_length: int, device, batch
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
             rows = order[i : i + batch_size]
-            enc = tokenizer([texts[j] for j in rows], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt").to(device)
-            vectors = mean_pool(model(**enc).last_hidden_state.float(), enc["attention_mask"]).cpu().numpy()
+            vectors = embed_batch(model, tokenizer, [texts[j] for j in rows], max_length, device).cpu().numpy()
             if out is None:
                 out = np.empty((len(texts), vectors.shape[1]), np.float32)
             out[rows] = vectors
