@@ -27,8 +27,8 @@ def padding(run_dir: str, config: str) -> tuple[dict, dict]:
     from kard_ray.config import load_config
     from kard_ray.stages.student import training_rows
     from kard_ray.student.batching import length_grouped_batches, padding_share
-    from kard_ray.student.formats import build_prompt, target_text
-    from kard_ray.student.model import load_student_tokenizer, tokenize_example
+    from kard_ray.student.model import load_student_tokenizer
+    from kard_ray.student.train import tokenize_rows
 
     cfg = load_config(config, [f"run_dir={run_dir}"])
     s = cfg.student
@@ -37,12 +37,7 @@ def padding(run_dir: str, config: str) -> tuple[dict, dict]:
     out, examples = {}, {}
     for method in ("kard", "rd", "ft"):
         rows = training_rows(run, s, method)
-        tokens = []
-        for r in rows:
-            prompt = build_prompt(tokenizer, method, r["question"], r["options"], r["passages"], s.max_input_length)
-            tokens.append(tokenize_example(tokenizer, prompt.text,
-                                           target_text(method, r["rationale"], r["options"], r["answer"]),
-                                           s.max_input_length, s.max_target_length))
+        tokens = tokenize_rows(rows, tokenizer, s, method)[0]  # as each training worker tokenizes its shard
         lengths = np.asarray([len(t.prompt) + len(t.target) for t in tokens])
         batches = length_grouped_batches(lengths, s.batch_size, np.random.default_rng(0))
         examples[method] = [[tokens[i] for i in b] for b in batches]

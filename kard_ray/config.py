@@ -380,6 +380,10 @@ class RayConfig(Section):
     include_dashboard: bool = False
     metrics_export_port: int | None = Field(
         None, ge=1, le=65535, description="Embedded Ray: serve Prometheus metrics on this port (/metrics).")
+    concurrent_stages: int | None = Field(
+        None, ge=1, description="Stages run at once when neither needs the other (the reranker and the three "
+                                "students); each gets its share of the cores. Default: one per two cores, at most 4, "
+                                "on an embedded Ray; 4 on a cluster. 1 runs the stages one after another.")
 
 
 class KardConfig(Section):

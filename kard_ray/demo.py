@@ -71,23 +71,27 @@ def run_pipeline_with_progress(cfg: KardConfig, address: str | None = None, forc
 
 
 def _run_with_view(cfg: KardConfig, run: RunDir, force: bool, console: Console, quiet_logs: bool) -> dict:
-    """The pipeline with a spinner naming the running stage (terminals) and one line per finished stage."""
+    """The pipeline with a spinner naming the running stages (terminals) and one line per finished stage."""
     from kard_ray.pipeline import run_pipeline
     from kard_ray.registry import plan
 
     run.save_config(cfg)
     total = len(plan(cfg))
     done = [0]
+    running: list[str] = []  # stages that do not need each other run at once
     status = console.status("starting")
 
     def on_stage(name: str, state: str, manifest: dict | None, seconds: float) -> None:
         if state == "start":
-            status.update(f"[{done[0] + 1}/{total}] {name} ...")
-            return
-        done[0] += 1
-        mark = "[dim]skipped (up to date)[/]" if state == "skip" else f"[green]done[/] in {seconds:.0f}s"
-        console.print(f"[{done[0]}/{total}] [bold]{name}[/] {mark}  {_summary(manifest or {})}", highlight=False,
-                      soft_wrap=True)
+            running.append(name)
+        else:
+            running.remove(name)
+            done[0] += 1
+            mark = "[dim]skipped (up to date)[/]" if state == "skip" else f"[green]done[/] in {seconds:.0f}s"
+            console.print(f"[{done[0]}/{total}] [bold]{name}[/] {mark}  {_summary(manifest or {})}", highlight=False,
+                          soft_wrap=True)
+        if running:
+            status.update(f"[{done[0]}/{total} done] running {', '.join(running)} ...")
 
     with status:
         return run_pipeline(cfg, run, force=force, log=(lambda _m: None) if quiet_logs else console.print,

@@ -8,6 +8,8 @@ stages asked for, never their upstream.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -29,19 +31,59 @@ def run_one(name: str, cfg: KardConfig, run: RunDir, force: bool = False, log=pr
 
 
 def run_stages(cfg: KardConfig, run: RunDir, targets: Sequence[str] = ("evaluate",), force: bool = False, log=print,
-               on_stage: OnStage | None = None) -> dict[str, dict]:
-    """``targets`` and everything they need, in order; ``on_stage(name, status, manifest, seconds)`` sees
-    'start', 'skip' and 'done'."""
-    manifests = {}
-    for name in plan(cfg, targets):
+               on_stage: OnStage | None = None, concurrency: int | None = None) -> dict[str, dict]:
+    """``targets`` and everything they need; ``on_stage(name, status, manifest, seconds)`` sees 'start', 'skip' and
+    'done', always from the calling thread.
+
+    Stages that do not need each other run at once (``ray.concurrent_stages``; the reranker and the three
+    students after ``augment``), each on its share of the cores: on a small machine two single-threaded
+    trainings get more done than two two-threaded ones in turn, and one stage's start-up (worker processes,
+    imports, model loads) overlaps another's compute. Registry order breaks ties, so the longest trainings
+    start first. After a failure nothing new starts; the stages already running finish, then the first error
+    is raised.
+    """
+    from kard_ray.runtime import concurrent_stages, is_embedded, machine_cores, sharing_cores
+
+    order = plan(cfg, targets)
+    lanes = concurrency or concurrent_stages(cfg.ray.concurrent_stages, is_embedded())
+    needs = {n: [d for d in stage(n).needs(cfg) if d in order] for n in order}
+    finished: queue.Queue = queue.Queue()
+
+    def work(name: str, cores: int) -> None:
         t0 = time.perf_counter()
-        if on_stage:
-            on_stage(name, "start", None, 0.0)
-        manifest = run_one(name, cfg, run, force=force and name in targets, log=log)
+        try:
+            with sharing_cores(cores):
+                manifest = run_one(name, cfg, run, force=force and name in targets, log=log)
+            finished.put((name, manifest, None, time.perf_counter() - t0))
+        except BaseException as exc:  # handed to the calling thread, which raises it
+            finished.put((name, None, exc, time.perf_counter() - t0))
+
+    manifests: dict[str, dict] = {}
+    running: set[str] = set()
+    errors: list[BaseException] = []
+    while True:
+        ready = [] if errors else [n for n in order if n not in manifests and n not in running
+                                   and all(d in manifests for d in needs[n])]
+        launch = ready[: max(0, lanes - len(running))]
+        cores = max(1, machine_cores() // max(1, len(running) + len(launch)))
+        for name in launch:
+            running.add(name)
+            if on_stage:
+                on_stage(name, "start", None, 0.0)
+            threading.Thread(target=work, args=(name, cores), name=f"kard-stage-{name}", daemon=True).start()
+        if not running:
+            break
+        name, manifest, error, seconds = finished.get()
+        running.discard(name)
+        if error is not None:
+            errors.append(error)
+            continue
         manifests[name] = manifest
         if on_stage:
-            on_stage(name, "skip" if manifest.get("up_to_date") else "done", manifest, time.perf_counter() - t0)
-    return manifests
+            on_stage(name, "skip" if manifest.get("up_to_date") else "done", manifest, seconds)
+    if errors:
+        raise errors[0]
+    return {n: manifests[n] for n in order}
 
 
 def run_pipeline(cfg: KardConfig, run: RunDir, force: bool = False, log=print,

@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from kard_ray.config import RayConfig
@@ -40,14 +42,44 @@ def machine_cores() -> int:
         return os.cpu_count() or 1
 
 
+_STAGE_CORES: ContextVar[int | None] = ContextVar("kard_stage_cores", default=None)
+
+
+def stage_cores() -> int:
+    """The cores the running stage may use: the whole machine, or its share while other stages run beside it."""
+    return _STAGE_CORES.get() or machine_cores()
+
+
+@contextlib.contextmanager
+def sharing_cores(cores: int):
+    """Within this block (this thread), ``stage_cores()`` is ``cores``: the pipeline gives each stage it runs
+    at once its share, and every worker and actor the stage starts is sized from it."""
+    token = _STAGE_CORES.set(max(1, cores))
+    try:
+        yield
+    finally:
+        _STAGE_CORES.reset(token)
+
+
+def concurrent_stages(configured: int | None, embedded: bool) -> int:
+    """Stages the pipeline runs at once when they do not need each other: the configured number, else on an
+    embedded Ray one per two cores (at most 4: the reranker and three students), else (a cluster) 4.
+
+    Two cores make one lane: on the 2-core demo machine, the reranker and a student side by side with one
+    thread each took as long as the two in turn with two threads (docs/benchmarks.md)."""
+    if configured:
+        return configured
+    return max(1, min(4, machine_cores() // 2)) if embedded else 4
+
+
 def cores_per_worker(configured: float | None, workers: int, embedded: bool, cores: int | None = None) -> float:
     """CPUs for each of ``workers`` (training workers, generation actors): the configured number, else on an
-    embedded Ray every core of this machine shared among them, else (a cluster) one each."""
+    embedded Ray the stage's cores (``stage_cores``) shared among them, else (a cluster) one each."""
     if configured is not None:
         return configured
     if not embedded:
         return 1.0
-    return float(max(1, (cores or machine_cores()) // max(1, workers)))
+    return float(max(1, (cores or stage_cores()) // max(1, workers)))
 
 
 def is_embedded() -> bool:
@@ -128,6 +160,9 @@ def init_ray(cfg: RayConfig | None = None, address: str | None = None, log_to_dr
             object_store_memory=cfg.object_store_memory_mb * 1024 * 1024,
             include_dashboard=cfg.include_dashboard,
             **({"_metrics_export_port": cfg.metrics_export_port} if cfg.metrics_export_port else {}),
+            # Two Ray Train runs at once keep ~15 helper processes alive (controllers, dataset managers, split
+            # coordinators); with the default (one start per core) the raylet warns on the console from 8 on.
+            _system_config={"worker_maximum_startup_concurrency": max(8, 2 * machine_cores())},
             namespace=cfg.namespace,
             log_to_driver=log_to_driver,
             configure_logging=log_to_driver,  # quiet: keep the handlers route_logs_to_file set

@@ -1,7 +1,15 @@
 import pytest
 
 from kard_ray.config import RayConfig
-from kard_ray.runtime import cores_per_worker, embedded_cpus, machine_cores, resolve_address
+from kard_ray.runtime import (
+    concurrent_stages,
+    cores_per_worker,
+    embedded_cpus,
+    machine_cores,
+    resolve_address,
+    sharing_cores,
+    stage_cores,
+)
 
 
 def test_address_precedence(monkeypatch):
@@ -31,6 +39,23 @@ def test_cores_per_worker_derivation(configured, workers, embedded, cores, expec
 
 def test_machine_cores_default_is_this_machine():
     assert cores_per_worker(None, 1, True) == float(machine_cores()) >= 1
+
+
+def test_a_stage_sharing_the_machine_sizes_its_workers_from_its_share():
+    assert stage_cores() == machine_cores()
+    with sharing_cores(1):
+        assert stage_cores() == 1 and cores_per_worker(None, 1, True) == 1.0
+        assert cores_per_worker(None, 1, False) == 1.0 and cores_per_worker(3.0, 1, True) == 3.0
+    assert stage_cores() == machine_cores()
+
+
+def test_concurrent_stages_derivation(monkeypatch):
+    import kard_ray.runtime as runtime
+
+    assert concurrent_stages(3, True) == 3 and concurrent_stages(None, False) == 4
+    for cores, lanes in ((1, 1), (2, 1), (4, 2), (16, 4)):
+        monkeypatch.setattr(runtime, "machine_cores", lambda c=cores: c)
+        assert concurrent_stages(None, True) == lanes
 
 
 @pytest.mark.ray

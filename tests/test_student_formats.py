@@ -71,6 +71,24 @@ def test_packing_trims_passages_never_the_question_or_options(tokenizer):
     assert fits.passages_kept == 1 and fits.passages_trimmed == 0
 
 
+def test_workers_tokenize_rows_as_evaluation_prompts_them_and_count_trimmed(tokenizer):
+    from kard_ray.config import StudentConfig
+    from kard_ray.student.model import eos_id
+    from kard_ray.student.train import tokenize_rows
+
+    cfg = StudentConfig(max_input_length=100, max_target_length=16)
+    long = " ".join(["filler"] * 100)
+    rows = [{"question": QUESTION, "options": OPTIONS, "answer": 2, "rationale": RATIONALE,
+             "passages": [long, "Dryxfyth Skeindmeix was born in Zaenstead."]},
+            {"question": QUESTION, "options": OPTIONS, "answer": 2, "rationale": RATIONALE, "passages": []}]
+    examples, trimmed = tokenize_rows(rows, tokenizer, cfg, "kard")
+    assert trimmed == 1  # only the long passage
+    prompt = build_prompt(tokenizer, "kard", QUESTION, OPTIONS, rows[0]["passages"], 100).text
+    assert examples[0].prompt == tokenizer(prompt)["input_ids"] and len(examples[0].prompt) <= 100
+    assert len(examples[0].target) == 16 and examples[0].target[-1] == eos_id(tokenizer)  # cut, then EOS
+    assert examples[1].prompt == tokenizer(render("kard", QUESTION, OPTIONS, []))["input_ids"]  # "- (none)"
+
+
 def test_causal_loss_masks_prompt_tokens_and_seq2seq_keeps_them_apart():
     ex = [Tokens([5, 6, 7], [8, 9]), Tokens([5], [8, 9, 10])]
     inputs, real, padded = collate(ex, "causal", pad_id=0)

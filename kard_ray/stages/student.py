@@ -2,7 +2,8 @@
 
 Training rows come from ``augment/student.parquet`` (question, options, teacher rationale and the
 passages BM25 finds with the rationale); ``ft`` trains on the answers alone. Prompts and targets
-come from :mod:`kard_ray.student.formats`, the same code evaluation and serving use. Writes
+come from :mod:`kard_ray.student.formats`, the same code evaluation and serving use; each Ray Train
+worker tokenises its own shard of the rows (no separate tokenising actors). Writes
 ``student_<method>/`` (a plain HF folder) and records throughput and padding share in the
 manifest. Checkpoints live in ``train/student_<method>-<key>/`` so a killed run resumes.
 """
@@ -40,42 +41,11 @@ def split_held_out(rows: list[dict[str, Any]], fraction: float) -> tuple[list[di
     return [r for r in rows if r["qid"] not in held], [r for r in rows if r["qid"] in held]
 
 
-class TokenizeExamples:
-    """Ray Data actor: prompt (packed to the input budget) + target -> token ids."""
-
-    def __init__(self, student: dict[str, Any], method: str):
-        from kard_ray.student.model import load_student_tokenizer
-
-        self.cfg = StudentConfig.model_validate(student)
-        self.method = method
-        self.tokenizer = load_student_tokenizer(self.cfg.model, self.cfg.family, self.cfg.trust_remote_code)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        from kard_ray.student.formats import build_prompt, target_text
-        from kard_ray.student.model import tokenize_example
-
-        out: dict[str, list] = {"qid": [], "prompt_ids": [], "target_ids": [], "passages_kept": [],
-                                "passages_trimmed": []}
-        for r in batch.to_pylist():
-            prompt = build_prompt(self.tokenizer, self.method, r["question"], r["options"], r["passages"],
-                                  self.cfg.max_input_length)
-            target = target_text(self.method, r["rationale"], r["options"], r["answer"])
-            tokens = tokenize_example(self.tokenizer, prompt.text, target, self.cfg.max_input_length,
-                                      self.cfg.max_target_length)
-            for key, value in (("qid", r["qid"]), ("prompt_ids", tokens.prompt), ("target_ids", tokens.target),
-                               ("passages_kept", prompt.passages_kept), ("passages_trimmed", prompt.passages_trimmed)):
-                out[key].append(value)
-        return pa.table(out)
-
-
-def tokenized_dataset(rows: list[dict[str, Any]], s: StudentConfig, method: str):
+def examples_dataset(rows: list[dict[str, Any]]):
+    """Untokenized rows as a Ray Data dataset: Ray Train shards it, and each worker tokenizes its shard."""
     import ray
 
-    if not rows:
-        return None
-    return ray.data.from_arrow(pa.Table.from_pylist(rows)).map_batches(
-        TokenizeExamples, fn_constructor_kwargs={"student": s.model_dump(), "method": method},
-        compute=ray.data.ActorPoolStrategy(size=1), batch_size=256, batch_format="pyarrow").materialize()
+    return ray.data.from_arrow(pa.Table.from_pylist(rows)) if rows else None
 
 
 def merge_lora(src: str, dst: str) -> None:
@@ -120,19 +90,18 @@ def build(cfg: KardConfig, run: RunDir, *, method: str, force: bool = False, log
     if not rows:
         raise ValueError("train_student: no training rows; check the rationales and augment stages")
     train_rows, eval_rows = split_held_out(rows, s.eval_fraction)
-    train_ds, eval_ds = tokenized_dataset(train_rows, s, method), tokenized_dataset(eval_rows, s, method)
+    train_ds, eval_ds = examples_dataset(train_rows), examples_dataset(eval_rows)
     workers = max(1, s.workers.num_workers)
     per_epoch, total = schedule(len(train_rows), s, workers)
     if force:
         run.delete(TRAIN_DIR, name)
-    result = training.fit(train_loop, {"student": s.model_dump(), "steps_per_epoch": per_epoch,
-                                       "total_steps": total},
+    result = training.fit(train_loop, {"student": s.model_dump(), "method": method,
+                                       "steps_per_epoch": per_epoch, "total_steps": total},
                           s.workers, run.uri_of(TRAIN_DIR), name,
                           {"train": train_ds, **({"eval": eval_ds} if eval_ds is not None else {})},
                           s.max_failures)
     m = result.metrics or {}
     training.export_checkpoint(run, result.checkpoint, output(student_stage(method), "model"), transform=merge_lora)
-    trimmed = int(train_ds.sum("passages_trimmed") or 0)
     log(f"student[{method}]: {m.get('step')} steps, loss {m.get('loss', float('nan')):.3f}, "
         f"eval loss {m.get('eval_loss', float('nan')):.3f}, {m.get('tokens_per_s', 0):.0f} tokens/s, "
         f"padding {m.get('padding_share', 0):.1%}")
@@ -142,4 +111,4 @@ def build(cfg: KardConfig, run: RunDir, *, method: str, force: bool = False, log
         extra={"method": method, "model": s.model, "family": s.family, "final_loss": m.get("loss"),
                "eval_loss": m.get("eval_loss"), "tokens_per_s": m.get("tokens_per_s"),
                "padding_share": m.get("padding_share"), "resumed_from_step": m.get("resumed_from_step"),
-               "passages_trimmed": trimmed, "train_storage": name, "efficiency": m.get("efficiency")})
+               "passages_trimmed": m.get("passages_trimmed"), "train_storage": name, "efficiency": m.get("efficiency")})

@@ -21,13 +21,41 @@ from kard_ray.student.model import Tokens, collate, logits_window, student_loss
 from kard_ray.training import freeze_below_top, precision_context, report, resume_progress, save_trainer_state, unwrap
 
 
-def read_shard(name: str) -> list[Tokens]:
+def read_shard(name: str) -> list[dict[str, Any]]:
+    """This worker's rows of the named Ray Data dataset, as plain Python values."""
     import ray.train
 
     shard = ray.train.get_dataset_shard(name)
     if shard is None:
         return []
-    return [Tokens(list(r["prompt_ids"]), list(r["target_ids"])) for r in shard.iter_rows()]
+    return [r for batch in shard.iter_batches(batch_format="pyarrow", batch_size=1024) for r in batch.to_pylist()]
+
+
+def tokenize_rows(rows: list[dict[str, Any]], tokenizer, cfg: StudentConfig, method: str) -> tuple[list[Tokens], int]:
+    """(token ids, passages trimmed): each prompt packed to the input budget as evaluation and Serve pack it.
+    Each worker tokenizes its own shard with the tokenizer it trains with: no separate tokenizing actors."""
+    from kard_ray.student.formats import build_prompt, target_text
+    from kard_ray.student.model import tokenize_example
+
+    examples, trimmed = [], 0
+    for r in rows:
+        prompt = build_prompt(tokenizer, method, r["question"], r["options"], r["passages"], cfg.max_input_length)
+        target = target_text(method, r["rationale"], r["options"], r["answer"])
+        examples.append(tokenize_example(tokenizer, prompt.text, target, cfg.max_input_length, cfg.max_target_length))
+        trimmed += prompt.passages_trimmed
+    return examples, trimmed
+
+
+def sum_over_workers(value: int) -> int:
+    """``value`` summed over the DDP workers (the process group Ray Train set up)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return value
+    total = torch.tensor([value], dtype=torch.long)
+    dist.all_reduce(total)
+    return int(total.item())
 
 
 def schedule(n_rows: int, cfg: StudentConfig, workers: int) -> tuple[int, int]:
@@ -81,7 +109,9 @@ def train_loop(config: dict[str, Any]) -> None:
     progress = resume_progress(model, optimizer, scheduler)
     resumed_from = progress["step"]
     autocast, scaler = precision_context(device, cfg.precision)
-    train, held_out = read_shard("train"), read_shard("eval")
+    train, trimmed = tokenize_rows(read_shard("train"), tokenizer, cfg, config["method"])
+    held_out, _ = tokenize_rows(read_shard("eval"), tokenizer, cfg, config["method"])
+    trimmed = sum_over_workers(trimmed)
     probe, (params, trainable) = matmul_probe(), parameter_counts(model)
     head_weight = unwrap(model).get_output_embeddings().weight
     head = head_weight.numel() * (2 + 4 * head_weight.requires_grad)  # its FLOPs per position, as training_flops
@@ -96,7 +126,8 @@ def train_loop(config: dict[str, Any]) -> None:
     if progress["step"] >= total:  # restarted after the last checkpoint: report it again so the run has a result
         report({"epoch": progress["epoch"], "step": progress["step"], "total_steps": total, "loss": math.nan,
                 "eval_loss": eval_loss(model, held_out, cfg, cfg.family, pad_id, device), "tokens_per_s": 0.0,
-                "padding_share": 0.0, "resumed_from_step": resumed_from, "epoch_end": True}, save)
+                "padding_share": 0.0, "resumed_from_step": resumed_from, "passages_trimmed": trimmed,
+                "epoch_end": True}, save)
     while progress["step"] < total:
         epoch = progress["epoch"]
         rng = np.random.default_rng(cfg.seed * 1000 + epoch * 10 + rank)
@@ -146,4 +177,4 @@ def train_loop(config: dict[str, Any]) -> None:
                                          elapsed, probe,
                                          tokens_per_s=round(real_tokens * world / elapsed, 1) if elapsed else 0.0,
                                          workers=world),
-                "resumed_from_step": resumed_from, "epoch_end": True}, save)
+                "resumed_from_step": resumed_from, "passages_trimmed": trimmed, "epoch_end": True}, save)
