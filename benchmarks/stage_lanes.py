@@ -4,18 +4,21 @@
 
 Times real KARD-student training steps (SmolLM2-135M, top ``train_layers`` blocks trainable, batch of the
 demo's shape: 8 x 134 tokens) in one process with every core, then in ``--lanes`` processes at once with an
-equal share of the cores each. The ratio decides ``concurrent_stages``' default (``kard_ray.runtime``): lanes
-pay off only where ``lanes_speedup`` > 1. Last line: one JSON object.
+equal share of the cores each (started together; model loads differ by a second or two, so a lane may run
+alone briefly, which can only flatter the lanes). The ratio decides ``concurrent_stages``' default
+(``kard_ray.runtime``): lanes pay off only where ``lanes_speedup`` > 1. Last line: one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
 
-from common import cpu_info, emit
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import cpu_info, emit  # noqa: E402
 
 
 def steps_per_s(threads: int, steps: int) -> float:
@@ -58,9 +61,14 @@ def main() -> None:
     one = steps_per_s(cores, args.steps)
     share = max(1, cores // args.lanes)
     children = [subprocess.Popen([sys.executable, __file__, "--worker", str(share), "--steps", str(args.steps)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 for _ in range(args.lanes)]
-    rates = [float(c.communicate()[0].strip().splitlines()[-1]) for c in children]
+    rates = []
+    for child in children:
+        out, err = child.communicate()
+        if child.returncode:
+            raise SystemExit(f"a lane failed:\n{err[-2000:]}")
+        rates.append(float(out.strip().splitlines()[-1]))
     result = {"cpu": cpu_info(), "cores": cores, "lanes": args.lanes, "threads_per_lane": share,
               "steps_per_s_one_process": round(one, 4), "steps_per_s_per_lane": [round(r, 4) for r in rates],
               "lanes_speedup": round(sum(rates) / one, 3)}

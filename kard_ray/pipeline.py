@@ -40,12 +40,14 @@ def run_stages(cfg: KardConfig, run: RunDir, targets: Sequence[str] = ("evaluate
     trainings get more done than two two-threaded ones in turn, and one stage's start-up (worker processes,
     imports, model loads) overlaps another's compute. Registry order breaks ties, so the longest trainings
     start first. After a failure nothing new starts; the stages already running finish, then the first error
-    is raised.
+    is raised. A share is fixed when its stage starts (a stage that turns out up to date still counted).
     """
     from kard_ray.runtime import concurrent_stages, is_embedded, machine_cores, sharing_cores
 
     order = plan(cfg, targets)
     lanes = concurrency or concurrent_stages(cfg.ray.concurrent_stages, is_embedded())
+    if lanes <= 1:  # one after another on this thread, with every core (Ctrl-C and Ray Train's abort as usual)
+        return _run_in_turn(cfg, run, order, targets, force, log, on_stage)
     needs = {n: [d for d in stage(n).needs(cfg) if d in order] for n in order}
     finished: queue.Queue = queue.Queue()
 
@@ -58,6 +60,13 @@ def run_stages(cfg: KardConfig, run: RunDir, targets: Sequence[str] = ("evaluate
         except BaseException as exc:  # handed to the calling thread, which raises it
             finished.put((name, None, exc, time.perf_counter() - t0))
 
+    def notify(*args) -> None:  # a failing callback stops new launches like a failing stage
+        try:
+            if on_stage:
+                on_stage(*args)
+        except Exception as exc:
+            errors.append(exc)
+
     manifests: dict[str, dict] = {}
     running: set[str] = set()
     errors: list[BaseException] = []
@@ -67,10 +76,9 @@ def run_stages(cfg: KardConfig, run: RunDir, targets: Sequence[str] = ("evaluate
         launch = ready[: max(0, lanes - len(running))]
         cores = max(1, machine_cores() // max(1, len(running) + len(launch)))
         for name in launch:
-            running.add(name)
-            if on_stage:
-                on_stage(name, "start", None, 0.0)
+            notify(name, "start", None, 0.0)
             threading.Thread(target=work, args=(name, cores), name=f"kard-stage-{name}", daemon=True).start()
+            running.add(name)
         if not running:
             break
         name, manifest, error, seconds = finished.get()
@@ -79,11 +87,26 @@ def run_stages(cfg: KardConfig, run: RunDir, targets: Sequence[str] = ("evaluate
             errors.append(error)
             continue
         manifests[name] = manifest
-        if on_stage:
-            on_stage(name, "skip" if manifest.get("up_to_date") else "done", manifest, seconds)
+        notify(name, "skip" if manifest.get("up_to_date") else "done", manifest, seconds)
+    for later in errors[1:]:
+        log(f"also failed: {type(later).__name__}: {later}")
     if errors:
         raise errors[0]
     return {n: manifests[n] for n in order}
+
+
+def _run_in_turn(cfg: KardConfig, run: RunDir, order: list[str], targets: Sequence[str], force: bool, log,
+                 on_stage: OnStage | None) -> dict[str, dict]:
+    manifests = {}
+    for name in order:
+        t0 = time.perf_counter()
+        if on_stage:
+            on_stage(name, "start", None, 0.0)
+        manifest = run_one(name, cfg, run, force=force and name in targets, log=log)
+        manifests[name] = manifest
+        if on_stage:
+            on_stage(name, "skip" if manifest.get("up_to_date") else "done", manifest, time.perf_counter() - t0)
+    return manifests
 
 
 def run_pipeline(cfg: KardConfig, run: RunDir, force: bool = False, log=print,

@@ -137,6 +137,14 @@ def ray_log_dir() -> str | None:
         return None
 
 
+def _lanes_system_config(lanes: int) -> dict:
+    """With stages side by side, two Ray Train runs keep ~15 helper processes alive (controllers, dataset managers,
+    split coordinators), and the raylet prints a warning on the console from 4x its start-up limit (one process
+    per core). Raising the limit to 4 per lane keeps the console quiet; it also lets that many processes start
+    at once. One lane keeps Ray's default."""
+    return {"_system_config": {"worker_maximum_startup_concurrency": 4 * lanes}} if lanes > 1 else {}
+
+
 def init_ray(cfg: RayConfig | None = None, address: str | None = None, log_to_driver: bool = True) -> RayRuntime:
     """Attach to a cluster when one is named, else start (or reuse) an embedded local Ray. ``log_to_driver=False``
     keeps worker output off this console (it stays in Ray's session logs)."""
@@ -160,9 +168,7 @@ def init_ray(cfg: RayConfig | None = None, address: str | None = None, log_to_dr
             object_store_memory=cfg.object_store_memory_mb * 1024 * 1024,
             include_dashboard=cfg.include_dashboard,
             **({"_metrics_export_port": cfg.metrics_export_port} if cfg.metrics_export_port else {}),
-            # Two Ray Train runs at once keep ~15 helper processes alive (controllers, dataset managers, split
-            # coordinators); with the default (one start per core) the raylet warns on the console from 8 on.
-            _system_config={"worker_maximum_startup_concurrency": max(8, 2 * machine_cores())},
+            **_lanes_system_config(concurrent_stages(cfg.concurrent_stages, True)),
             namespace=cfg.namespace,
             log_to_driver=log_to_driver,
             configure_logging=log_to_driver,  # quiet: keep the handlers route_logs_to_file set

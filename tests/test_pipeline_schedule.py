@@ -3,6 +3,7 @@ needs. Fast: the stage bodies are replaced by a recorder, no Ray."""
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from kard_ray.registry import plan, stage
 from kard_ray.runtime import stage_cores
 
 TRAINING = {"reranker", "student_kard", "student_rd", "student_ft"}
+DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ def recorder(monkeypatch, tmp_path):
 
 
 def test_independent_stages_run_at_once_on_shared_cores_after_what_they_need(recorder):
-    cfg = load_config("configs/demo.yaml")
+    cfg = load_config(DEMO)
     order = plan(cfg)
     seen = []
     manifests = pipeline.run_stages(cfg, recorder["run"], order, concurrency=2,
@@ -55,13 +57,25 @@ def test_independent_stages_run_at_once_on_shared_cores_after_what_they_need(rec
 
 
 def test_one_lane_runs_one_stage_at_a_time_with_every_core(recorder):
-    cfg = load_config("configs/demo.yaml")
+    cfg = load_config(DEMO)
     pipeline.run_stages(cfg, recorder["run"], plan(cfg), concurrency=1)
     assert recorder["peak"][0] == 1 and {c for *_, c in recorder["log"]} == {2}
 
 
+def test_a_failing_progress_callback_stops_new_stages_like_a_failing_stage(recorder):
+    cfg = load_config(DEMO)
+
+    def on_stage(name, state, manifest, seconds):
+        if name == "augment" and state == "done":
+            raise ValueError("display broke")
+
+    with pytest.raises(ValueError, match="display broke"):
+        pipeline.run_stages(cfg, recorder["run"], plan(cfg), concurrency=2, on_stage=on_stage)
+    assert not {name for name, *_ in recorder["log"]} & TRAINING
+
+
 def test_a_failed_stage_stops_new_ones_and_its_error_is_raised(recorder):
-    cfg = load_config("configs/demo.yaml")
+    cfg = load_config(DEMO)
     recorder["fail"].add("reranker")
     with pytest.raises(RuntimeError, match="reranker failed"):
         pipeline.run_stages(cfg, recorder["run"], plan(cfg), concurrency=2)

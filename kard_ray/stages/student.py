@@ -89,6 +89,12 @@ def build(cfg: KardConfig, run: RunDir, *, method: str, force: bool = False, log
     rows = training_rows(run, s, method)
     if not rows:
         raise ValueError("train_student: no training rows; check the rationales and augment stages")
+    from kard_ray.student.formats import WITH_RATIONALE
+
+    missing = [r["qid"] for r in rows if WITH_RATIONALE[method] and not r["rationale"]]
+    if missing:  # here, not in a Train worker that Ray would restart max_failures times
+        raise ValueError(f"train_student: method {method!r} trains on rationales, but {len(missing)} rows have none "
+                         f"(first: {missing[0]}); check the rationales and augment stages")
     train_rows, eval_rows = split_held_out(rows, s.eval_fraction)
     train_ds, eval_ds = examples_dataset(train_rows), examples_dataset(eval_rows)
     workers = max(1, s.workers.num_workers)

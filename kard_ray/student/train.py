@@ -46,14 +46,15 @@ def tokenize_rows(rows: list[dict[str, Any]], tokenizer, cfg: StudentConfig, met
     return examples, trimmed
 
 
-def sum_over_workers(value: int) -> int:
-    """``value`` summed over the DDP workers (the process group Ray Train set up)."""
+def sum_over_workers(value: int, device) -> int:
+    """``value`` summed over the DDP workers (the process group Ray Train set up: gloo on CPU, NCCL on GPU, which
+    reduces only tensors on the worker's device). Every rank must call it."""
     import torch
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return value
-    total = torch.tensor([value], dtype=torch.long)
+    total = torch.tensor([value], dtype=torch.long, device=device)
     dist.all_reduce(total)
     return int(total.item())
 
@@ -111,7 +112,7 @@ def train_loop(config: dict[str, Any]) -> None:
     autocast, scaler = precision_context(device, cfg.precision)
     train, trimmed = tokenize_rows(read_shard("train"), tokenizer, cfg, config["method"])
     held_out, _ = tokenize_rows(read_shard("eval"), tokenizer, cfg, config["method"])
-    trimmed = sum_over_workers(trimmed)
+    trimmed = sum_over_workers(trimmed, device)
     probe, (params, trainable) = matmul_probe(), parameter_counts(model)
     head_weight = unwrap(model).get_output_embeddings().weight
     head = head_weight.numel() * (2 + 4 * head_weight.requires_grad)  # its FLOPs per position, as training_flops
