@@ -60,6 +60,16 @@ def test_tiny_student_lowers_the_loss_and_reloads_with_plain_transformers(prepar
     assert len(out) == 1 and len(out[0]) == 3 and all(isinstance(t, str) for t in out[0])
 
 
+def test_a_student_without_held_out_rows_trains_and_reports_no_eval_loss(prepared):
+    import math
+
+    cfg, run = prepared
+    cfg = load_config(None, [f"run_dir={cfg.run_dir}", *TINY_RUN_SETS, "student.eval_fraction=0"])
+    m = run_one("student_ft", cfg, run, force=True, log=quiet)
+    assert m["counts"]["eval_examples"] == 0 and m["counts"]["steps"] > 0
+    assert math.isnan(m["extra"]["eval_loss"])
+
+
 def test_causal_student_saves_a_plain_model_that_generates(prepared):
     cfg, run = prepared
     sets = [*TINY_RUN_SETS, "student.model=smollm2-135m-instruct", "student.family=causal", "student.max_steps=2",

@@ -25,8 +25,11 @@ def read_shard(name: str) -> list[dict[str, Any]]:
     """This worker's rows of the named Ray Data dataset, as plain Python values."""
     import ray.train
 
-    shard = ray.train.get_dataset_shard(name)
-    if shard is None:
+    try:
+        shard = ray.train.get_dataset_shard(name)
+    except KeyError:  # Ray Train v2: a dataset this run was not given (no held-out rows)
+        return []
+    if shard is None:  # Ray Train v1 said so with None
         return []
     return [r for batch in shard.iter_batches(batch_format="pyarrow", batch_size=1024) for r in batch.to_pylist()]
 
