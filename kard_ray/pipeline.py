@@ -36,9 +36,9 @@ def run_stages(cfg: KardConfig, run: RunDir, targets: Sequence[str] = ("evaluate
     'done', always from the calling thread.
 
     Stages that do not need each other run at once (``ray.concurrent_stages``; the reranker and the three
-    students after ``augment``), each on its share of the cores: on a small machine two single-threaded
-    trainings get more done than two two-threaded ones in turn, and one stage's start-up (worker processes,
-    imports, model loads) overlaps another's compute. Registry order breaks ties, so the longest trainings
+    students after ``augment``), each on its share of the cores, so a machine with more cores than one small
+    training uses well keeps them busy (on 2 cores two 1-thread trainings got no more done than two 2-thread
+    ones in turn, hence one lane per two cores by default). Registry order breaks ties, so the longest trainings
     start first. After a failure nothing new starts; the stages already running finish, then the first error
     is raised. A share is fixed when its stage starts (a stage that turns out up to date still counted).
     """

@@ -17,7 +17,7 @@ DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 
 @pytest.fixture
-def recorder(monkeypatch, tmp_path):
+def recorder(monkeypatch):
     """run_one replaced: records (name, start, end, cores) and the most stages seen running at once."""
     lock, records, live, peak, fail = threading.Lock(), [], set(), [0], set()
 

@@ -21,14 +21,12 @@ def prepared(ray_session, tmp_path_factory):
 
 
 def _mean_loss(model, tokenizer, cfg, run, method):
-    from kard_ray.student.formats import build_prompt, target_text
-    from kard_ray.student.model import collate, tokenize_example
+    from kard_ray.config import StudentConfig
+    from kard_ray.student.model import collate
+    from kard_ray.student.train import tokenize_rows
 
     rows = student_stage.training_rows(run, cfg.student, method)
-    examples = [tokenize_example(tokenizer, build_prompt(tokenizer, method, r["question"], r["options"],
-                                                         r["passages"], 96).text,
-                                 target_text(method, r["rationale"], r["options"], r["answer"]), 96, 48)
-                for r in rows]
+    examples = tokenize_rows(rows, tokenizer, StudentConfig(max_input_length=96, max_target_length=48), method)[0]
     model.eval()
     with torch.inference_mode():
         inputs, _, _ = collate(examples, "seq2seq", tokenizer.pad_token_id)
