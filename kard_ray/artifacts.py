@@ -195,10 +195,15 @@ def local_copy(uri: str, cache_root: str | None = None) -> str:
 
 @dataclass
 class StageResult:
-    """What a stage body reports: row counts and any extra facts for its manifest."""
+    """What a stage body reports: row counts and any extra facts for its manifest.
+
+    ``scratch``: run-relative paths the stage kept only to resume if killed (training checkpoints);
+    they are deleted once the manifest lands, when nothing can need them any more.
+    """
 
     counts: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    scratch: list[str] = field(default_factory=list)
 
 
 class RunDir:
@@ -370,5 +375,7 @@ def run_stage(
         "versions": _versions(),
     }
     run.write_json(f"{name}/{MANIFEST}", manifest)
+    for rel in result.scratch:
+        run.delete(rel)
     log(f"[{name}] done in {manifest['duration_s']:.1f}s: {result.counts}")
     return manifest

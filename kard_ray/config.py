@@ -391,6 +391,10 @@ class KardConfig(Section):
 
     run_dir: str = "runs/default"
     seed: int = 0
+    keep_train_checkpoints: bool = Field(
+        False, description="Keep the reranker's and students' Ray Train checkpoints (model + optimizer state) "
+                           "under <run>/train after their stage finishes. They exist to resume a killed training; "
+                           "by default they are deleted once the stage's model is exported and its manifest written.")
     data: DataConfig = Field(default_factory=DataConfig)
     kb: KBConfig = Field(default_factory=KBConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)

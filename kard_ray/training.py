@@ -117,22 +117,34 @@ def copy_model_files(src: str, dst: str) -> None:
             shutil.copy2(os.path.join(src, f), os.path.join(dst, f))
 
 
-def export_checkpoint(run, checkpoint, stage: str, transform: Callable[[str, str], None] | None = None) -> str:
+def export_checkpoint(run, checkpoint, stage: str, transform: Callable[[str, str], None] | None = None) -> None:
     """Copy the final checkpoint (minus trainer state) into the stage folder as a plain HF folder.
 
     ``transform(src, dst)`` replaces the plain copy (e.g. merging a LoRA adapter). Remote run
-    directories get the folder uploaded; the local folder's path is returned either way.
+    directories get the folder uploaded, file by file in pieces, from a local temporary folder.
     """
+    from kard_ray.artifacts import upload_file
+
     with checkpoint.as_directory() as ckpt:
-        out = run.path(stage) if run.is_local else None
-        target = out or tempfile.mkdtemp(prefix="kard-export-")
-        os.makedirs(target, exist_ok=True)
-        (transform or copy_model_files)(ckpt, target)
-    if out is None:
-        for f in os.listdir(target):
-            with open(os.path.join(target, f), "rb") as fh:
-                run.write_bytes(f"{stage}/{f}", fh.read())
-    return target
+        if run.is_local:
+            os.makedirs(run.path(stage), exist_ok=True)
+            (transform or copy_model_files)(ckpt, run.path(stage))
+            return
+        with tempfile.TemporaryDirectory(prefix="kard-export-") as target:
+            (transform or copy_model_files)(ckpt, target)
+            for f in os.listdir(target):
+                upload_file(os.path.join(target, f), run.uri_of(stage, f))
+
+
+def checkpoints_to_discard(keep: bool, storage_name: str) -> list[str]:
+    """A finished training's checkpoint folder, for ``StageResult.scratch``, unless the run keeps it.
+
+    Model plus optimizer state, ``num_to_keep`` times: they doubled a run's disk use after the
+    exported model made them useless (the test suite filled CI's disk).
+    """
+    from kard_ray.registry import TRAIN_DIR
+
+    return [] if keep else [f"{TRAIN_DIR}/{storage_name}"]
 
 
 def freeze_below_top(model, n_layers: int, heads: tuple[str, ...] = ()) -> int:

@@ -71,6 +71,25 @@ def test_half_written_stage_is_not_done(tmp_path):
     assert body.calls == 1 and run.is_done("toy")
 
 
+def test_scratch_outlives_a_crash_and_goes_once_the_manifest_lands(tmp_path):
+    """Training checkpoints are scratch: a killed stage keeps them to resume, a finished one deletes them."""
+    run = RunDir(str(tmp_path / "run"))
+
+    def body(crash):
+        def write_checkpoint_then(run: RunDir) -> StageResult:
+            run.write_text("train/toy-1/checkpoint_0/state", "resume from here")
+            if crash:
+                raise RuntimeError("killed halfway")
+            return StageResult(counts={"rows": 1}, scratch=["train/toy-1"])
+        return write_checkpoint_then
+
+    with pytest.raises(RuntimeError, match="killed halfway"):
+        run_stage(run, "toy", body(crash=True), log=quiet)
+    assert run.exists("train", "toy-1", "checkpoint_0", "state") and not run.is_done("toy")
+    run_stage(run, "toy", body(crash=False), log=quiet)
+    assert run.is_done("toy") and not run.exists("train", "toy-1")
+
+
 def test_upstream_keys_chain(tmp_path):
     run = RunDir(str(tmp_path / "run"))
     with pytest.raises(RuntimeError, match="needs stage 'toy'"):

@@ -89,3 +89,4 @@ def test_killed_training_resumes_from_its_checkpoint(prepared):
         storage.name
     m = run_one("reranker", cfg, run, log=quiet)
     assert m["extra"]["resumed_from_step"] >= 2 and m["counts"]["steps"] == 18
+    assert not storage.exists(), "a finished training keeps its checkpoints"

@@ -100,6 +100,7 @@ def test_killed_student_training_resumes_from_its_checkpoint(prepared):
     m = run_one("student_rd", cfg, run, log=quiet)
     per_epoch = int(np.ceil(m["counts"]["train_examples"] / 4))
     assert m["extra"]["resumed_from_step"] >= 2 and m["counts"]["steps"] == 3 * per_epoch
+    assert not storage.exists(), "a finished training keeps its checkpoints"
 
 
 def test_lora_checkpoint_exports_as_one_plain_merged_model(tmp_path):

@@ -95,4 +95,5 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
         counts={"steps": int(metrics.get("step", 0)), "epochs": r.epochs, "workers": info["workers"]},
         extra={"final_loss": metrics.get("loss"), "pairs_per_s": metrics.get("pairs_per_s"),
                "resumed_from_step": metrics.get("resumed_from_step"), "train_storage": name,
-               "passage_vectors": vectors, "efficiency": metrics.get("efficiency"), "knowledge_gap": gap})
+               "passage_vectors": vectors, "efficiency": metrics.get("efficiency"), "knowledge_gap": gap},
+        scratch=training.checkpoints_to_discard(cfg.keep_train_checkpoints, name))

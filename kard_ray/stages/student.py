@@ -117,4 +117,5 @@ def build(cfg: KardConfig, run: RunDir, *, method: str, force: bool = False, log
         extra={"method": method, "model": s.model, "family": s.family, "final_loss": m.get("loss"),
                "eval_loss": m.get("eval_loss"), "tokens_per_s": m.get("tokens_per_s"),
                "padding_share": m.get("padding_share"), "resumed_from_step": m.get("resumed_from_step"),
-               "passages_trimmed": m.get("passages_trimmed"), "train_storage": name, "efficiency": m.get("efficiency")})
+               "passages_trimmed": m.get("passages_trimmed"), "train_storage": name, "efficiency": m.get("efficiency")},
+        scratch=training.checkpoints_to_discard(cfg.keep_train_checkpoints, name))
