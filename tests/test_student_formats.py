@@ -135,6 +135,40 @@ def test_generation_stops_at_the_complete_answer_line_and_parses_the_same():
     assert not bool(AnswerLineStop(tok, 0, [100])(tok("P was born", return_tensors="pt")["input_ids"], None)[0])
 
 
+def test_greedy_decoding_drops_finished_rows_and_writes_what_generate_writes():
+    """Each row stops at its own limit and leaves the batch, and every row's tokens are HF greedy ``generate``'s
+    (left padding: positions follow the attention mask)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from kard_ray.student.generate import greedy_decode
+    from kard_ray.student.model import load_student_tokenizer
+
+    tok = load_student_tokenizer("smollm2-135m-instruct", "causal")
+    tok.padding_side = "left"
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)).eval()
+    prompts = ["Question: where was Ada born?", "Q: what?", "Question: which river runs past the old mill town?"]
+    limits = [4, 9, 2]
+    enc = tok(prompts, padding=True, return_tensors="pt")
+    enc.pop("token_type_ids", None)
+    batch_sizes = []
+    hook = model.register_forward_pre_hook(lambda m, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape[0]),
+                                           with_kwargs=True)
+    ours = greedy_decode(model, tok, enc, limits, stop_at_answer=False)
+    hook.remove()
+    with torch.no_grad():
+        full = model.generate(**enc, max_new_tokens=max(limits), do_sample=False, pad_token_id=tok.pad_token_id)
+    for row, limit, got in zip(full[:, enc["input_ids"].shape[1]:].tolist(), limits, ours):
+        expected = row[:limit]
+        if tok.eos_token_id in expected:
+            expected = expected[: expected.index(tok.eos_token_id)]
+        assert got == expected
+    assert batch_sizes[0] == 3 and batch_sizes[-1] == 1 and len(batch_sizes) == max(limits)
+
+
 def test_target_only_logits_give_the_full_loss_and_its_gradients():
     """The causal student projects to the vocabulary only from the batch's first target on; the loss and
     the gradients are those of HF's full-sequence loss (prompts of different lengths, right padding)."""

@@ -58,17 +58,21 @@ def score_pairs(model, tokenizer, queries: Sequence[str], q_index: Sequence[int]
     both architectures: the cross-encoder reads each (query, passage) pair in one forward call; the
     bi-encoder embeds each query once, and queries and passages as two batches, each padded to its own
     longest text (in one batch every short passage was padded to the longest hop-expanded query: two
-    thirds of the demo reranker's training compute). DDP takes two forward calls before one backward: a
-    parameter's gradient hook fires once, after both uses are summed."""
+    thirds of the demo reranker's training compute), and a passage that recurs in the batch (two queries'
+    candidates, the empty texts that pad short lists) is embedded once: the same scores, and the same
+    gradients, since backward sums a shared embedding's uses. DDP takes two forward calls before one
+    backward: a parameter's gradient hook fires once, after both uses are summed."""
     import torch
 
     if architecture == "cross":
         enc = encode_pairs(tokenizer, [queries[i] for i in q_index], passages, max_length).to(device)
         count_tokens(stats, enc)
         return model(**enc).logits.float().view(-1)
-    q_emb, p_emb = (embed_batch(model, tokenizer, texts, max_length, device, stats) for texts in (queries, passages))
+    slot = {t: i for i, t in enumerate(dict.fromkeys(passages))}
+    q_emb, p_emb = (embed_batch(model, tokenizer, texts, max_length, device, stats) for texts in (queries, list(slot)))
     q = q_emb[torch.as_tensor(list(q_index), dtype=torch.long, device=q_emb.device)]
-    return scale * (q * p_emb).sum(-1)
+    p = p_emb[torch.as_tensor([slot[t] for t in passages], dtype=torch.long, device=p_emb.device)]
+    return scale * (q * p).sum(-1)
 
 
 def score_matrix(model, tokenizer, queries: Sequence[str], passages: Sequence[str], n: int, *, architecture: str,

@@ -115,10 +115,16 @@ def generation_efficiency(preds: list[dict[str, Any]]) -> dict[str, Any]:
                       mean_completion_tokens=round(generated / len(preds), 1))
 
 
+def same_input(row: dict[str, Any]) -> tuple:
+    """What a student's prompt is made of: rows equal here get the same prompt."""
+    return row["question"], tuple(row["options"]), tuple(row["passage_rows"])
+
+
 def predict(cfg: KardConfig, run: RunDir, methods: list[str], questions: list[Question], ranked: dict,
             log, efficiency: dict[str, Any]) -> list[dict[str, Any]]:
     """One Ray Data generation job per student model over all its methods' inputs (``efficiency`` gets each
-    job's figures)."""
+    job's figures). An input that two methods share (BM25 and the reranker, or the oracle, picked the same
+    passages in the same order) is generated once: prefill of the passages is most of the work."""
     from kard_ray.retrieval.open import open_passages
     from kard_ray.runtime import cores_per_worker, is_embedded
     from kard_ray.student.generate import predict_with_ray
@@ -133,13 +139,20 @@ def predict(cfg: KardConfig, run: RunDir, methods: list[str], questions: list[Qu
                 prows = ranked[q.id][PASSAGES_OF[m]][: s.passages] if m in PASSAGES_OF else []
                 rows.append({"qid": f"{m}|{q.id}", "question": q.question, "options": q.options,
                              "passages": store.texts(prows), "passage_rows": prows})
+        first_of: dict[tuple, dict] = {}
+        for r in rows:
+            first_of.setdefault(same_input(r), r)
+        unique = list(first_of.values())
         model_dir = local_copy(run.uri_of(output(student_stage(model), "model")))
-        log(f"evaluate: generating {len(rows)} answers with student_{model}")
-        preds = predict_with_ray(rows, model_dir, model, s, actors=e.actors, batch_size=e.batch_size,
+        log(f"evaluate: generating {len(unique)} answers with student_{model} "
+            f"({len(rows) - len(unique)} inputs repeat another method's)")
+        preds = predict_with_ray(unique, model_dir, model, s, actors=e.actors, batch_size=e.batch_size,
                                  use_gpu=cfg.student.workers.use_gpu,
                                  cpus_per_actor=cores_per_worker(e.cpus_per_actor, e.actors, is_embedded()))
         efficiency[f"student_{model}"] = generation_efficiency(preds)
-        for row, p in zip(rows, preds):
+        pred_of = {same_input(r): p for r, p in zip(unique, preds)}
+        for row in rows:
+            p = pred_of[same_input(row)]
             method, qid = row["qid"].split("|", 1)
             out.append({**p, "method": method, "qid": qid, "passage_rows": row["passage_rows"],
                         "passages": row["passages"]})
