@@ -44,10 +44,13 @@ def greedy_decode(model, tokenizer, enc, limits: list[int], stop_at_answer: bool
     ~26 of 40 tokens on the demo. Positions follow the attention mask as ``generate`` sets them, so a
     row's tokens are the ones ``generate`` picks (up to float rounding of the smaller batches).
     """
+    import inspect
+
     import torch
 
     from kard_ray.student.formats import answer_line_done
 
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     ends = model.generation_config.eos_token_id
     ends = set(ends if isinstance(ends, list) else [] if ends is None else [ends])
     mask = enc["attention_mask"]
@@ -56,7 +59,7 @@ def greedy_decode(model, tokenizer, enc, limits: list[int], stop_at_answer: bool
     out: list[list[int]] = [[] for _ in rows]
     with torch.no_grad():
         step = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions, use_cache=True,
-                     logits_to_keep=1)
+                     **last_only)
         cache, position = step.past_key_values, positions[:, -1:]
         while True:
             chosen = step.logits[:, -1].argmax(-1)
@@ -79,7 +82,7 @@ def greedy_decode(model, tokenizer, enc, limits: list[int], stop_at_answer: bool
             mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
             position = position + 1
             step = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=position,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+                         past_key_values=cache, use_cache=True, **last_only)
 
 
 def generate_texts(model, tokenizer, family: str, prompts: list[str], max_new_tokens: int | list[int],
