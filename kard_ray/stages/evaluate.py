@@ -150,7 +150,7 @@ def predict(cfg: KardConfig, run: RunDir, methods: list[str], questions: list[Qu
                                  use_gpu=cfg.student.workers.use_gpu,
                                  cpus_per_actor=cores_per_worker(e.cpus_per_actor, e.actors, is_embedded()))
         efficiency[f"student_{model}"] = generation_efficiency(preds)
-        pred_of = {same_input(r): p for r, p in zip(unique, preds)}
+        pred_of = dict(zip(first_of, preds))
         for row in rows:
             p = pred_of[same_input(row)]
             method, qid = row["qid"].split("|", 1)

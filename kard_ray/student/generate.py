@@ -64,8 +64,7 @@ def greedy_decode(model, tokenizer, enc, limits: list[int], stop_at_answer: bool
         while True:
             chosen = step.logits[:, -1].argmax(-1)
             writing = []
-            for j, r in enumerate(rows):
-                token = int(chosen[j])
+            for j, (r, token) in enumerate(zip(rows, chosen.tolist())):  # one device sync per step
                 if token in ends:
                     continue
                 out[r].append(token)
