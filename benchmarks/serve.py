@@ -99,6 +99,8 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     p.add_argument("--requests", type=int, default=48, help="requests per concurrency level (c1: a third)")
     p.add_argument("--autoscaling", action="store_true", help="also measure replica autoscaling under load")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON",
+                   help="ServeAppArgs fields for every app, e.g. batch_wait_ms=20 model_threads=2")
     args = p.parse_args()
 
     from ray import serve
@@ -109,7 +111,8 @@ def main() -> None:
     from kard_ray.stages.data import read_split
     from serve.app import ServeAppArgs, build_app
 
-    print(json.dumps(cpu_info()), flush=True)
+    common = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    print(json.dumps({**cpu_info(), "set": common}), flush=True)
     questions = read_split(RunDir(args.run_dir), "test")
     bodies = [{"question": q.question, "options": q.options, "return_passages": False} for q in questions]
     init_ray(RayConfig(num_cpus=8))
@@ -120,8 +123,9 @@ def main() -> None:
     scaling = None
     try:
         for label, extra in APPS.items():
-            serve.run(build_app(ServeAppArgs(run_dir=args.run_dir, batch_wait_ms=20, max_ongoing_requests=64,
-                                             max_queued_requests=256, request_timeout_s=600, **extra)),
+            fields = {"max_ongoing_requests": 64, "max_queued_requests": 256, "request_timeout_s": 600,
+                      **common, **extra}
+            serve.run(build_app(ServeAppArgs(run_dir=args.run_dir, **fields)),
                       name="kard", route_prefix="/")
             closed_loop(url, bodies, 2, 4)  # warm-up
             results[label] = {}
@@ -138,7 +142,8 @@ def main() -> None:
     new, old, unbatched = results["new"], results["old"], results["new_unbatched"]
     fivexx = sum(n for levels in results.values() for r in levels.values() for s, n in r["statuses"].items()
                  if s >= 500)
-    emit({"benchmark": "serve", **cpu_info(), "p50_ms_c1": new[1]["p50_ms"], "p50_ms_c1_old": old[1]["p50_ms"],
+    emit({"benchmark": "serve", **cpu_info(), "set": common,
+          "p50_ms_c1": new[1]["p50_ms"], "p50_ms_c1_old": old[1]["p50_ms"],
           "rerank_p50_ms_c1": new[1]["rerank_p50_ms"], "rerank_p50_ms_c1_old": old[1]["rerank_p50_ms"],
           f"qps_c{c}": new[c]["qps"], f"qps_c{c}_old": old[c]["qps"],
           "batching_gain": round(new[c]["qps"] / unbatched[c]["qps"], 2) if unbatched[c]["qps"] else None,

@@ -296,6 +296,9 @@ def serve_run(
         help="Require a bearer key read from this environment variable.")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Dynamic batch size of reranker and generator (1 = off).")] = 16,
     max_replicas: Annotated[int, typer.Option(help="Autoscaling ceiling of reranker and generator replicas.")] = 1,
+    model_threads: Annotated[Optional[int], typer.Option(
+        help="Torch threads of each reranker and generator replica (default: the machine's cores on an embedded "
+             "Ray, where a request's models run one after the other; on a cluster, the CPUs each reserves).")] = None,
     hops: Annotated[Optional[int], typer.Option(
         help="Retrieve-and-rerank rounds (default: the run's; same as --override hops=N).")] = None,
     metrics_port: Annotated[Optional[int], typer.Option(
@@ -311,7 +314,7 @@ def serve_run(
     from ray import serve
 
     from kard_ray.config import RayConfig, parse_override
-    from kard_ray.runtime import init_ray
+    from kard_ray.runtime import init_ray, machine_cores
     from serve.app import Autoscaling, ServeAppArgs, build_app
 
     scaling = Autoscaling(min_replicas=1, max_replicas=max_replicas)
@@ -319,8 +322,11 @@ def serve_run(
         overrides = {".".join(k): v for k, v in map(parse_override, override or [])}
         if hops is not None:
             overrides["hops"] = hops
+        if model_threads is None:
+            model_threads = machine_cores() if not (address or os.environ.get("RAY_ADDRESS")) else 0
         args = ServeAppArgs(run_dir=run_dir, student=student, api_key_env=api_key_env, max_batch_size=max_batch_size,
-                            overrides=overrides, reranker_autoscaling=scaling, generator_autoscaling=scaling)
+                            overrides=overrides, reranker_autoscaling=scaling, generator_autoscaling=scaling,
+                            model_threads=model_threads)
         app_ = build_app(args)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))

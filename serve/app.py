@@ -1,7 +1,7 @@
 """The KARD answer service on Ray Serve: retrieve -> rerank -> generate, behind a typed HTTP API.
 
 Deployments: ``Retriever`` (the run's BM25 index and passages, memory-mapped), ``RerankerModel``
-and ``Generator`` (both ``@serve.batch``: concurrent requests share forward passes), composed by
+and ``Generator`` (both batched by ``DrainBatcher``: concurrent requests share forward passes), composed by
 the FastAPI ingress ``KardService`` through ``DeploymentHandle``s. Build with
 ``build_app(ServeAppArgs(...))`` or from ``serve/config.yaml`` (``import_path: serve.app:build_app``).
 
@@ -117,39 +117,72 @@ class Retriever:
                 for r, p, t, s in zip(rows, self.store.pids(rows), self.store.texts(rows), bm25)]
 
 
+def _use_threads(threads: int) -> None:
+    """Torch threads of a model replica: ``threads``, or with 0 the CPUs Ray reserved for it."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    else:
+        from kard_ray.runtime import use_assigned_cores
+
+        use_assigned_cores()
+
+
+def _batcher(fn, max_batch_size: int, batch_wait_ms: float):
+    """A ``DrainBatcher`` for a model deployment that reports its batch sizes and times to Prometheus (Serve
+    tags them with the deployment)."""
+    from ray.serve import metrics
+
+    from serve.batcher import DrainBatcher
+
+    sizes = metrics.Histogram("kard_batch_size", description="Requests per model batch.",
+                              boundaries=[1, 2, 4, 8, 16, 32, 64])
+    seconds = metrics.Histogram("kard_batch_ms", description="Time of one model batch.",
+                                boundaries=[5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000])
+
+    def observe(n: int, s: float) -> None:
+        sizes.observe(n)
+        seconds.observe(1000 * s)
+
+    return DrainBatcher(fn, max_batch_size, batch_wait_ms, on_batch=observe)
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 1})
 class RerankerModel:
-    """The run's reranker (with its stored passage vectors when it is a bi-encoder) behind ``@serve.batch``."""
+    """The run's reranker (with its stored passage vectors when it is a bi-encoder); concurrent requests share
+    forward passes (``DrainBatcher``)."""
 
-    def __init__(self, run_dir: str, settings: dict[str, Any], max_batch_size: int = 16, batch_wait_ms: float = 5,
-                 use_vectors: bool = True):
+    def __init__(self, run_dir: str, settings: dict[str, Any], max_batch_size: int = 16, batch_wait_ms: float = 0,
+                 use_vectors: bool = True, threads: int = 0):
         from kard_ray.config import InferenceSettings
         from kard_ray.inference import open_reranker
 
         s = InferenceSettings.model_validate(settings)
         self.model = _load_or_log(f"reranker of {run_dir}", lambda: open_reranker(run_dir, s, use_vectors))
-        self.score.set_max_batch_size(max_batch_size)
-        self.score.set_batch_wait_timeout_s(batch_wait_ms / 1000)
+        _use_threads(threads)
+        self.batcher = _batcher(self._run, max_batch_size, batch_wait_ms)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def score(self, requests: list[tuple[str, list[int], list[str]]]) -> list[list[float]]:
-        scores = await asyncio.to_thread(self.model.score_candidates_many, requests)
-        return [s.tolist() for s in scores]
+    def _run(self, requests: list[tuple[str, list[int], list[str]]]) -> list[list[float]]:
+        return [s.tolist() for s in self.model.score_candidates_many(requests)]
+
+    async def score(self, request: tuple[str, list[int], list[str]]) -> list[float]:
+        return await self.batcher.submit(request)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1})
 class Generator:
-    """The evaluation's ``StudentPredictor`` behind ``@serve.batch``: the same prompts, lengths and decoding."""
+    """The evaluation's ``StudentPredictor``, batched (``DrainBatcher``): the same prompts, lengths and decoding."""
 
     def __init__(self, model_dir: str, method: str, settings: dict[str, Any], max_batch_size: int = 16,
-                 batch_wait_ms: float = 10):
+                 batch_wait_ms: float = 0, threads: int = 0):
         from kard_ray.artifacts import local_copy
         from kard_ray.student.generate import StudentPredictor
 
         self.predictor = _load_or_log(f"student {model_dir}",
                                       lambda: StudentPredictor(local_copy(model_dir), method, settings))
-        self.generate.set_max_batch_size(max_batch_size)
-        self.generate.set_batch_wait_timeout_s(batch_wait_ms / 1000)
+        _use_threads(threads)
+        self.batcher = _batcher(self._run, max_batch_size, batch_wait_ms)
 
     def _run(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from kard_ray.answers import answer_segment
@@ -171,9 +204,8 @@ class Generator:
                         "completion_tokens": p["completion_tokens"]})
         return out
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def generate(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self._run, items)
+    async def generate(self, item: dict[str, Any]) -> dict[str, Any]:
+        return await self.batcher.submit(item)
 
 
 # --------------------------------------------------------------------------- ingress
@@ -359,7 +391,8 @@ class ServeAppArgs(BaseModel):
                                                         "(same scores to rounding); false encodes every candidate.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="e.g. {hops: 1, max_new_tokens: 96}")
     max_batch_size: int = Field(16, ge=1, description="1 turns dynamic batching off.")
-    batch_wait_ms: float = Field(10, ge=0)
+    batch_wait_ms: float = Field(0, ge=0, description="Beyond taking what queued while the model was busy, wait "
+                                                      "this long for more requests (0 on CPUs; some ms on GPUs).")
     max_ongoing_requests: int = Field(32, ge=1)
     max_queued_requests: int = Field(64, ge=-1, description="Beyond this, requests get 503 + Retry-After.")
     request_timeout_s: float = Field(30, gt=0)
@@ -369,6 +402,8 @@ class ServeAppArgs(BaseModel):
     generator_autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     generator_num_gpus: float = Field(0, ge=0)
     model_cpus: float = Field(1, gt=0)
+    model_threads: int = Field(0, ge=0, description="Torch threads of each reranker and generator replica; 0: "
+                                                    "the CPUs it reserves (model_cpus).")
 
 
 def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None) -> Application:
@@ -396,12 +431,12 @@ def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None
         reranker = RerankerModel.options(
             autoscaling_config=args.reranker_autoscaling.model_dump(), ray_actor_options={"num_cpus": args.model_cpus},
             **queue).bind(run.uri, settings.model_dump(), args.max_batch_size, args.batch_wait_ms,
-                          args.use_passage_vectors)
+                          args.use_passage_vectors, args.model_threads)
     generator = Generator.options(
         autoscaling_config=args.generator_autoscaling.model_dump(),
         ray_actor_options={"num_cpus": args.model_cpus, "num_gpus": args.generator_num_gpus}, **queue,
     ).bind(run.uri_of(output(student, "model")), args.student, settings.model_dump(), args.max_batch_size,
-           args.batch_wait_ms)
+           args.batch_wait_ms, args.model_threads)
     ingress = KardService.options(ray_actor_options={"num_cpus": 0.25, "runtime_env": ingress_runtime_env or {}})
     return ingress.bind(retriever, reranker, generator, settings=settings.model_dump(), overrides=args.overrides,
                         max_question_chars=args.max_question_chars, request_timeout_s=args.request_timeout_s,
