@@ -33,8 +33,9 @@ class DrainBatcher:
         self._loop_task: asyncio.Task | None = None
 
     async def submit(self, item: Any) -> Any:
-        if self._queue is None or self._loop_task is None or self._loop_task.done():
+        if self._queue is None:
             self._queue = asyncio.Queue()
+        if self._loop_task is None or self._loop_task.done():  # first use, or the loop was cancelled
             self._loop_task = asyncio.get_running_loop().create_task(self._serve_batches())
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((item, future))
@@ -59,10 +60,13 @@ class DrainBatcher:
                 results = await asyncio.to_thread(self.fn, [item for item, _ in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} items")
-            except Exception as exc:  # every caller of this batch gets the error; the loop goes on
+            except BaseException as exc:  # every caller of this batch gets the error; the loop goes on
+                error = exc if isinstance(exc, Exception) else RuntimeError(f"batch stopped: {exc!r}")
                 for _, fut in batch:
                     if not fut.done():
-                        fut.set_exception(exc)
+                        fut.set_exception(error)
+                if not isinstance(exc, Exception):
+                    raise
                 continue
             if self.on_batch is not None:
                 self.on_batch(len(batch), time.perf_counter() - t)
