@@ -314,23 +314,24 @@ def serve_run(
     from ray import serve
 
     from kard_ray.config import RayConfig, parse_override
-    from kard_ray.runtime import init_ray, machine_cores
+    from kard_ray.runtime import init_ray, machine_cores, resolve_address
     from serve.app import Autoscaling, ServeAppArgs, build_app
 
     scaling = Autoscaling(min_replicas=1, max_replicas=max_replicas)
+    ray_cfg = RayConfig(metrics_export_port=metrics_port)
     try:
         overrides = {".".join(k): v for k, v in map(parse_override, override or [])}
         if hops is not None:
             overrides["hops"] = hops
         if model_threads is None:
-            model_threads = machine_cores() if not (address or os.environ.get("RAY_ADDRESS")) else 0
+            model_threads = 0 if resolve_address(ray_cfg, address) else machine_cores()
         args = ServeAppArgs(run_dir=run_dir, student=student, api_key_env=api_key_env, max_batch_size=max_batch_size,
                             overrides=overrides, reranker_autoscaling=scaling, generator_autoscaling=scaling,
                             model_threads=model_threads)
         app_ = build_app(args)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
-    init_ray(RayConfig(metrics_export_port=metrics_port), address)
+    init_ray(ray_cfg, address)
     serve.start(http_options={"host": host, "port": port})
     serve.run(app_, name="kard", route_prefix="/")
     console.print(f"serving {run_dir} at http://{host}:{port}  (docs: http://{host}:{port}/docs; Ctrl-C stops)")
