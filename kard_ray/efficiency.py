@@ -72,7 +72,15 @@ def inference_flops(tokens: int, params: int) -> float:
 
 
 def efficiency(flops: float, seconds: float, probe_flops_per_s: float, **extra: Any) -> dict[str, Any]:
-    """The manifest block: achieved FLOP/s, the probe's, and their ratio."""
+    """The manifest block: achieved FLOP/s, the probe's, and their ratio; with the FLOPs and the seconds they took,
+    so a run's compute floor (FLOPs at the probe's speed) can be set against its wall time (``compute_floor``)."""
     achieved = flops / seconds if seconds > 0 else 0.0
-    return {**extra, "achieved_gflops": round(achieved / 1e9, 2), "probe_gflops": round(probe_flops_per_s / 1e9, 2),
+    return {**extra, "tflops": round(flops / 1e12, 4), "compute_s": round(seconds, 2),
+            "achieved_gflops": round(achieved / 1e9, 2), "probe_gflops": round(probe_flops_per_s / 1e9, 2),
             "share_of_probe": round(achieved / probe_flops_per_s, 3) if probe_flops_per_s else None}
+
+
+def compute_floor(block: dict[str, Any]) -> float | None:
+    """Seconds a manifest's efficiency block would take if every FLOP ran at the probe's speed (None: not known)."""
+    tflops, probe = block.get("tflops"), block.get("probe_gflops")
+    return tflops * 1e3 / probe if tflops is not None and probe else None

@@ -2,7 +2,14 @@
 
 import torch
 
-from kard_ray.efficiency import efficiency, inference_flops, matmul_probe, parameter_counts, training_flops
+from kard_ray.efficiency import (
+    compute_floor,
+    efficiency,
+    inference_flops,
+    matmul_probe,
+    parameter_counts,
+    training_flops,
+)
 from kard_ray.training import freeze_below_top
 
 
@@ -22,6 +29,13 @@ def test_efficiency_is_achieved_over_probe():
     assert probe > 1e6
     out = efficiency(probe * 2.0, 4.0, probe, tokens_per_s=7)
     assert out["share_of_probe"] == 0.5 and out["tokens_per_s"] == 7 and out["achieved_gflops"] > 0
+
+
+def test_compute_floor_is_the_flops_at_the_probes_speed():
+    block = efficiency(6e12, 100.0, 120e9)  # 6 TFLOP in 100 s on a 120 GFLOP/s machine: 50 s of it is arithmetic
+    assert block["tflops"] == 6.0 and block["compute_s"] == 100.0 and block["share_of_probe"] == 0.5
+    assert compute_floor(block) == 50.0
+    assert compute_floor({"achieved_gflops": 60.0, "probe_gflops": 120.0}) is None  # a manifest from before tflops
 
 
 def test_a_cross_encoder_head_stays_trainable_under_train_layers():
