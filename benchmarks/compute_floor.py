@@ -44,7 +44,7 @@ def floor_table(run_dir: Path) -> dict:
             loops += block.get("compute_s") or 0.0
             rows.append({"stage": label, "wall_s": manifest.get("duration_s") if i == 0 else None,
                          "loop_s": block.get("compute_s"), "tflop": block.get("tflops"),
-                         "probe_gflops": block.get("probe_gflops"), "floor_s": round(f, 1) if f else None,
+                         "probe_gflops": block.get("probe_gflops"), "floor_s": round(f, 1) if f is not None else None,
                          "share_of_probe": block.get("share_of_probe")})
     return {"rows": rows, "wall_s": round(wall, 1), "loops_s": round(loops, 1), "floor_s": round(floor, 1)}
 

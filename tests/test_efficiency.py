@@ -36,6 +36,7 @@ def test_compute_floor_is_the_flops_at_the_probes_speed():
     assert block["tflops"] == 6.0 and block["compute_s"] == 100.0 and block["share_of_probe"] == 0.5
     assert compute_floor(block) == 50.0
     assert compute_floor({"achieved_gflops": 60.0, "probe_gflops": 120.0}) is None  # a manifest from before tflops
+    assert efficiency(3.2e7, 0.5, 1e9)["tflops"] == 3.2e-5  # a tiny model's run keeps its digits
 
 
 def test_a_cross_encoder_head_stays_trainable_under_train_layers():

@@ -29,6 +29,16 @@ def test_every_stage_leaves_its_artifacts(tiny_pipeline):
         assert run.is_done(name), name
 
 
+def test_training_and_generation_record_their_flops_for_the_compute_floor(tiny_pipeline):
+    from kard_ray.efficiency import compute_floor
+
+    _, _, manifests = tiny_pipeline
+    blocks = [manifests[s]["extra"]["efficiency"] for s in ("reranker", "student_kard", "student_rd", "student_ft")]
+    blocks += list(manifests["evaluate"]["extra"]["efficiency"].values())
+    for block in blocks:
+        assert block["tflops"] > 0 and block["compute_s"] > 0 and compute_floor(block) > 0, block
+
+
 def test_report_has_every_method_with_interval_and_recalls(tiny_pipeline):
     cfg, run, _ = tiny_pipeline
     report = json.loads(Path(run.path("evaluate/report.json")).read_text())
