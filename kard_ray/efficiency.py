@@ -75,7 +75,7 @@ def efficiency(flops: float, seconds: float, probe_flops_per_s: float, **extra: 
     """The manifest block: achieved FLOP/s, the probe's, and their ratio; with the FLOPs and the seconds they took,
     so a run's compute floor (FLOPs at the probe's speed) can be set against its wall time (``compute_floor``)."""
     achieved = flops / seconds if seconds > 0 else 0.0
-    return {**extra, "tflops": float(f"{flops / 1e12:.4g}"), "compute_s": round(seconds, 2),
+    return {**extra, "tflops": float(f"{flops / 1e12:.4g}"), "compute_s": float(f"{seconds:.4g}"),
             "achieved_gflops": round(achieved / 1e9, 2), "probe_gflops": round(probe_flops_per_s / 1e9, 2),
             "share_of_probe": round(achieved / probe_flops_per_s, 3) if probe_flops_per_s else None}
 
