@@ -314,7 +314,7 @@ def serve_run(
     from ray import serve
 
     from kard_ray.config import RayConfig, parse_override
-    from kard_ray.runtime import init_ray, machine_cores, resolve_address
+    from kard_ray.runtime import init_ray, serve_model_threads
     from serve.app import Autoscaling, ServeAppArgs, build_app
 
     scaling = Autoscaling(min_replicas=1, max_replicas=max_replicas)
@@ -324,7 +324,7 @@ def serve_run(
         if hops is not None:
             overrides["hops"] = hops
         if model_threads is None:
-            model_threads = 0 if resolve_address(ray_cfg, address) else machine_cores()
+            model_threads = serve_model_threads(ray_cfg, address)
         args = ServeAppArgs(run_dir=run_dir, student=student, api_key_env=api_key_env, max_batch_size=max_batch_size,
                             overrides=overrides, reranker_autoscaling=scaling, generator_autoscaling=scaling,
                             model_threads=model_threads)

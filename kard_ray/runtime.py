@@ -42,6 +42,12 @@ def machine_cores() -> int:
         return os.cpu_count() or 1
 
 
+def serve_model_threads(cfg: RayConfig | None = None, address: str | None = None) -> int:
+    """Torch threads for each Serve model replica: on an embedded Ray every core of the machine (a request's models
+    run one after the other), on a cluster 0, which means the CPUs the replica reserves (a shared node)."""
+    return 0 if resolve_address(cfg, address) else machine_cores()
+
+
 _STAGE_CORES: ContextVar[int | None] = ContextVar("kard_stage_cores", default=None)
 
 

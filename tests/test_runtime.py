@@ -7,6 +7,7 @@ from kard_ray.runtime import (
     embedded_cpus,
     machine_cores,
     resolve_address,
+    serve_model_threads,
     sharing_cores,
     stage_cores,
 )
@@ -19,6 +20,16 @@ def test_address_precedence(monkeypatch):
     assert resolve_address(RayConfig()) == "10.0.0.1:6379"
     assert resolve_address(RayConfig(address="cfg:1")) == "cfg:1"
     assert resolve_address(RayConfig(address="cfg:1"), "arg:2") == "arg:2"
+
+
+def test_serve_model_replicas_get_every_core_only_when_embedded(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr("kard_ray.runtime.machine_cores", lambda: 8)
+    assert serve_model_threads(RayConfig()) == 8  # kard serve starts its own Ray: the machine is the cluster
+    assert serve_model_threads(RayConfig(address="cfg:1")) == 0  # a shared node: the replica's reserved CPUs
+    assert serve_model_threads(RayConfig(), "arg:2") == 0
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert serve_model_threads(RayConfig()) == 0
 
 
 def test_embedded_cpus_over_provision():
