@@ -329,6 +329,7 @@ class StudentConfig(Section):
 
 
 EvalMethod = Literal["ft", "rd", "kard_bm25", "kard_reranker", "oracle"]
+AnswerBy = Literal["parse", "option_likelihood", "option_pmi"]
 
 
 class EvalConfig(Section):
@@ -340,10 +341,12 @@ class EvalConfig(Section):
                     "passages; oracle: passages retrieved with the teacher's rationale for the test question.")
     decoding: Literal["greedy", "self_consistency"] = "greedy"
     samples: int = Field(5, ge=1, description="Self-consistency: samples per question.")
-    answer_by: Literal["parse", "option_likelihood"] = Field(
+    answer_by: AnswerBy = Field(
         "parse", description="parse: the option the generated answer line names (majority over samples); "
         "option_likelihood: the student writes its reasoning greedily, then the option whose answer line it finds "
-        "likeliest after that reasoning (every option it was given is scored; nothing invented can be chosen).")
+        "likeliest after that reasoning (every option it was given is scored; nothing invented can be chosen); "
+        "option_pmi: the same, each option's likelihood divided by its likelihood after a bare 'Answer:' "
+        "(calibrated: an option does not win for being short or common).")
     max_new_tokens: int = Field(64, ge=1)
     stop_at_answer_line: bool = Field(True, description="End a generation once its answer line is complete "
                                                         "(nothing after it is parsed); false: max_new_tokens.")
@@ -362,8 +365,8 @@ class EvalConfig(Section):
 
     @model_validator(mode="after")
     def _likelihood_is_greedy(self) -> "EvalConfig":
-        if self.answer_by == "option_likelihood" and self.decoding != "greedy":
-            raise ValueError("eval.answer_by option_likelihood scores the options after one greedy reasoning; "
+        if self.answer_by != "parse" and self.decoding != "greedy":
+            raise ValueError(f"eval.answer_by {self.answer_by} scores the options after one greedy reasoning; "
                              "use eval.decoding greedy")
         return self
 
@@ -422,7 +425,7 @@ class InferenceSettings(Section):
     quantize: Literal["none", "int8"] = "none"
     decoding: Literal["greedy", "self_consistency"]
     samples: int = Field(ge=1)
-    answer_by: Literal["parse", "option_likelihood"] = "parse"
+    answer_by: AnswerBy = "parse"
 
     @classmethod
     def of(cls, cfg: "KardConfig") -> "InferenceSettings":

@@ -1,4 +1,5 @@
-"""eval.answer_by option_likelihood: the options ranked by the student's likelihood after its own reasoning."""
+"""eval.answer_by option_likelihood / option_pmi: the options ranked by the student's (calibrated) likelihood after
+its own reasoning."""
 
 from __future__ import annotations
 
@@ -46,10 +47,11 @@ def test_seq2seq_scores_each_option_of_its_question():
     assert both[0] == pytest.approx(one[0], abs=1e-5)
 
 
-def test_option_likelihood_needs_greedy_decoding():
-    assert load_config(None, ["eval.answer_by=option_likelihood"]).eval.answer_by == "option_likelihood"
+@pytest.mark.parametrize("answer_by", ["option_likelihood", "option_pmi"])
+def test_option_scoring_needs_greedy_decoding(answer_by):
+    assert load_config(None, [f"eval.answer_by={answer_by}"]).eval.answer_by == answer_by
     with pytest.raises(ConfigError, match="greedy"):
-        load_config(None, ["eval.answer_by=option_likelihood", "eval.decoding=self_consistency"])
+        load_config(None, [f"eval.answer_by={answer_by}", "eval.decoding=self_consistency"])
 
 
 def test_cached_tails_equal_a_full_forward(smollm):
@@ -61,12 +63,20 @@ def test_cached_tails_equal_a_full_forward(smollm):
     tokenizer, model = smollm
     prompt, reasoning, opts = "Question: Which is a fruit?\n", "An apple grows on a tree.", ["apple", "a red car"]
     got = option_likelihoods(model, tokenizer, "causal", [prompt], [reasoning], [opts])[0]
+    pmi = option_likelihoods(model, tokenizer, "causal", [prompt], [reasoning], [opts], calibrated=True)[0]
     prefix, rests = _answer_ids(tokenizer, reasoning, opts)
+    null_prefix, _ = _answer_ids(tokenizer, "", opts)
     p_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    for score, rest in zip(got, rests):
-        ids = torch.tensor([p_ids + prefix + rest])
+    null_ids = tokenizer("", add_special_tokens=True)["input_ids"]
+
+    def line_logps(context, rest):
         with torch.no_grad():
-            logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
-        start = len(p_ids) + len(prefix)
-        want = float(torch.stack([logp[start + t - 1, rest[t]] for t in range(len(rest))]).mean())
-        assert score == pytest.approx(want, abs=1e-4)
+            logp = torch.log_softmax(model(input_ids=torch.tensor([context + rest])).logits[0].float(), -1)
+        return torch.stack([logp[len(context) + t - 1, rest[t]] for t in range(len(rest))])
+
+    for score, calibrated, rest in zip(got, pmi, rests):
+        given = line_logps(p_ids + prefix, rest)
+        assert score == pytest.approx(float(given.mean()), abs=1e-4)
+        # option_pmi: the whole line's log-probability against the same line after a bare "Answer:"
+        assert calibrated == pytest.approx(float(given.sum() - line_logps(null_ids + null_prefix, rest).sum()),
+                                           abs=1e-3)

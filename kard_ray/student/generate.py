@@ -135,40 +135,56 @@ def _answer_ids(tokenizer, reasoning: str, options: list[str]) -> tuple[list[int
     return prefix, rests
 
 
+def _tail_logprobs(model, family: str, context: list[int], prefix: list[int], rests: list[list[int]],
+                   pad: int) -> list[list[float]]:
+    """Per option: the log-probability of each token of its tail after ``context`` + ``prefix``. Causal: the
+    shared part runs once with a KV cache and only the tails run per option; seq2seq: the encoder reads
+    ``context`` and the decoder is scored on prefix + tail."""
+    import torch
+
+    width = max(map(len, rests))
+    if family == "causal":
+        shared = model(input_ids=torch.tensor([context + prefix], device=model.device), use_cache=True)
+        first = torch.log_softmax(shared.logits[0, -1].float(), -1)  # predicts each tail's first token
+        cache = shared.past_key_values
+        cache.batch_repeat_interleave(len(rests))
+        tails = torch.tensor([r + [pad] * (width - len(r)) for r in rests], device=model.device)
+        mask = torch.ones(len(rests), len(context) + len(prefix) + width, dtype=torch.long, device=model.device)
+        logp = torch.log_softmax(model(input_ids=tails, attention_mask=mask, past_key_values=cache).logits.float(), -1)
+        return [[float(first[r[0]]), *(float(logp[o, t - 1, r[t]]) for t in range(1, len(r)))]
+                for o, r in enumerate(rests)]
+    enc = torch.tensor([context] * len(rests), device=model.device)
+    labels = torch.tensor([prefix + r + [-100] * (width - len(r)) for r in rests], device=model.device)
+    logp = torch.log_softmax(model(input_ids=enc, labels=labels).logits.float(), -1)
+    return [logp[o, len(prefix) + torch.arange(len(r)), torch.tensor(r)].tolist() for o, r in enumerate(rests)]
+
+
 def option_likelihoods(model, tokenizer, family: str, prompts: list[str], reasonings: list[str],
-                       options: list[list[str]]) -> list[list[float]]:
+                       options: list[list[str]], calibrated: bool = False) -> list[list[float]]:
     """Per prompt and option: the mean log-probability of that option's answer line after the student's own
     reasoning. A small student often states the right fact and then writes a wrong or invented option;
-    ranking the options it was given by likelihood uses what it wrote instead. The shared part (prompt,
-    reasoning, 'Answer:') is run once per question; only the options' tails are run per option."""
+    ranking the options it was given by likelihood uses what it wrote instead.
+
+    ``calibrated`` (``answer_by: option_pmi``): the line's summed log-probability minus its summed
+    log-probability after a bare 'Answer:' (domain-conditional PMI, Holtzman et al. 2021, "Surface Form
+    Competition"), so an option wins because the question and reasoning make it likelier, not because it is
+    short or common."""
     import torch
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    null_context = tokenizer("", add_special_tokens=True)["input_ids"]
     out: list[list[float]] = []
     with torch.no_grad():
         for prompt, reasoning, opts in zip(prompts, reasonings, options):
-            p_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
             prefix, rests = _answer_ids(tokenizer, reasoning, opts)
-            width = max(map(len, rests))
-            tails = torch.tensor([r + [pad] * (width - len(r)) for r in rests], device=model.device)
-            if family == "causal":
-                shared = model(input_ids=torch.tensor([p_ids + prefix], device=model.device), use_cache=True)
-                first = torch.log_softmax(shared.logits[0, -1].float(), -1)  # predicts each tail's first token
-                cache = shared.past_key_values
-                cache.batch_repeat_interleave(len(rests))
-                mask = torch.ones(len(rests), len(p_ids) + len(prefix) + width, dtype=torch.long,
-                                  device=model.device)
-                logits = model(input_ids=tails, attention_mask=mask, past_key_values=cache).logits
-                logp = torch.log_softmax(logits.float(), -1)
-                scores = [float(torch.stack([first[r[0]], *(logp[o, t - 1, r[t]] for t in range(1, len(r)))]).mean())
-                          for o, r in enumerate(rests)]
-            else:  # encoder once per option (small seq2seq students): decoder labels = prefix + tail
-                enc = torch.tensor([p_ids] * len(rests), device=model.device)
-                labels = torch.tensor([prefix + r + [-100] * (width - len(r)) for r in rests], device=model.device)
-                logp = torch.log_softmax(model(input_ids=enc, labels=labels).logits.float(), -1)
-                scores = [float(logp[o, len(prefix) + torch.arange(len(r)), torch.tensor(r)].mean())
-                          for o, r in enumerate(rests)]
-            out.append(scores)
+            given = _tail_logprobs(model, family, tokenizer(prompt, add_special_tokens=True)["input_ids"], prefix,
+                                   rests, pad)
+            if not calibrated:
+                out.append([sum(x) / len(x) for x in given])
+                continue
+            null_prefix, _ = _answer_ids(tokenizer, "", opts)
+            alone = _tail_logprobs(model, family, null_context, null_prefix, rests, pad)
+            out.append([sum(x) - sum(y) for x, y in zip(given, alone)])
     return out
 
 
@@ -227,10 +243,10 @@ class StudentPredictor:
         outputs = generate_texts(self.model, self.tokenizer, self.family, prompts, limits, s.samples,
                                  self.temperature, self.seed, s.stop_at_answer_line)
         chosen = None
-        if s.answer_by == "option_likelihood":
+        if s.answer_by != "parse":
             reasonings = [reasoning_of(texts[0]) for texts in outputs]
             chosen = option_likelihoods(self.model, self.tokenizer, self.family, prompts, reasonings,
-                                        [list(r["options"]) for r in rows])
+                                        [list(r["options"]) for r in rows], calibrated=s.answer_by == "option_pmi")
         share = (time.perf_counter() - t0) / max(1, len(rows))  # each row's share of the batch's compute time
         out = []
         for i, (r, prompt, texts) in enumerate(zip(rows, prompts, outputs)):
@@ -240,7 +256,7 @@ class StudentPredictor:
                 generation = texts[0]
             else:  # the answer line is the option the student finds likeliest after its own reasoning
                 idx = max(range(len(options)), key=lambda j: chosen[i][j])
-                how, votes = "likelihood", 1
+                how, votes = "pmi" if s.answer_by == "option_pmi" else "likelihood", 1
                 generation = "\n".join(x for x in (reasoning_of(texts[0]), answer_line(options, idx)) if x)
             out.append({"generation": generation, "prediction": -1 if idx is None else idx, "parsed_by": how,
                         "votes": votes, "prompt_tokens": self.count_tokens(prompt, True),
