@@ -34,6 +34,13 @@ def test_the_stated_fact_decides_and_padding_changes_nothing(smollm):
                                  ["x", "Paris is the capital of France."],
                                  [["a much longer option text than the others", "b"], ["Paris", "banana"]])
     assert batched[1] == pytest.approx(alone, abs=1e-4)  # other rows and padded tails leave a row alone
+    # calibrated scores batch the same way, also with questions of different option counts
+    rows = ([long_prompt, prompt], ["x", "Paris is the capital of France."],
+            [["a much longer option text than the others", "b", "c"], ["Paris", "banana"]])
+    together = option_likelihoods(model, tokenizer, "causal", *rows, calibrated=True)
+    for i in range(2):
+        one = option_likelihoods(model, tokenizer, "causal", *([x[i]] for x in rows), calibrated=True)[0]
+        assert together[i] == pytest.approx(one, abs=1e-3)
 
 
 def test_seq2seq_scores_each_option_of_its_question():
