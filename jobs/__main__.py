@@ -1,3 +1,9 @@
-from jobs import main
+import sys
 
-main()
+from jobs import main
+from kard_ray.config import ConfigError
+
+try:
+    main()
+except ConfigError as exc:  # a bad config or a refused plan: the reasons, not a traceback
+    sys.exit(f"error: {exc}")

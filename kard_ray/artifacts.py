@@ -166,9 +166,15 @@ def upload_file(local_path: str, uri: str, piece: int = 8 << 20) -> None:
 
 
 def local_copy(uri: str, cache_root: str | None = None) -> str:
-    """A local path for a file or folder: itself when local, else a cached download (for memory-mapping)."""
+    """A local path for a file or folder: itself when local, else a cached download (for memory-mapping).
+
+    Call it in the process that reads the files: its cache is on this node's disk, so the path it returns
+    means nothing to a process on another node (hand those the URI)."""
     if "://" not in uri or uri.startswith("file://"):
-        return resolve_fs(uri)[1]
+        path = resolve_fs(uri)[1]
+        if not os.path.exists(path):  # e.g. a path another node wrote: say so instead of a hub-id error later
+            raise FileNotFoundError(f"{path} does not exist on this node; across nodes, pass a URI (s3://...)")
+        return path
     root = Path(cache_root or os.environ.get("KARD_CACHE", Path.home() / ".cache" / "kard-ray"))
     fs, path = resolve_fs(uri)
     # keyed by the remote listing too (paths, sizes, mtimes): a rewritten artifact is downloaded again
@@ -320,6 +326,17 @@ def stage_key(config_parts: Iterable[Any], inputs: Mapping[str, str]) -> str:
     return config_hash(list(config_parts), dict(sorted(inputs.items())))
 
 
+def stage_fingerprints(run: RunDir, name: str, inputs: Mapping[str, str], upstream: Iterable[str]) -> dict[str, str]:
+    """What a stage's key covers besides its config: its input files by content, its upstream stages by key."""
+    fingerprints: dict[str, str] = {k: fingerprint_path(v) for k, v in inputs.items()}
+    for up in upstream:
+        m = run.manifest(up)
+        if m is None:
+            raise RuntimeError(f"stage {name!r} needs stage {up!r}, which has not finished in {run.uri}")
+        fingerprints[f"stage:{up}"] = m["key"]
+    return fingerprints
+
+
 def run_stage(
     run: RunDir,
     name: str,
@@ -338,12 +355,7 @@ def run_stage(
     earlier stages whose manifest keys become part of this stage's key. ``clean=False`` keeps
     a half-written stage folder, under the same key only, so a body that checkpoints resumes.
     """
-    fingerprints: dict[str, str] = {k: fingerprint_path(v) for k, v in (inputs or {}).items()}
-    for up in upstream:
-        m = run.manifest(up)
-        if m is None:
-            raise RuntimeError(f"stage {name!r} needs stage {up!r}, which has not finished in {run.uri}")
-        fingerprints[f"stage:{up}"] = m["key"]
+    fingerprints = stage_fingerprints(run, name, inputs or {}, upstream)
     key = stage_key(config, fingerprints)
 
     existing = run.manifest(name)

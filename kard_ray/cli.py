@@ -44,7 +44,7 @@ RunDirOpt = Annotated[Optional[str], typer.Option("--run-dir", help="Override ru
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -202,6 +202,7 @@ def _run_stages(config, set_, run_dir, address, force, names: list[str]) -> None
     from kard_ray.teacher.worker import TeacherAborted
 
     cfg = _load(config, set_, run_dir)
+    _check_plan(cfg, names, address)
     if names != ["data"]:  # reading question files needs no Ray
         init_ray(cfg.ray, address)
     run = RunDir(cfg.run_dir)
@@ -212,6 +213,18 @@ def _run_stages(config, set_, run_dir, address, force, names: list[str]) -> None
         _fail(str(exc), 3)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc), 1)
+
+
+def _check_plan(cfg: KardConfig, targets: list[str], address: str | None) -> list[str]:
+    """The stages ``targets`` need, or exit 2 with every reason the plan cannot finish (nothing run or written)."""
+    from kard_ray.preflight import PlanRefused, check_plan
+    from kard_ray.runtime import cluster_nodes
+
+    try:
+        return check_plan(cfg, targets, cluster_nodes(cfg.ray, address))
+    except PlanRefused as exc:
+        _fail(str(exc))
+        raise  # unreachable
 
 
 def _stage_command(names: list[str]):
@@ -275,11 +288,19 @@ def report(run_dir: Annotated[str, typer.Argument(help="A run directory (path or
 
 @app.command("run")
 def run_all(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, address: AddressOpt = None,
-            force: ForceOpt = False) -> None:
+            force: ForceOpt = False,
+            check: Annotated[bool, typer.Option("--check", help="Only check the plan (splits, inputs, the teacher's "
+                                                "key, run dir vs cluster, models); run and write nothing.")] = False
+            ) -> None:
     """The whole pipeline: kb -> rationales -> augment -> reranker -> students -> evaluate (finished stages skip)."""
     from kard_ray.demo import run_pipeline_with_progress
+    from kard_ray.registry import plan
 
     cfg = _load(config, set_, run_dir)
+    stages = _check_plan(cfg, plan(cfg), address)
+    if check:
+        console.print(f"plan OK: {' -> '.join(stages)} (run dir {cfg.run_dir})", highlight=False, soft_wrap=True)
+        return
     try:
         run_pipeline_with_progress(cfg, address=address, force=force, console=console)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:

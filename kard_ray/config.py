@@ -58,8 +58,9 @@ class DataConfig(Section):
     on_malformed: Literal["error", "skip"] = "error"
     limit: int | None = Field(None, ge=1, description="Keep only the first N questions of each split.")
     holdout: int | None = Field(
-        None, ge=1, description="When no data.test file is given: hold out N questions of the train file as the "
-        "test split, chosen by a seeded hash of their ids (the same questions whatever the file's order).")
+        None, ge=0, description="When no data.test file is given: hold out N questions of the train file as the "
+        "test split, chosen by a seeded hash of their ids (the same questions whatever the file's order); "
+        "0 or unset: none.")
     holdout_seed: int = 0
 
     def split_paths(self) -> dict[str, str]:

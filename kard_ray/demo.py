@@ -52,8 +52,13 @@ def run_pipeline_with_progress(cfg: KardConfig, address: str | None = None, forc
     from kard_ray.registry import LOGS_DIR
     from kard_ray.runtime import ray_log_dir, route_logs_to_file
 
+    from kard_ray.preflight import check_plan
+    from kard_ray.registry import plan
+    from kard_ray.runtime import cluster_nodes
+
     console = console or Console()
     t0 = time.time()
+    check_plan(cfg, plan(cfg), cluster_nodes(cfg.ray, address))  # before anything is written or paid for
     run = RunDir(cfg.run_dir)
     log_file = _local_log_file(run, LOGS_DIR)
     with contextlib.ExitStack() as quiet:

@@ -26,6 +26,19 @@ def resolve_model(name: str) -> str:
     return os.path.expanduser(name) if os.path.exists(os.path.expanduser(name)) else name
 
 
+def model_name_problem(name: str, extra_aliases: tuple[str, ...] = ()) -> str | None:
+    """Why ``name`` cannot name a model here (None when it can): an offline alias, an existing folder, a URI, or
+    a hub id as ``org/name`` (the hub keeps its old bare names under organisations: openai-community/gpt2)."""
+    aliases = sorted({*OFFLINE_ENCODERS, *OFFLINE_GGUF, *extra_aliases})
+    if name in aliases or "://" in name or os.path.exists(os.path.expanduser(name)):
+        return None
+    if name.startswith(("/", ".", "~")):
+        return f"{name} is not a folder on this machine"
+    if name.count("/") == 1 and all(name.split("/")):
+        return None
+    return f"unknown model {name!r}: not an offline alias ({', '.join(aliases)}), a local folder or a hub id (org/name)"
+
+
 def safe_load_kwargs(trust_remote_code: bool = False) -> dict:
     return {"use_safetensors": True, "trust_remote_code": trust_remote_code}
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-from kard_ray.artifacts import RunDir, run_stage
+from kard_ray.artifacts import RunDir, run_stage, stage_fingerprints, stage_key
 from kard_ray.config import KardConfig
 from kard_ray.registry import plan, stage
 
@@ -28,6 +28,15 @@ def run_one(name: str, cfg: KardConfig, run: RunDir, force: bool = False, log=pr
     body = partial(s.run_body(), cfg, force=force, log=log, **s.params)
     return run_stage(run, s.name, body, config=s.key(cfg), inputs=s.inputs(cfg),
                      upstream=s.needs(cfg), force=force, clean=s.clean, log=log)
+
+
+def current_key(cfg: KardConfig, run: RunDir, name: str) -> str | None:
+    """The key stage ``name`` would run under now; None while a stage it needs has not finished."""
+    s = stage(name)
+    try:
+        return stage_key(s.key(cfg), stage_fingerprints(run, s.name, s.inputs(cfg), s.needs(cfg)))
+    except RuntimeError:
+        return None
 
 
 def run_stages(cfg: KardConfig, run: RunDir, targets: Sequence[str] = ("evaluate",), force: bool = False, log=print,

@@ -188,6 +188,18 @@ def init_ray(cfg: RayConfig | None = None, address: str | None = None, log_to_dr
     return runtime
 
 
+def cluster_nodes(cfg: RayConfig | None = None, address: str | None = None) -> int:
+    """Alive nodes of the Ray this process runs on: attaches when a cluster is named; an embedded Ray, running
+    or not (none is started for this), is one node."""
+    import ray
+
+    if not ray.is_initialized():
+        if resolve_address(cfg, address) is None:
+            return 1
+        init_ray(cfg, address)
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
 def shutdown_ray() -> None:
     import ray
 

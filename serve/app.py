@@ -176,11 +176,9 @@ class Generator:
 
     def __init__(self, model_dir: str, method: str, settings: dict[str, Any], max_batch_size: int = 16,
                  batch_wait_ms: float = 0, threads: int = 0):
-        from kard_ray.artifacts import local_copy
         from kard_ray.student.generate import StudentPredictor
 
-        self.predictor = _load_or_log(f"student {model_dir}",
-                                      lambda: StudentPredictor(local_copy(model_dir), method, settings))
+        self.predictor = _load_or_log(f"student {model_dir}", lambda: StudentPredictor(model_dir, method, settings))
         _use_threads(threads)
         self.batcher = _batcher(self._run, max_batch_size, batch_wait_ms)
 

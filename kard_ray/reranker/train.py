@@ -57,6 +57,7 @@ def train_loop(config: dict[str, Any]) -> None:
     from transformers import get_linear_schedule_with_warmup
 
     from kard_ray.reranker.model import load_reranker, score_matrix
+    from kard_ray.artifacts import local_copy
     from kard_ray.retrieval.passages import PassageStore
     from kard_ray.runtime import use_assigned_cores
 
@@ -64,7 +65,7 @@ def train_loop(config: dict[str, Any]) -> None:
     use_assigned_cores()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    store = PassageStore(config["passages_path"])
+    store = PassageStore(local_copy(config["passages_uri"]))  # on this worker's node
     tokenizer, model = load_reranker(cfg.model, cfg.architecture, cfg.trust_remote_code, cfg.lora)
     if cfg.train_layers and not cfg.lora:
         freeze_below_top(model, cfg.train_layers, heads=("classifier",))

@@ -143,10 +143,10 @@ def predict(cfg: KardConfig, run: RunDir, methods: list[str], questions: list[Qu
         for r in rows:
             first_of.setdefault(same_input(r), r)
         unique = list(first_of.values())
-        model_dir = local_copy(run.uri_of(output(student_stage(model), "model")))
+        model_uri = run.uri_of(output(student_stage(model), "model"))  # each actor localises it
         log(f"evaluate: generating {len(unique)} answers with student_{model} "
             f"({len(rows) - len(unique)} inputs repeat another method's)")
-        preds = predict_with_ray(unique, model_dir, model, s, actors=e.actors, batch_size=e.batch_size,
+        preds = predict_with_ray(unique, model_uri, model, s, actors=e.actors, batch_size=e.batch_size,
                                  use_gpu=cfg.student.workers.use_gpu,
                                  cpus_per_actor=cores_per_worker(e.cpus_per_actor, e.actors, is_embedded()))
         efficiency[f"student_{model}"] = generation_efficiency(preds)

@@ -31,7 +31,7 @@ def fit(cfg: KardConfig, run: RunDir, name: str, fresh: bool) -> tuple[Any, dict
     workers = max(1, r.workers.num_workers)
     steps_per_epoch = max(1, ds.count() // (r.batch_size * workers))
     loop_config = {"reranker": r.model_dump(), "steps_per_epoch": steps_per_epoch,
-                   "passages_path": local_copy(run.uri_of(output("kb", "passages_arrow")))}
+                   "passages_uri": run.uri_of(output("kb", "passages_arrow"))}  # each worker localises it
     result = training.fit(train_loop, loop_config, r.workers, run.uri_of(TRAIN_DIR), name, {"train": ds},
                           r.max_failures)
     return result, {"steps_per_epoch": steps_per_epoch, "workers": workers}

@@ -250,9 +250,12 @@ class StudentPredictor:
     """One student loaded once; rows with question, options, passages -> predictions. A Ray Data actor in
     the evaluation and the model inside Serve's Generator, so both decode the same way."""
 
-    def __init__(self, model_dir: str, method: str, settings: dict[str, Any], temperature: float = 0.7,
+    def __init__(self, model_uri: str, method: str, settings: dict[str, Any], temperature: float = 0.7,
                  seed: int = 0):
+        """``model_uri``: a saved student folder, local or remote (downloaded on this node)."""
         import torch
+
+        from kard_ray.artifacts import local_copy
 
         from kard_ray.config import InferenceSettings
         from kard_ray.efficiency import parameter_counts
@@ -262,7 +265,7 @@ class StudentPredictor:
             from kard_ray.runtime import use_assigned_cores
 
             use_assigned_cores()
-        self.tokenizer, self.model, self.family = load_trained(model_dir)
+        self.tokenizer, self.model, self.family = load_trained(local_copy(model_uri))
         self.params = parameter_counts(self.model)[0]  # before quantisation packs the linear weights away
         self.method, self.settings = method, InferenceSettings.model_validate(settings)
         if torch.cuda.is_available():
@@ -318,7 +321,7 @@ class StudentPredictor:
         return {"qid": [r["qid"] for r in rows], **{k: [p[k] for p in preds] for k in preds[0]}} if preds else {}
 
 
-def predict_with_ray(rows: list[dict[str, Any]], model_dir: str, method: str, settings, *, actors: int = 1,
+def predict_with_ray(rows: list[dict[str, Any]], model_uri: str, method: str, settings, *, actors: int = 1,
                      batch_size: int = 16, use_gpu: bool = False, cpus_per_actor: float = 1.0) -> list[dict[str, Any]]:
     """Batch inference over ``rows`` (qid, question, options, passages) with an actor pool; each actor's torch
     threads follow its ``cpus_per_actor``."""
@@ -326,7 +329,7 @@ def predict_with_ray(rows: list[dict[str, Any]], model_dir: str, method: str, se
     import ray
 
     ds = ray.data.from_arrow(pa.Table.from_pylist(rows)).map_batches(
-        StudentPredictor, fn_constructor_kwargs={"model_dir": model_dir, "method": method,
+        StudentPredictor, fn_constructor_kwargs={"model_uri": model_uri, "method": method,
                                                  "settings": settings.model_dump()},
         compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size, batch_format="pyarrow",
         num_gpus=1 if use_gpu else 0, num_cpus=cpus_per_actor)
