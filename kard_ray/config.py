@@ -298,8 +298,8 @@ class RerankerConfig(Section):
 
 
 class StudentConfig(Section):
-    model: str = Field("smollm2-135m-instruct", description="Offline alias (smollm2-135m-instruct, tiny-t5), "
-                                                           "a local folder or a HF id (e.g. google/flan-t5-base).")
+    model: str = Field("smollm2-135m-instruct", description="Offline alias (smollm2-135m-instruct, tiny-t5), a local "
+                       "folder, a URI (s3://..., fetched on each node) or a HF id (e.g. google/flan-t5-base).")
     family: Literal["causal", "seq2seq"] = "causal"
     method: Literal["kard", "rd", "ft"] = Field(
         "kard", description="kard: passages + rationale; rd: rationale, no passages; ft: answer only.")

@@ -49,12 +49,9 @@ def run_pipeline_with_progress(cfg: KardConfig, address: str | None = None, forc
                                console: Console | None = None, quiet_logs: bool = True) -> RunDir:
     """Every stage in order, one line per stage, then the results table and the report's path. With
     ``quiet_logs`` (the default) library and Ray logs go to ``RUN_DIR/logs/`` instead of the console."""
-    from kard_ray.registry import LOGS_DIR
-    from kard_ray.runtime import ray_log_dir, route_logs_to_file
-
     from kard_ray.preflight import check_plan
-    from kard_ray.registry import plan
-    from kard_ray.runtime import cluster_nodes
+    from kard_ray.registry import LOGS_DIR, plan
+    from kard_ray.runtime import cluster_nodes, ray_log_dir, route_logs_to_file
 
     console = console or Console()
     t0 = time.time()

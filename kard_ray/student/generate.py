@@ -256,7 +256,6 @@ class StudentPredictor:
         import torch
 
         from kard_ray.artifacts import local_copy
-
         from kard_ray.config import InferenceSettings
         from kard_ray.efficiency import parameter_counts
         from kard_ray.student.model import load_trained
