@@ -155,7 +155,9 @@ class LoopbackCluster:
         self.env = {**os.environ, **(env or {}), "HOME": f"{self.base}/home", "TMPDIR": f"{self.base}/tmp",
                     "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
         self.env.pop("RAY_ADDRESS", None)
-        self._ray = str(Path(sys.executable).parent / "ray")
+        bin_dir = str(Path(sys.executable).parent)  # the installed code, as an image's PATH would give it
+        self.env["PATH"] = os.pathsep.join([bin_dir, self.env.get("PATH", "")])
+        self._ray = f"{bin_dir}/ray"
 
     @property
     def address(self) -> str:

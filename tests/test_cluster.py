@@ -7,6 +7,7 @@ Run alone with ``pytest -m cluster``. Teardown kills exactly the cluster's proce
 """
 
 import json
+import sys
 import time
 
 import pytest
@@ -95,7 +96,7 @@ def test_a_file_the_driver_writes_is_not_on_the_worker_nodes(cluster, s3):
               "head = ray.get_runtime_context().get_node_id(); "
               "print('SEEN', os.path.exists(p), any(s for s, _ in seen), any(n == head for _, n in seen), "
               "len(ray.nodes()))")
-    client, job = submit(cluster, s3, f'python -c "{script}"')
+    client, job = submit(cluster, s3, f'{sys.executable} -c "{script}"')
     assert wait(client, job, 300) == "SUCCEEDED", client.get_job_logs(job)[-3000:]
     line = next(line for line in client.get_job_logs(job).splitlines() if line.startswith("SEEN"))
     # the driver sees its file; no task does; no task ran on the head; head + two workers
@@ -135,7 +136,7 @@ def test_pipeline_job_on_nodes_without_a_shared_disk_resumes_after_a_kill(cluste
              f"kb.paths=[s3://{BUCKET}/data/kb.jsonl]", f"teacher.base_url={teacher_and_data.base_url}",
              f"teacher.api_key_env={TEACHER_KEY_ENV}", "eval.methods=[rd,kard_bm25,kard_reranker]",
              "reranker.epochs=1", "student.epochs=2", "student.checkpoint_every_steps=1"]
-    entrypoint = "python -m jobs run --run-dir s3://" + run + " " + " ".join(f"--set '{s}'" for s in sets)
+    entrypoint = f"{sys.executable} -m jobs run --run-dir s3://{run} " + " ".join(f"--set '{s}'" for s in sets)
 
     def exists(rel: str) -> bool:
         from pyarrow.fs import FileType
