@@ -317,6 +317,9 @@ def serve_run(
         help="Require a bearer key read from this environment variable.")] = None,
     max_batch_size: Annotated[int, typer.Option(help="Dynamic batch size of reranker and generator (1 = off).")] = 16,
     max_replicas: Annotated[int, typer.Option(help="Autoscaling ceiling of reranker and generator replicas.")] = 1,
+    num_gpus: Annotated[Optional[float], typer.Option(
+        help="GPUs per reranker and generator replica, fractions allowed (default: the run's reranker.num_gpus for "
+             "the reranker, none for the generator).")] = None,
     model_threads: Annotated[Optional[int], typer.Option(
         help="Torch threads of each reranker and generator replica (default: the machine's cores on an embedded "
              "Ray, where a request's models run one after the other; on a cluster, the CPUs each reserves).")] = None,
@@ -348,7 +351,8 @@ def serve_run(
             model_threads = serve_model_threads(ray_cfg, address)
         args = ServeAppArgs(run_dir=run_dir, student=student, api_key_env=api_key_env, max_batch_size=max_batch_size,
                             overrides=overrides, reranker_autoscaling=scaling, generator_autoscaling=scaling,
-                            model_threads=model_threads)
+                            model_threads=model_threads, reranker_num_gpus=num_gpus,
+                            generator_num_gpus=num_gpus or 0.0)
         app_ = build_app(args)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))

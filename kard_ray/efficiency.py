@@ -13,20 +13,31 @@ import time
 from typing import Any
 
 
-def matmul_probe(seconds: float = 0.6, n: int = 1024, windows: int = 3) -> float:
-    """FLOP/s of an fp32 ``n x n`` matmul loop in this process, with its current torch threads: the best of
-    a few windows, so that a neighbour's burst or the thread pool's start does not set the bar low."""
+def matmul_probe(seconds: float = 0.6, n: int = 1024, windows: int = 3, device=None) -> float:
+    """FLOP/s of an fp32 ``n x n`` matmul loop on ``device`` (the one the loop being measured runs on; CPU: with
+    this process's torch threads): the best of a few windows, so that a neighbour's burst or the thread pool's
+    start does not set the bar low."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        n = max(n, 4096)  # a GPU needs a bigger matmul to be busy
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     for _ in range(3):
         torch.mm(a, b)  # warm-up: thread pool and caches
+    sync()
     best = 0.0
     for _ in range(windows):
         runs, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds / windows:
             torch.mm(a, b)
             runs += 1
+            sync()
         best = max(best, 2 * n**3 * runs / (time.perf_counter() - t0))
     return best
 
@@ -38,11 +49,11 @@ def count_tokens(stats: dict | None, enc) -> None:
         stats["real_tokens"] = stats.get("real_tokens", 0) + int(enc["attention_mask"].sum())
 
 
-def settled_probe(earlier: float) -> float:
+def settled_probe(earlier: float, device=None) -> float:
     """The probe taken again at the end of a stage's loop, when its own background work (Ray Data streaming
     the worker's shard while the first steps run) has stopped. Contention can only make a probe read low, so
     the larger of the two is the machine's; the first alone put the demo reranker at 3.3x "its" machine."""
-    return max(earlier, matmul_probe())
+    return max(earlier, matmul_probe(device=device))
 
 
 def parameter_counts(model) -> tuple[int, int]:

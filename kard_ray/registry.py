@@ -92,7 +92,7 @@ def _student_key(method: str) -> Callable[[KardConfig], list[Any]]:
     def key(cfg: KardConfig) -> list[Any]:
         from kard_ray.student.formats import format_fingerprint
 
-        return [cfg.student.model_dump(exclude={"workers", "method"}), method, format_fingerprint()]
+        return [cfg.student.key_settings({"workers", "method"}), method, format_fingerprint()]
 
     return key
 
@@ -133,7 +133,7 @@ _STAGES: list[Stage] = [
     Stage("index", "BM25 (always) and dense FAISS (when used) indexes over the passages.", "kb build",
           "kard_ray.stages.index:build", needs=lambda c: ["kb"],
           key=lambda c: [c.retrieval.bm25,  # how many actors or GPUs embed does not change a vector
-                         c.retrieval.dense.model_dump(exclude={"actors", "use_gpu"}) if needs_dense(c) else None],
+                         c.retrieval.dense.key_settings({"actors", "use_gpu", "num_gpus"}) if needs_dense(c) else None],
           outputs={"bm25": "bm25", "dense": "dense"}, clean=False),
     Stage("rationales", "n chain-of-thought rationales per question from the teacher (cached, rate-limited).",
           "rationales", "kard_ray.stages.rationales:build", needs=lambda c: ["data"], key=_teacher_key,
@@ -146,7 +146,7 @@ _STAGES: list[Stage] = [
           outputs={"student": "student.parquet", "reranker": "reranker.parquet"}),
     Stage("reranker", "The KARD reranker, KL-distilled on Ray Train (resumes from its last checkpoint).",
           "train-reranker", "kard_ray.stages.reranker:build", needs=lambda c: ["augment"],
-          key=lambda c: [c.reranker.model_dump(exclude={"eval_questions"}), c.eval.recall_at],
+          key=lambda c: [c.reranker.key_settings({"eval_questions", "num_gpus"}), c.eval.recall_at],
           outputs={"model": "", "vectors": "index", "report_json": "report.json", "report_md": "report.md"}),
     *(Stage(student_stage(m), f"The {m} student on Ray Train (resumes from its last checkpoint).",
             "train-student", "kard_ray.stages.student:build", needs=lambda c: ["augment"], key=_student_key(m),

@@ -170,6 +170,7 @@ def init_ray(cfg: RayConfig | None = None, address: str | None = None, log_to_dr
     else:
         ray.init(
             num_cpus=embedded_cpus(cfg),
+            **({"num_gpus": cfg.num_gpus} if cfg.num_gpus is not None else {}),
             _node_ip_address="127.0.0.1",  # an embedded Ray stays on loopback
             object_store_memory=cfg.object_store_memory_mb * 1024 * 1024,
             include_dashboard=cfg.include_dashboard,

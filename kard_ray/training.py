@@ -8,7 +8,6 @@ with the same settings resumes where it stopped.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -25,33 +24,51 @@ def unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-def save_trainer_state(path: str, optimizer, scheduler, progress: dict[str, int]) -> None:
+def save_trainer_state(path: str, optimizer_state: dict[str, Any], scheduler, progress: dict[str, int]) -> None:
     import torch
 
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **progress},
+    torch.save({"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), **progress},
                os.path.join(path, TRAINER_STATE))
 
 
-def load_checkpoint_dir(path: str, model, optimizer, scheduler) -> dict[str, int]:
+def gather_state(model, optimizer, strategy: str = "ddp") -> tuple[dict | None, dict]:
+    """(weights, optimizer state) to checkpoint: under FSDP gathered whole (every rank calls this), under DDP the
+    weights are read from the model when saving."""
+    from kard_ray import parallel
+
+    return parallel.full_model_state(model, strategy), parallel.optimizer_state(model, optimizer, strategy)
+
+
+def save_model_dir(path: str, model, tokenizer, gathered: tuple[dict | None, dict], scheduler,
+                   progress: dict[str, int]) -> None:
+    """A checkpoint folder: the model as a plain HF folder (safetensors), its tokenizer and the trainer state."""
+    weights, optimizer_state = gathered
+    unwrap(model).save_pretrained(path, state_dict=weights, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    save_trainer_state(path, optimizer_state, scheduler, progress)
+
+
+def load_checkpoint_dir(path: str, model, optimizer, scheduler, strategy: str = "ddp") -> dict[str, int]:
     """Weights (full model or LoRA adapter), optimizer and scheduler back from a checkpoint folder."""
     import torch
     from safetensors.torch import load_file
 
-    inner = unwrap(model)
+    from kard_ray import parallel
+
     adapter = os.path.join(path, ADAPTER_WEIGHTS)
     if os.path.exists(adapter):
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(inner, load_file(adapter))
+        set_peft_model_state_dict(unwrap(model), load_file(adapter))
     else:
-        inner.load_state_dict(load_file(os.path.join(path, "model.safetensors")), strict=False)
+        parallel.load_model_state(model, load_file(os.path.join(path, "model.safetensors")), strategy)
     state = torch.load(os.path.join(path, TRAINER_STATE), weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    parallel.load_optimizer_state(model, optimizer, state["optimizer"], strategy)
     scheduler.load_state_dict(state["scheduler"])
     return {k: int(state[k]) for k in ("epoch", "batch", "step")}
 
 
-def resume_progress(model, optimizer, scheduler) -> dict[str, int]:
+def resume_progress(model, optimizer, scheduler, strategy: str = "ddp") -> dict[str, int]:
     """Where this run stands: the latest checkpoint's position, or the start."""
     import ray.train
 
@@ -59,28 +76,20 @@ def resume_progress(model, optimizer, scheduler) -> dict[str, int]:
     if not checkpoint:
         return {"epoch": 0, "batch": 0, "step": 0}
     with checkpoint.as_directory() as d:
-        return load_checkpoint_dir(d, model, optimizer, scheduler)
+        return load_checkpoint_dir(d, model, optimizer, scheduler, strategy)
 
 
-def precision_context(device, precision: str = "auto"):
-    """(autocast context, GradScaler or None): bf16 on GPU by default, fp16 with a scaler, fp32 on CPU."""
-    import torch
-
-    if device.type != "cuda" or precision == "fp32":
-        return contextlib.nullcontext(), None
-    if precision == "fp16":
-        return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
-    return torch.autocast("cuda", dtype=torch.bfloat16), None
-
-
-def report(metrics: dict[str, Any], save: Callable[[str], None] | None) -> None:
-    """Report metrics from every worker; rank 0 attaches a checkpoint written by ``save(folder)``."""
+def report(metrics: dict[str, Any], save: Callable[[str, Any], None] | None,
+           gather: Callable[[], Any] | None = None) -> None:
+    """Report metrics from every worker; with ``save``, every rank first runs ``gather()`` (FSDP's collectives),
+    then rank 0 attaches a checkpoint written by ``save(folder, gathered)``."""
     import ray.train
     from ray.train import Checkpoint
 
+    gathered = gather() if save is not None and gather is not None else None
     if save is not None and ray.train.get_context().get_world_rank() == 0:
         with tempfile.TemporaryDirectory() as tmp:
-            save(tmp)
+            save(tmp, gathered)
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
     else:
         ray.train.report(metrics, checkpoint=None)
@@ -136,6 +145,19 @@ def export_checkpoint(run, checkpoint, stage: str, transform: Callable[[str, str
                 upload_file(os.path.join(target, f), run.uri_of(stage, f))
 
 
+def export_checkpoint_on_ray(run, checkpoint, stage: str, transform: Callable[[str, str], None] | None,
+                             workers: TrainWorkers) -> None:
+    """:func:`export_checkpoint` in a Ray task with one training worker's resources: merging a LoRA adapter loads
+    the whole base model (an 8B student's memory, or its GPU), which is no job for the driver on the head node."""
+    import ray
+
+    from kard_ray.runtime import cores_per_worker, is_embedded
+
+    options = {"num_cpus": cores_per_worker(workers.cpus_per_worker, 1, is_embedded()),
+               "num_gpus": 1 if workers.use_gpu else 0}
+    ray.get(ray.remote(export_checkpoint).options(**options).remote(run, checkpoint, stage, transform))
+
+
 def checkpoints_to_discard(keep: bool, storage_name: str) -> list[str]:
     """A finished training's checkpoint folder, for ``StageResult.scratch``, unless the run keeps it.
 
@@ -147,27 +169,39 @@ def checkpoints_to_discard(keep: bool, storage_name: str) -> list[str]:
     return [] if keep else [f"{TRAIN_DIR}/{storage_name}"]
 
 
-def freeze_below_top(model, n_layers: int, heads: tuple[str, ...] = ()) -> int:
-    """Train only the last ``n_layers`` blocks of the model's main block stack, the final norm and the
-    modules named in ``heads`` (a cross-encoder's new ``classifier``).
+def block_stacks(model) -> list:
+    """The model's main block stacks: the ``ModuleList`` that holds the most parameters (decoder layers of a causal
+    LM, BERT's encoder layers; not a T5 block's list of sublayers), for an encoder-decoder (T5) the encoder's and
+    the decoder's."""
+    import torch
 
-    The stack is the longest ``ModuleList`` (decoder layers of a causal LM, BERT's encoder layers).
+    def main_stack(module):
+        stacks = [m for m in module.modules() if isinstance(m, torch.nn.ModuleList)]
+        return max(stacks, key=lambda m: (sum(p.numel() for p in m.parameters()), len(m))) if stacks else None
+
+    parts = [model.get_encoder(), model.get_decoder()] \
+        if getattr(getattr(model, "config", None), "is_encoder_decoder", False) else [model]
+    return [s for s in map(main_stack, parts) if s is not None]
+
+
+def freeze_below_top(model, n_layers: int, heads: tuple[str, ...] = ()) -> int:
+    """Train only the last ``n_layers`` blocks of each block stack (:func:`block_stacks`), the final norms and
+    the modules named in ``heads`` (a cross-encoder's new ``classifier``).
+
     Returns the number of trainable parameters. Backward stops at the lowest trainable block, which is
     what makes it cheap. Used by the student and the reranker (``train_layers``).
     """
-    import torch
-
-    stacks = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
+    stacks = block_stacks(model)
     if not stacks:
         raise ValueError("train_layers: the model has no block stack (ModuleList) to train the top of")
-    blocks = max(stacks, key=len)
     for p in model.parameters():
         p.requires_grad_(False)
-    for block in list(blocks)[-n_layers:]:
+    for block in (b for blocks in stacks for b in list(blocks)[-n_layers:]):
         for p in block.parameters():
             p.requires_grad_(True)
+    in_stacks = {id(m) for blocks in stacks for m in blocks.modules()}
     for name, module in model.named_modules():
-        in_blocks = any(module is m for b in blocks for m in b.modules())
+        in_blocks = id(module) in in_stacks
         if (name.endswith("norm") and not in_blocks) or name.split(".")[-1] in heads:
             for p in module.parameters():
                 p.requires_grad_(True)

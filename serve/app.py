@@ -398,10 +398,20 @@ class ServeAppArgs(BaseModel):
     api_key_env: str | None = None
     reranker_autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     generator_autoscaling: Autoscaling = Field(default_factory=Autoscaling)
-    generator_num_gpus: float = Field(0, ge=0)
+    generator_num_gpus: float = Field(0, ge=0, description="GPUs per generator replica (fractions allowed).")
+    reranker_num_gpus: float | None = Field(None, ge=0, description="GPUs per reranker replica; None: the run's "
+                                                                   "reranker.num_gpus.")
     model_cpus: float = Field(1, gt=0)
     model_threads: int = Field(0, ge=0, description="Torch threads of each reranker and generator replica; 0: "
                                                     "the CPUs it reserves (model_cpus).")
+
+
+def model_actor_options(args: ServeAppArgs, cfg) -> dict[str, dict[str, float]]:
+    """Each model deployment's replica resources: ``model_cpus``, and its GPUs (the reranker's default is the
+    run's ``reranker.num_gpus``, what its evaluation used)."""
+    reranker_gpus = cfg.reranker.num_gpus if args.reranker_num_gpus is None else args.reranker_num_gpus
+    return {"reranker": {"num_cpus": args.model_cpus, "num_gpus": reranker_gpus},
+            "generator": {"num_cpus": args.model_cpus, "num_gpus": args.generator_num_gpus}}
 
 
 def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None) -> Application:
@@ -425,14 +435,15 @@ def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None
     queue = {"max_ongoing_requests": args.max_ongoing_requests, "max_queued_requests": args.max_queued_requests}
     retriever = Retriever.options(**queue).bind(run.uri, cfg.retrieval.model_dump(), settings.first_stage)
     reranker = None
+    actor_options = model_actor_options(args, cfg)
     if args.use_reranker and run.is_done("reranker"):
         reranker = RerankerModel.options(
-            autoscaling_config=args.reranker_autoscaling.model_dump(), ray_actor_options={"num_cpus": args.model_cpus},
+            autoscaling_config=args.reranker_autoscaling.model_dump(), ray_actor_options=actor_options["reranker"],
             **queue).bind(run.uri, settings.model_dump(), args.max_batch_size, args.batch_wait_ms,
                           args.use_passage_vectors, args.model_threads)
     generator = Generator.options(
         autoscaling_config=args.generator_autoscaling.model_dump(),
-        ray_actor_options={"num_cpus": args.model_cpus, "num_gpus": args.generator_num_gpus}, **queue,
+        ray_actor_options=actor_options["generator"], **queue,
     ).bind(run.uri_of(output(student, "model")), args.student, settings.model_dump(), args.max_batch_size,
            args.batch_wait_ms, args.model_threads)
     ingress = KardService.options(ray_actor_options={"num_cpus": 0.25, "runtime_env": ingress_runtime_env or {}})

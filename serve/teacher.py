@@ -40,14 +40,13 @@ class ChatRequest(BaseModel):
 @serve.ingress(api)
 class ChatTeacher:
     def __init__(self, model: str, trust_remote_code: bool = False):
-        import torch
-
+        from kard_ray.devices import inference_dtype, process_device
         from kard_ray.models import load_causal_lm
 
         self.name = model
-        self.tokenizer, self.model = load_causal_lm(model, trust_remote_code)
-        if torch.cuda.is_available():
-            self.model = self.model.to("cuda")
+        device = process_device()  # a GPU only when this replica reserved one
+        self.tokenizer, self.model = load_causal_lm(model, trust_remote_code, dtype=inference_dtype(device))
+        self.model = self.model.to(device)
         self._lock = asyncio.Lock()  # one generate at a time per replica; scale out with replicas
 
     @api.get("/v1/models")

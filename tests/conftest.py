@@ -37,10 +37,11 @@ def tiny_world(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One embedded Ray for every integration test (2 cores: logical CPUs, capped object store)."""
+    """One embedded Ray for every integration test (2 cores: logical CPUs, capped object store; two logical GPUs,
+    so that GPU placement is checked: what Ray assigns, not what this machine has)."""
     from kard_ray.runtime import init_ray, shutdown_ray
 
-    runtime = init_ray(RayConfig(num_cpus=4, object_store_memory_mb=512))
+    runtime = init_ray(RayConfig(num_cpus=4, num_gpus=2, object_store_memory_mb=512))
     yield runtime
     shutdown_ray()
 

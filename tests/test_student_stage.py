@@ -86,11 +86,13 @@ def test_causal_student_saves_a_plain_model_that_generates(prepared):
     assert out.shape[1] > enc["input_ids"].shape[1]
 
 
-def test_killed_student_training_resumes_from_its_checkpoint(prepared):
+@pytest.mark.parametrize("strategy,workers", [("ddp", 1), ("fsdp", 2)])
+def test_killed_student_training_resumes_from_its_checkpoint(prepared, strategy, workers):
     import ray
 
     cfg, run = prepared
-    sets = [*TINY_RUN_SETS, "student.epochs=3", "student.checkpoint_every_steps=2", "student.seed=1"]
+    sets = [*TINY_RUN_SETS, "student.epochs=3", "student.checkpoint_every_steps=2", "student.seed=1",
+            f"student.strategy={strategy}", f"student.workers.num_workers={workers}"]
     cfg = load_config(None, [f"run_dir={cfg.run_dir}", *sets])
     storage = Path(cfg.run_dir) / "train" / student_stage.storage_name(cfg, run, "rd")
     args = [sys.executable, "-m", "kard_ray.cli", "train-student", "--method", "rd", "--run-dir", cfg.run_dir,
@@ -98,7 +100,7 @@ def test_killed_student_training_resumes_from_its_checkpoint(prepared):
     kill_after_first_checkpoint(args, storage)
     assert list(storage.glob("checkpoint_*")), "the killed run wrote no checkpoint"
     m = run_one("student_rd", cfg, run, log=quiet)
-    per_epoch = int(np.ceil(m["counts"]["train_examples"] / 4))
+    per_epoch = int(np.ceil(m["counts"]["train_examples"] / (4 * workers)))
     assert m["extra"]["resumed_from_step"] >= 2 and m["counts"]["steps"] == 3 * per_epoch
     assert not storage.exists(), "a finished training keeps its checkpoints"
 
@@ -136,3 +138,16 @@ def test_lora_checkpoint_exports_as_one_plain_merged_model(tmp_path):
             unadapted = base(**ids).logits
     assert torch.allclose(merged, expected, atol=1e-3)
     assert not torch.allclose(merged, unadapted, atol=1e-3)  # the adapter really was merged in
+
+
+def test_fsdp_trains_like_ddp_on_two_workers(prepared):
+    """Sharded training (FSDP2 on gloo) takes the same steps as DDP: the same losses to float rounding."""
+    cfg, run = prepared
+    losses = {}
+    for strategy in ("ddp", "fsdp"):
+        sets = [*TINY_RUN_SETS, "student.workers.num_workers=2", "student.max_steps=3", "student.eval_fraction=0",
+                f"student.strategy={strategy}"]
+        m = run_one("student_ft", load_config(None, [f"run_dir={cfg.run_dir}", *sets]), run, force=True, log=quiet)
+        assert m["counts"]["steps"] == 3 and m["counts"]["workers"] == 2
+        losses[strategy] = m["extra"]["final_loss"]
+    assert losses["fsdp"] == pytest.approx(losses["ddp"], rel=1e-4), losses

@@ -23,19 +23,23 @@ ARCH_FILE = "kard_reranker.json"  # architecture, scale and hops, saved beside t
 ARCH_DEFAULTS = {"architecture": "cross", "bi_scale": 1.0, "hops": 1}  # folders without the file, or older ones
 
 
-def load_reranker(name: str, architecture: str = "cross", trust_remote_code: bool = False, lora: bool = False):
+def load_reranker(name: str, architecture: str = "cross", trust_remote_code: bool = False, lora: bool = False,
+                  dtype=None):
     """(tokenizer, model): a single-logit cross-encoder (fresh head when the checkpoint has none) or,
-    for ``bi``, the plain encoder whose mean-pooled embeddings are compared by cosine."""
+    for ``bi``, the plain encoder whose mean-pooled embeddings are compared by cosine. ``dtype``: the weights'
+    (default fp32: the master copy for training, whatever the checkpoint holds)."""
+    import torch
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     path = resolve_model(name)
+    dtype = dtype or torch.float32
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if architecture == "bi":
-        model = AutoModel.from_pretrained(path, **safe_load_kwargs(trust_remote_code))
+        model = AutoModel.from_pretrained(path, dtype=dtype, **safe_load_kwargs(trust_remote_code))
         if getattr(model, "pooler", None) is not None:
             model.pooler = None  # mean pooling does not use it; unused parameters break DDP's gradient sync
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1,
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype,
                                                                    **safe_load_kwargs(trust_remote_code))
     if lora:
         try:
@@ -118,10 +122,12 @@ class Reranker:
         store (``reranker.vectors``); with them a candidate costs a dot product, not an encoding."""
         import torch
 
+        from kard_ray.devices import inference_dtype, process_device
+
         spec = read_architecture(path)
         self.architecture, self.scale, self.hops = spec["architecture"], spec["bi_scale"], int(spec["hops"])
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer, self.model = load_reranker(path, self.architecture)
+        self.device = torch.device(device) if device else process_device()
+        self.tokenizer, self.model = load_reranker(path, self.architecture, dtype=inference_dtype(self.device))
         self.model.to(self.device).eval()
         self.max_length, self.batch_size = max_length, batch_size
         self.vectors = vectors if self.architecture == "bi" else None
@@ -161,7 +167,7 @@ class Reranker:
                 s = score_pairs(self.model, self.tokenizer, list(slot), [slot[q] for q, _ in chunk],
                                 [p for _, p in chunk], architecture=self.architecture, max_length=self.max_length,
                                 scale=self.scale, device=self.device)
-                flat.append(s.cpu().numpy())
+                flat.append(s.float().cpu().numpy())
         scores = np.concatenate(flat) if flat else np.zeros(0, np.float32)
         out, offset = [], 0
         for _, texts in requests:

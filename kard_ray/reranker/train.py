@@ -19,17 +19,15 @@ from kard_ray.efficiency import efficiency, matmul_probe, parameter_counts, sett
 from kard_ray.reranker.candidates import sample_candidates
 from kard_ray.reranker.hops import hop_query, training_hop
 from kard_ray.reranker.losses import LOSSES, annealed
-from kard_ray.training import freeze_below_top, precision_context, report, resume_progress, save_trainer_state, unwrap
+from kard_ray.training import freeze_below_top, gather_state, report, resume_progress, save_model_dir
 
 
-def save_checkpoint_dir(path: str, model, tokenizer, optimizer, scheduler, progress: dict[str, int],
+def save_checkpoint_dir(path: str, model, tokenizer, gathered, scheduler, progress: dict[str, int],
                         cfg: RerankerConfig) -> None:
     from kard_ray.reranker.model import save_architecture
 
-    unwrap(model).save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
+    save_model_dir(path, model, tokenizer, gathered, scheduler, progress)
     save_architecture(path, cfg.architecture, cfg.bi_scale, cfg.hops)
-    save_trainer_state(path, optimizer, scheduler, progress)
 
 
 def build_batch(rows: list[dict[str, Any]], store, rng: np.random.Generator, n: int, hops: int = 1):
@@ -57,6 +55,7 @@ def train_loop(config: dict[str, Any]) -> None:
     from transformers import get_linear_schedule_with_warmup
 
     from kard_ray.artifacts import local_copy
+    from kard_ray.devices import autocast_and_scaler
     from kard_ray.reranker.model import load_reranker, score_matrix
     from kard_ray.retrieval.passages import PassageStore
     from kard_ray.runtime import use_assigned_cores
@@ -69,8 +68,9 @@ def train_loop(config: dict[str, Any]) -> None:
     tokenizer, model = load_reranker(cfg.model, cfg.architecture, cfg.trust_remote_code, cfg.lora)
     if cfg.train_layers and not cfg.lora:
         freeze_below_top(model, cfg.train_layers, heads=("classifier",))
+    params, trainable = parameter_counts(model)
     model = ray.train.torch.prepare_model(model)
-    device = next(model.parameters()).device
+    device = ray.train.torch.get_device()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.01)
     steps_per_epoch = config["steps_per_epoch"]
     total = steps_per_epoch * cfg.epochs
@@ -78,12 +78,15 @@ def train_loop(config: dict[str, Any]) -> None:
     progress = resume_progress(model, optimizer, scheduler)
     resumed_from = progress["step"]
     loss_fn = LOSSES[cfg.loss]
-    autocast, _ = precision_context(device)
+    autocast, scaler = autocast_and_scaler(device, cfg.precision)
     shard = ray.train.get_dataset_shard("train")
-    probe, (params, trainable) = matmul_probe(), parameter_counts(model)
+    probe = matmul_probe(device=device)
 
-    def save(path: str) -> None:
-        save_checkpoint_dir(path, model, tokenizer, optimizer, scheduler, progress, cfg)
+    def gather():
+        return gather_state(model, optimizer)
+
+    def save(path: str, gathered) -> None:
+        save_checkpoint_dir(path, model, tokenizer, gathered, scheduler, progress, cfg)
 
     model.train()
     for epoch in range(progress["epoch"], cfg.epochs):
@@ -107,9 +110,15 @@ def train_loop(config: dict[str, Any]) -> None:
                                       scale=cfg.bi_scale, device=device, stats=stats)
             loss = loss_fn(scores, targets.to(device), mask.to(device), tau1=tau1, tau2=tau2)
             optimizer.zero_grad()
-            loss.backward()
+            (scaler.scale(loss) if scaler else loss).backward()
+            if scaler:  # fp16: gradients unscaled before clipping, steps skipped on overflow
+                scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()
             losses.append(loss.item())
             pairs += int(mask.sum())
@@ -117,12 +126,12 @@ def train_loop(config: dict[str, Any]) -> None:
             if cfg.checkpoint_every_steps and progress["step"] % cfg.checkpoint_every_steps == 0 \
                     and progress["batch"] < steps_per_epoch:
                 report({"epoch": epoch, "step": progress["step"], "loss": float(np.mean(losses[-20:])),
-                        "resumed_from_step": resumed_from}, save)
-        elapsed, probe = time.perf_counter() - t0, settled_probe(probe)
+                        "resumed_from_step": resumed_from}, save, gather)
+        elapsed, probe = time.perf_counter() - t0, settled_probe(probe, device)
         progress.update(epoch=epoch + 1, batch=0)
         report({"epoch": epoch, "step": progress["step"], "loss": float(np.mean(losses)) if losses else math.nan,
                 "pairs_per_s": pairs * world / elapsed if elapsed else 0.0, "resumed_from_step": resumed_from,
                 "efficiency": efficiency(training_flops(stats.get("tokens", 0), params, trainable), elapsed, probe,
                                          tokens_per_s=round(stats.get("real_tokens", 0) * world / elapsed, 1)
                                          if elapsed else 0.0, workers=world),
-                "epoch_end": True}, save)
+                "epoch_end": True}, save, gather)

@@ -13,19 +13,21 @@ import numpy as np
 from kard_ray.config import DenseConfig
 
 
-def encoder_config(model_dir: str, max_length: int) -> DenseConfig:
+def encoder_config(model_dir: str, max_length: int, num_gpus: float = 0.0) -> DenseConfig:
     """The dense-index settings that make ``retrieval.dense``'s machinery embed with the reranker."""
-    return DenseConfig(encoder=model_dir, max_length=max_length, index="flat")
+    return DenseConfig(encoder=model_dir, max_length=max_length, index="flat", num_gpus=num_gpus)
 
 
-def build_passage_vectors(passages_arrow_uri: str, model_dir: str, max_length: int, out_uri: str) -> dict:
-    """Embed every passage of the store (row order) with the trained encoder and write the index folder."""
+def build_passage_vectors(passages_arrow_uri: str, model_dir: str, max_length: int, out_uri: str,
+                          num_gpus: float = 0.0) -> dict:
+    """Embed every passage of the store (row order) with the trained encoder (``num_gpus`` per embedding actor)
+    and write the index folder."""
     from kard_ray.artifacts import local_copy
     from kard_ray.retrieval.dense import build_dense_index
     from kard_ray.retrieval.passages import PassageStore
 
     n_rows = len(PassageStore(local_copy(passages_arrow_uri)))
-    return build_dense_index(passages_arrow_uri, n_rows, encoder_config(model_dir, max_length), out_uri)
+    return build_dense_index(passages_arrow_uri, n_rows, encoder_config(model_dir, max_length, num_gpus), out_uri)
 
 
 def load_passage_vectors(index_dir: str) -> np.ndarray | None:

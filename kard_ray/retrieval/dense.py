@@ -82,10 +82,13 @@ class Encoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
+        from kard_ray.devices import inference_dtype, process_device
+
         path = resolve_model(model)  # an offline alias, a hub id, or a trained encoder's URI in a run dir
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device(device) if device else process_device()
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        self.model = AutoModel.from_pretrained(path, **safe_load_kwargs(trust_remote_code)).to(self.device).eval()
+        self.model = AutoModel.from_pretrained(path, dtype=inference_dtype(self.device),
+                                               **safe_load_kwargs(trust_remote_code)).to(self.device).eval()
         self.max_length = max_length
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -160,7 +163,7 @@ def _encode_on_ray(arrow_uri: str, ranges: list[tuple[int, int]], cfg: DenseConf
                                                              "model": cfg.encoder, "max_length": cfg.max_length,
                                                              "batch_size": cfg.batch_size},
                         compute=ray.data.ActorPoolStrategy(size=cfg.actors), batch_size=1, batch_format="numpy",
-                        num_gpus=1 if cfg.use_gpu else 0, num_cpus=cores_per_worker(None, cfg.actors, is_embedded()))
+                        num_gpus=cfg.actor_gpus, num_cpus=cores_per_worker(None, cfg.actors, is_embedded()))
     ds.take_all()  # (start, end) records only: the vectors are in the part files
 
 

@@ -71,11 +71,18 @@ class EvalRetrieve:
         return pa.table(out)
 
 
+def rerank_actor_options(cfg: KardConfig, with_reranker: bool) -> dict[str, float]:
+    """Resources of the evaluation's retrieval actor: every core of the stage (query encodings), and
+    ``reranker.num_gpus`` when it runs the reranker."""
+    from kard_ray.runtime import cores_per_worker, is_embedded
+
+    return {"num_cpus": cores_per_worker(None, 1, is_embedded()),
+            "num_gpus": cfg.reranker.num_gpus if with_reranker else 0.0}
+
+
 def retrieve(cfg: KardConfig, run: RunDir, questions: list[Question],
              rationales: dict[str, str]) -> tuple[dict[str, dict], bool]:
     import ray
-
-    from kard_ray.runtime import cores_per_worker, is_embedded
 
     with_reranker = "kard_reranker" in cfg.eval.methods and run.is_done("reranker")
     rows = [{"qid": q.id, "question": q.question, "options": q.options, "rationale": rationales.get(q.id)}
@@ -84,7 +91,7 @@ def retrieve(cfg: KardConfig, run: RunDir, questions: list[Question],
         EvalRetrieve,
         fn_constructor_kwargs={"run_uri": run.uri, "cfg": cfg.model_dump(), "with_reranker": with_reranker},
         compute=ray.data.ActorPoolStrategy(size=1), batch_size=64, batch_format="pyarrow",
-        num_cpus=cores_per_worker(None, 1, is_embedded()))  # query encodings: every core
+        **rerank_actor_options(cfg, with_reranker))
     return {r["qid"]: r for r in ds.take_all()}, with_reranker
 
 

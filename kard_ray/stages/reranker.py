@@ -61,12 +61,33 @@ def evaluate(cfg: KardConfig, run: RunDir) -> dict:
                          with_options=cfg.augment.query_with_options, other_first_stages=others)
 
 
+def report_task_options(cfg: KardConfig) -> dict[str, float]:
+    """Resources of the task that runs the reranker for its report: the stage's cores, ``reranker.num_gpus``."""
+    from kard_ray.runtime import cores_per_worker, is_embedded
+
+    return {"num_cpus": cores_per_worker(None, 1, is_embedded()), "num_gpus": cfg.reranker.num_gpus}
+
+
+def _evaluate_in_task(cfg: KardConfig, run: RunDir) -> dict:
+    from kard_ray.runtime import use_assigned_cores
+
+    use_assigned_cores()
+    return evaluate(cfg, run)
+
+
+def evaluate_on_ray(cfg: KardConfig, run: RunDir) -> dict:
+    """:func:`evaluate` in a Ray task holding the reranker's resources (a GPU when configured), not in the driver."""
+    import ray
+
+    return ray.get(ray.remote(_evaluate_in_task).options(**report_task_options(cfg)).remote(cfg, run))
+
+
 def storage_name(cfg: KardConfig, run: RunDir) -> str:
     """Checkpoint folder under ``train/``: the same training settings on the same data resume there."""
     aug = run.manifest("augment")
     if aug is None:
         raise RuntimeError("the reranker stage needs the augment stage; run it first")
-    settings = cfg.reranker.model_dump(exclude={"workers", "eval_questions", "first_stage", "first_stage_k"})
+    settings = cfg.reranker.key_settings({"workers", "eval_questions", "first_stage", "first_stage_k", "num_gpus"})
     return f"reranker-{config_hash(settings, aug['key'])[:10]}"
 
 
@@ -86,8 +107,8 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
 
         vectors = build_passage_vectors(run.uri_of(output("kb", "passages_arrow")),
                                         run.uri_of(output("reranker", "model")), r.max_length,
-                                        run.uri_of(output("reranker", "vectors")))
-    gap = evaluate(cfg, run)
+                                        run.uri_of(output("reranker", "vectors")), r.num_gpus)
+    gap = evaluate_on_ray(cfg, run)
     run.write_text(output("reranker", "report_json"), json.dumps(gap, indent=2))
     run.write_text(output("reranker", "report_md"), report_markdown(gap))
     log(report_markdown(gap))

@@ -77,7 +77,7 @@ def storage_name(cfg: KardConfig, run: RunDir, method: str) -> str:
         raise RuntimeError("the student stages need the augment stage; run it first")
     from kard_ray.student.formats import format_fingerprint
 
-    settings = cfg.student.model_dump(exclude={"workers", "method"})
+    settings = cfg.student.key_settings({"workers", "method"})
     return f"student_{method}-{config_hash(settings, method, format_fingerprint(), aug['key'])[:10]}"
 
 
@@ -107,7 +107,8 @@ def build(cfg: KardConfig, run: RunDir, *, method: str, force: bool = False, log
                           {"train": train_ds, **({"eval": eval_ds} if eval_ds is not None else {})},
                           s.max_failures)
     m = result.metrics or {}
-    training.export_checkpoint(run, result.checkpoint, output(student_stage(method), "model"), transform=merge_lora)
+    training.export_checkpoint_on_ray(run, result.checkpoint, output(student_stage(method), "model"), merge_lora,
+                                      s.workers)
     log(f"student[{method}]: {m.get('step')} steps, loss {m.get('loss', float('nan')):.3f}, "
         f"eval loss {m.get('eval_loss', float('nan')):.3f}, {m.get('tokens_per_s', 0):.0f} tokens/s, "
         f"padding {m.get('padding_share', 0):.1%}")

@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 from kard_ray.answers import parse_answer
+from kard_ray.student.decoding import greedy_decode, last_logits_only
 from kard_ray.student.formats import answer_line, build_prompt
 
 
@@ -35,61 +36,6 @@ class AnswerLineStop:
         return done.to(input_ids.device)
 
 
-def last_logits_only(model) -> dict[str, int]:
-    """Forward kwargs that project only the last position to the vocabulary (where the model allows it): a
-    prefill needs the next token's logits, not the 49k-way projection of every prompt position."""
-    import inspect
-
-    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-
-
-def greedy_decode(model, tokenizer, enc, limits: list[int], stop_at_answer: bool = True) -> list[list[int]]:
-    """Greedy decoding of a left-padded causal-LM batch that drops a row once it is finished (end of text,
-    its complete answer line, or its own limit): each later step runs only the rows still writing.
-
-    HF's ``generate`` keeps every row in the batch until the last one finishes, and a decode step's cost
-    grows with the rows in it (fp32 matmuls at batch 30 are compute-bound on a CPU); answers end after
-    ~26 of 40 tokens on the demo. Positions follow the attention mask as ``generate`` sets them, so a
-    row's tokens are the ones ``generate`` picks (up to float rounding of the smaller batches).
-    """
-    import torch
-
-    from kard_ray.student.formats import answer_line_done
-
-    last_only = last_logits_only(model)
-    ends = model.generation_config.eos_token_id
-    ends = set(ends if isinstance(ends, list) else [] if ends is None else [ends])
-    mask = enc["attention_mask"]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    rows = list(range(mask.shape[0]))
-    out: list[list[int]] = [[] for _ in rows]
-    with torch.no_grad():
-        step = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions, use_cache=True,
-                     **last_only)
-        cache, position = step.past_key_values, positions[:, -1:]
-        while True:
-            chosen = step.logits[:, -1].argmax(-1)
-            writing = []
-            for j, (r, token) in enumerate(zip(rows, chosen.tolist())):  # one device sync per step
-                if token in ends:
-                    continue
-                out[r].append(token)
-                if len(out[r]) < limits[r] and not (
-                        stop_at_answer and answer_line_done(tokenizer.decode(out[r], skip_special_tokens=True))):
-                    writing.append(j)
-            if not writing:
-                return out
-            if len(writing) < len(rows):
-                keep = torch.tensor(writing, device=mask.device)
-                cache.batch_select_indices(keep)
-                mask, chosen, position = mask[keep], chosen[keep], position[keep]
-                rows = [rows[j] for j in writing]
-            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
-            position = position + 1
-            step = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=position,
-                         past_key_values=cache, use_cache=True, **last_only)
-
-
 def generate_texts(model, tokenizer, family: str, prompts: list[str], max_new_tokens: int | list[int],
                    samples: int = 1, temperature: float = 0.7, seed: int = 0,
                    stop_at_answer: bool = True) -> list[list[str]]:
@@ -107,7 +53,8 @@ def generate_texts(model, tokenizer, family: str, prompts: list[str], max_new_to
         texts = tokenizer.batch_decode(greedy_decode(model, tokenizer, enc, limits, stop_at_answer),
                                        skip_special_tokens=True)
         return [[t.strip()] for t in texts]
-    prompt_length = enc["input_ids"].shape[1] if family == "causal" else 0
+    # what precedes the generated tokens in `generate`'s output: the prompt, or the decoder's start token
+    prompt_length = enc["input_ids"].shape[1] if family == "causal" else 1
     stop = AnswerLineStop(tokenizer, prompt_length, limits, samples, at_answer=stop_at_answer)
     kwargs: dict[str, Any] = {"max_new_tokens": max(limits), "pad_token_id": tokenizer.pad_token_id,
                               "stopping_criteria": StoppingCriteriaList([stop])}
@@ -229,13 +176,6 @@ def option_likelihoods(model, tokenizer, family: str, prompts: list[str], reason
     return [[sum(x) - sum(y) for x, y in zip(a, b)] for a, b in zip(given, alone)]
 
 
-def ray_worker() -> bool:
-    """Whether this process is a Ray worker (so Ray assigned it CPUs), not a driver or a test."""
-    import ray
-
-    return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
-
-
 def vote(texts: list[str], options: list[str]) -> tuple[int | None, str, int]:
     """(answer index, how it was parsed, votes): majority over parsed answers, first-seen wins ties."""
     parsed = [parse_answer(t, options) for t in texts]
@@ -257,18 +197,20 @@ class StudentPredictor:
 
         from kard_ray.artifacts import local_copy
         from kard_ray.config import InferenceSettings
+        from kard_ray.devices import in_ray_worker, inference_dtype, process_device
         from kard_ray.efficiency import parameter_counts
         from kard_ray.student.model import load_trained
 
-        if ray_worker():
+        if in_ray_worker():
             from kard_ray.runtime import use_assigned_cores
 
             use_assigned_cores()
-        self.tokenizer, self.model, self.family = load_trained(local_copy(model_uri))
+        device = process_device()
+        self.tokenizer, self.model, self.family = load_trained(local_copy(model_uri), dtype=inference_dtype(device))
         self.params = parameter_counts(self.model)[0]  # before quantisation packs the linear weights away
         self.method, self.settings = method, InferenceSettings.model_validate(settings)
-        if torch.cuda.is_available():
-            self.model = self.model.to("cuda")
+        if device.type == "cuda":
+            self.model = self.model.to(device)
         elif self.settings.quantize == "int8":  # CPU only: int8 matmuls (fbgemm) instead of fp32
             self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
         self.temperature, self.seed = temperature, seed

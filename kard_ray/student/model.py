@@ -47,8 +47,10 @@ def load_student_tokenizer(name: str, family: str, trust_remote_code: bool = Fal
 
 def load_student(name: str, family: str, trust_remote_code: bool = False, lora: bool = False):
     """(tokenizer, model) to fine-tune."""
+    from kard_ray.devices import training_dtype
+
     if family == "causal":
-        tokenizer, model = load_causal_lm(name, trust_remote_code)
+        tokenizer, model = load_causal_lm(name, trust_remote_code, dtype=training_dtype())
     elif name == TINY_T5:
         tokenizer, model = _tiny_t5()
     else:
@@ -56,7 +58,8 @@ def load_student(name: str, family: str, trust_remote_code: bool = False, lora: 
 
         path = resolve_model(name)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForSeq2SeqLM.from_pretrained(path, **safe_load_kwargs(trust_remote_code))
+        model = AutoModelForSeq2SeqLM.from_pretrained(path, dtype=training_dtype(),
+                                                      **safe_load_kwargs(trust_remote_code))
     if lora:
         try:
             from peft import LoraConfig, get_peft_model
@@ -68,8 +71,10 @@ def load_student(name: str, family: str, trust_remote_code: bool = False, lora: 
     return tokenizer, model
 
 
-def load_trained(path: str, trust_remote_code: bool = False):
-    """(tokenizer, model, family) from a saved student folder: plain ``transformers``, no project code."""
+def load_trained(path: str, trust_remote_code: bool = False, dtype=None):
+    """(tokenizer, model, family) from a saved student folder: plain ``transformers``, no project code;
+    ``dtype``: the weights' dtype (default fp32, whatever the folder holds)."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -78,7 +83,7 @@ def load_trained(path: str, trust_remote_code: bool = False):
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = cls.from_pretrained(path, **safe_load_kwargs(trust_remote_code))
+    model = cls.from_pretrained(path, dtype=dtype or torch.float32, **safe_load_kwargs(trust_remote_code))
     return tokenizer, model.eval(), family
 
 

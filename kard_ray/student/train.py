@@ -18,7 +18,7 @@ from kard_ray.config import StudentConfig
 from kard_ray.efficiency import efficiency, matmul_probe, parameter_counts, settled_probe, training_flops
 from kard_ray.student.batching import length_grouped_batches
 from kard_ray.student.model import Tokens, collate, logits_window, student_loss
-from kard_ray.training import freeze_below_top, precision_context, report, resume_progress, save_trainer_state, unwrap
+from kard_ray.training import freeze_below_top, gather_state, report, resume_progress, save_model_dir, unwrap
 
 
 def read_shard(name: str) -> list[dict[str, Any]]:
@@ -49,8 +49,8 @@ def tokenize_rows(rows: list[dict[str, Any]], tokenizer, cfg: StudentConfig, met
     return examples, trimmed
 
 
-def sum_over_workers(value: int, device) -> int:
-    """``value`` summed over the DDP workers (the process group Ray Train set up: gloo on CPU, NCCL on GPU, which
+def _reduce_over_workers(value: int, device, op: str) -> int:
+    """``value`` reduced over the workers (the process group Ray Train set up: gloo on CPU, NCCL on GPU, which
     reduces only tensors on the worker's device). Every rank must call it."""
     import torch
     import torch.distributed as dist
@@ -58,8 +58,16 @@ def sum_over_workers(value: int, device) -> int:
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return value
     total = torch.tensor([value], dtype=torch.long, device=device)
-    dist.all_reduce(total)
+    dist.all_reduce(total, op=getattr(dist.ReduceOp, op))
     return int(total.item())
+
+
+def sum_over_workers(value: int, device) -> int:
+    return _reduce_over_workers(value, device, "SUM")
+
+
+def max_over_workers(value: int, device) -> int:
+    return _reduce_over_workers(value, device, "MAX")
 
 
 def schedule(n_rows: int, cfg: StudentConfig, workers: int) -> tuple[int, int]:
@@ -69,21 +77,29 @@ def schedule(n_rows: int, cfg: StudentConfig, workers: int) -> tuple[int, int]:
     return per_epoch, min(total, cfg.max_steps) if cfg.max_steps else total
 
 
-def eval_loss(model, examples: list[Tokens], cfg: StudentConfig, family: str, pad_id: int, device) -> float:
+def eval_loss(model, examples: list[Tokens], cfg: StudentConfig, family: str, pad_id: int, device,
+              filler: list[Tokens] = ()) -> float:
+    """Mean target-token loss on this worker's held-out examples. Under FSDP every forward is a collective, so
+    every worker runs as many batches as the one with most (extra ones on ``filler``, not counted)."""
     import torch
 
-    if not examples:
+    batches = math.ceil(len(examples) / cfg.batch_size)
+    if cfg.strategy == "fsdp":
+        batches = max_over_workers(batches, device)
+    if not batches:
         return math.nan
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for i in range(0, len(examples), cfg.batch_size):
-            inputs, _, _ = collate(examples[i:i + cfg.batch_size], family, pad_id)
-            n = int((inputs["labels"] != -100).sum())
-            total += student_loss(model, {k: v.to(device) for k, v in inputs.items()}).item() * n
-            count += n
+        for i in range(0, batches * cfg.batch_size, cfg.batch_size):
+            chunk = examples[i:i + cfg.batch_size]
+            inputs, _, _ = collate(chunk or list(filler[:cfg.batch_size]) or examples[:1], family, pad_id)
+            loss = student_loss(model, {k: v.to(device) for k, v in inputs.items()}).item()
+            if chunk:
+                n = int((inputs["labels"] != -100).sum())
+                total, count = total + loss * n, count + n
     model.train()
-    return total / max(count, 1)
+    return total / count if count else math.nan
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -91,6 +107,8 @@ def train_loop(config: dict[str, Any]) -> None:
     import torch
     from transformers import get_linear_schedule_with_warmup
 
+    from kard_ray import parallel
+    from kard_ray.devices import autocast_and_scaler
     from kard_ray.runtime import use_assigned_cores
     from kard_ray.student.model import load_student
 
@@ -104,34 +122,39 @@ def train_loop(config: dict[str, Any]) -> None:
         freeze_below_top(model, cfg.train_layers)
     if cfg.gradient_checkpointing:
         unwrap(model).gradient_checkpointing_enable()
-    model = ray.train.torch.prepare_model(model)
-    device = next(model.parameters()).device
+    head_weight = unwrap(model).get_output_embeddings().weight
+    head = head_weight.numel() * (2 + 4 * head_weight.requires_grad)  # its FLOPs per position, as training_flops
+    params, trainable = parameter_counts(model)  # before sharding: the whole model's
+    model = parallel.place(model, cfg.strategy)
+    device = ray.train.torch.get_device()
     pad_id = tokenizer.pad_token_id
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     steps_per_epoch, total = config["steps_per_epoch"], config["total_steps"]
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
-    progress = resume_progress(model, optimizer, scheduler)
+    progress = resume_progress(model, optimizer, scheduler, cfg.strategy)
     resumed_from = progress["step"]
-    autocast, scaler = precision_context(device, cfg.precision)
+    autocast, scaler = autocast_and_scaler(device, cfg.precision)
     train, trimmed = tokenize_rows(read_shard("train"), tokenizer, cfg, config["method"])
     held_out, _ = tokenize_rows(read_shard("eval"), tokenizer, cfg, config["method"])
     trimmed = sum_over_workers(trimmed, device)
-    probe, (params, trainable) = matmul_probe(), parameter_counts(model)
-    head_weight = unwrap(model).get_output_embeddings().weight
-    head = head_weight.numel() * (2 + 4 * head_weight.requires_grad)  # its FLOPs per position, as training_flops
+    probe = matmul_probe(device=device)
     lengths = np.array([len(e.prompt) + len(e.target) for e in train])
 
-    def save(path: str) -> None:
-        unwrap(model).save_pretrained(path, safe_serialization=True)
-        tokenizer.save_pretrained(path)
-        save_trainer_state(path, optimizer, scheduler, progress)
+    def gather():
+        return gather_state(model, optimizer, cfg.strategy)
+
+    def save(path: str, gathered) -> None:
+        save_model_dir(path, model, tokenizer, gathered, scheduler, progress)
+
+    def held_out_loss() -> float:
+        return eval_loss(model, held_out, cfg, cfg.family, pad_id, device, filler=train)
 
     model.train()
     if progress["step"] >= total:  # restarted after the last checkpoint: report it again so the run has a result
         report({"epoch": progress["epoch"], "step": progress["step"], "total_steps": total, "loss": math.nan,
-                "eval_loss": eval_loss(model, held_out, cfg, cfg.family, pad_id, device), "tokens_per_s": 0.0,
+                "eval_loss": held_out_loss(), "tokens_per_s": 0.0,
                 "padding_share": 0.0, "resumed_from_step": resumed_from, "passages_trimmed": trimmed,
-                "epoch_end": True}, save)
+                "epoch_end": True}, save, gather)
     while progress["step"] < total:
         epoch = progress["epoch"]
         rng = np.random.default_rng(cfg.seed * 1000 + epoch * 10 + rank)
@@ -169,16 +192,16 @@ def train_loop(config: dict[str, Any]) -> None:
             if cfg.checkpoint_every_steps and progress["step"] % cfg.checkpoint_every_steps == 0 \
                     and progress["step"] < total and progress["batch"] < steps_per_epoch:
                 report({"epoch": epoch, "step": progress["step"], "loss": float(np.mean(losses[-20:])),
-                        "resumed_from_step": resumed_from}, save)
-        elapsed, probe = time.perf_counter() - t0, settled_probe(probe)
+                        "resumed_from_step": resumed_from}, save, gather)
+        elapsed, probe = time.perf_counter() - t0, settled_probe(probe, device)
         progress.update(epoch=epoch + 1, batch=0)
         report({"epoch": epoch, "step": progress["step"], "total_steps": total,
                 "loss": float(np.mean(losses)) if losses else math.nan,
-                "eval_loss": eval_loss(model, held_out, cfg, cfg.family, pad_id, device),
+                "eval_loss": held_out_loss(),
                 "tokens_per_s": real_tokens * world / elapsed if elapsed and losses else 0.0,
                 "padding_share": 1 - real_tokens / padded_tokens if padded_tokens else 0.0,
                 "efficiency": efficiency(training_flops(padded_tokens, params, trainable) - head * head_skipped,
                                          elapsed, probe,
                                          tokens_per_s=round(real_tokens * world / elapsed, 1) if elapsed else 0.0,
                                          workers=world),
-                "resumed_from_step": resumed_from, "passages_trimmed": trimmed, "epoch_end": True}, save)
+                "resumed_from_step": resumed_from, "passages_trimmed": trimmed, "epoch_end": True}, save, gather)
