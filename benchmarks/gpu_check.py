@@ -55,7 +55,7 @@ def train_steps(model, batch: dict, device, steps: int = 8) -> dict:
     """A few optimizer steps on one batch under the project's training precision; fp32 weights throughout."""
     import torch
 
-    from kard_ray.devices import autocast_and_scaler
+    from kard_ray.devices import autocast_and_scaler, clipped_step
 
     model.to(device).train()
     autocast, scaler = autocast_and_scaler(device)
@@ -67,14 +67,7 @@ def train_steps(model, batch: dict, device, steps: int = 8) -> dict:
         with autocast:
             loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
         (scaler.scale(loss) if scaler else loss).backward()
-        if scaler:
-            scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        clipped_step(optimizer, scaler, model.parameters())
         optimizer.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
     if device.type == "cuda":

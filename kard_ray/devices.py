@@ -78,6 +78,21 @@ def autocast_and_scaler(device, precision: Precision = "auto"):
     return torch.autocast(device.type, dtype=torch.bfloat16), None
 
 
+def clipped_step(optimizer, scaler, parameters, max_norm: float = 1.0) -> None:
+    """One optimizer step after backward: gradients unscaled (fp16), clipped, then the step (which the scaler
+    skips when fp16 gradients overflowed)."""
+    import torch
+
+    if scaler:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
 def training_dtype():
     """Weights load in fp32 for training whatever dtype the checkpoint was saved in: AdamW on bf16 weights
     loses updates smaller than bf16's resolution (no master copy)."""

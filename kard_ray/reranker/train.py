@@ -55,7 +55,7 @@ def train_loop(config: dict[str, Any]) -> None:
     from transformers import get_linear_schedule_with_warmup
 
     from kard_ray.artifacts import local_copy
-    from kard_ray.devices import autocast_and_scaler
+    from kard_ray.devices import autocast_and_scaler, clipped_step
     from kard_ray.reranker.model import load_reranker, score_matrix
     from kard_ray.retrieval.passages import PassageStore
     from kard_ray.runtime import use_assigned_cores
@@ -111,14 +111,7 @@ def train_loop(config: dict[str, Any]) -> None:
             loss = loss_fn(scores, targets.to(device), mask.to(device), tau1=tau1, tau2=tau2)
             optimizer.zero_grad()
             (scaler.scale(loss) if scaler else loss).backward()
-            if scaler:  # fp16: gradients unscaled before clipping, steps skipped on overflow
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            clipped_step(optimizer, scaler, model.parameters())
             scheduler.step()
             losses.append(loss.item())
             pairs += int(mask.sum())

@@ -108,7 +108,7 @@ def train_loop(config: dict[str, Any]) -> None:
     from transformers import get_linear_schedule_with_warmup
 
     from kard_ray import parallel
-    from kard_ray.devices import autocast_and_scaler
+    from kard_ray.devices import autocast_and_scaler, clipped_step
     from kard_ray.runtime import use_assigned_cores
     from kard_ray.student.model import load_student
 
@@ -177,14 +177,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 (scaler.scale(loss) if scaler else loss).backward()
                 step_loss += loss.item()
                 real_tokens, padded_tokens = real_tokens + real, padded_tokens + padded
-            if scaler:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            clipped_step(optimizer, scaler, model.parameters())
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(step_loss)
