@@ -24,7 +24,7 @@ def kard_prompts(run_dir: str, tokenizer, n: int, max_length: int) -> list[str]:
     """The KARD prompts the run's evaluation generated from (BM25 and reranked passages), first ``n``."""
     import pyarrow.parquet as pq
 
-    from kard_ray.retrieval.open import open_passages
+    from kard_ray.run_readers import open_passages
     from kard_ray.student.formats import build_prompt
 
     options = {r["id"]: r["options"] for r in pq.read_table(f"{run_dir}/data/test.parquet").to_pylist()}

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     from kard_ray.config import load_config
     from kard_ray.pipeline import run_pipeline, run_stages
     from kard_ray.preflight import check_plan
-    from kard_ray.registry import plan
+    from kard_ray.registry import RESOLVED_CONFIG, plan
     from kard_ray.runtime import cluster_nodes, init_ray
 
     cfg = load_config(args.config, list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else []))
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     targets = plan(cfg) if args.stages == ["run"] else [s for s in args.stages if s != "run"]
     check_plan(cfg, targets, cluster_nodes(cfg.ray, args.address))  # refused before the first stage runs
     run = RunDir(cfg.run_dir)
-    run.save_config(cfg)
+    run.save_config(cfg, RESOLVED_CONFIG)
     if args.stages == ["run"]:
         manifests = run_pipeline(cfg, run, force=args.force)
     else:

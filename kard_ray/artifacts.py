@@ -290,10 +290,9 @@ class RunDir:
         return pq.read_table(self.path(rel), filesystem=self.fs, columns=columns)
 
     # ---- config
-    def save_config(self, cfg: BaseModel) -> None:
-        from kard_ray.registry import RESOLVED_CONFIG
-
-        self.write_text(RESOLVED_CONFIG, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    def save_config(self, cfg: BaseModel, rel: str) -> None:
+        """The resolved config as YAML at ``rel`` (the registry names the run's: ``RESOLVED_CONFIG``)."""
+        self.write_text(rel, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
     # ---- manifests
     def manifest(self, stage: str) -> dict[str, Any] | None:

@@ -127,8 +127,7 @@ def kb_search(
 ) -> None:
     """Search a run's knowledge base from the command line."""
     from kard_ray.artifacts import RunDir
-    from kard_ray.inference import run_config
-    from kard_ray.retrieval.open import open_passages, open_retriever
+    from kard_ray.run_readers import open_passages, open_retriever, run_config
 
     run = RunDir(run_dir)
     try:
@@ -198,6 +197,7 @@ def _run_stages(config, set_, run_dir, address, force, names: list[str]) -> None
     """Load config, start/attach Ray, run the named stages and, first, whatever they need (never forced)."""
     from kard_ray.artifacts import RunDir
     from kard_ray.pipeline import run_stages
+    from kard_ray.registry import RESOLVED_CONFIG
     from kard_ray.runtime import init_ray
     from kard_ray.teacher.worker import TeacherAborted
 
@@ -206,7 +206,7 @@ def _run_stages(config, set_, run_dir, address, force, names: list[str]) -> None
     if names != ["data"]:  # reading question files needs no Ray
         init_ray(cfg.ray, address)
     run = RunDir(cfg.run_dir)
-    run.save_config(cfg)
+    run.save_config(cfg, RESOLVED_CONFIG)
     try:
         run_stages(cfg, run, names, force=force)
     except TeacherAborted as exc:  # the failure budget ran out: a distinct exit code for scripts

@@ -450,6 +450,11 @@ class KardConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 
+    def question_retriever(self) -> str:
+        """Where the reranker's question-side training candidates come from (``augment.question_candidates``)."""
+        first = self.reranker.first_stage
+        return first if self.augment.question_candidates == "first_stage" and first in ("dense", "hybrid") else "bm25"
+
 
 class InferenceSettings(Section):
     """Everything that shapes an answer at inference, taken from one resolved config: the evaluation

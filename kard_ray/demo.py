@@ -75,9 +75,9 @@ def run_pipeline_with_progress(cfg: KardConfig, address: str | None = None, forc
 def _run_with_view(cfg: KardConfig, run: RunDir, force: bool, console: Console, quiet_logs: bool) -> dict:
     """The pipeline with a spinner naming the running stages (terminals) and one line per finished stage."""
     from kard_ray.pipeline import run_pipeline
-    from kard_ray.registry import plan
+    from kard_ray.registry import RESOLVED_CONFIG, plan
 
-    run.save_config(cfg)
+    run.save_config(cfg, RESOLVED_CONFIG)
     total = len(plan(cfg))
     done = [0]
     running: list[str] = []  # stages that do not need each other run at once

@@ -70,9 +70,7 @@ def needs_dense(cfg: KardConfig) -> bool:
 
 
 def _augment_key(cfg: KardConfig) -> list[Any]:
-    from kard_ray.stages.augment import question_retriever
-
-    side = question_retriever(cfg)
+    side = cfg.question_retriever()
     return [cfg.augment, cfg.teacher.filter_correct, side, cfg.retrieval if side != "bm25" else None]
 
 
@@ -158,6 +156,13 @@ _STAGES: list[Stage] = [
                    "config": RESOLVED_CONFIG}),
 ]
 STAGES: dict[str, Stage] = {s.name: s for s in _STAGES}
+
+
+def checkpoints_to_discard(keep: bool, storage_name: str) -> list[str]:
+    """A finished training's checkpoint folder under ``train/``, for ``StageResult.scratch``, unless the run keeps
+    it: model plus optimizer state, ``num_to_keep`` times, useless once the model is exported (they doubled a
+    run's disk use)."""
+    return [] if keep else [f"{TRAIN_DIR}/{storage_name}"]
 
 
 def stage(name: str) -> Stage:

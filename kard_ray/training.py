@@ -158,17 +158,6 @@ def export_checkpoint_on_ray(run, checkpoint, stage: str, transform: Callable[[s
     ray.get(ray.remote(export_checkpoint).options(**options).remote(run, checkpoint, stage, transform))
 
 
-def checkpoints_to_discard(keep: bool, storage_name: str) -> list[str]:
-    """A finished training's checkpoint folder, for ``StageResult.scratch``, unless the run keeps it.
-
-    Model plus optimizer state, ``num_to_keep`` times: they doubled a run's disk use after the
-    exported model made them useless (the test suite filled CI's disk).
-    """
-    from kard_ray.registry import TRAIN_DIR
-
-    return [] if keep else [f"{TRAIN_DIR}/{storage_name}"]
-
-
 def block_stacks(model) -> list:
     """The model's main block stacks: the ``ModuleList`` that holds the most parameters (decoder layers of a causal
     LM, BERT's encoder layers; not a T5 block's list of sublayers), for an encoder-decoder (T5) the encoder's and

@@ -101,7 +101,7 @@ class Retriever:
     def __init__(self, run_dir: str, retrieval: dict[str, Any], first_stage: str):
         from kard_ray.artifacts import RunDir
         from kard_ray.config import RetrievalConfig
-        from kard_ray.retrieval.open import open_passages, open_retriever
+        from kard_ray.run_readers import open_passages, open_retriever
 
         run, cfg = RunDir(run_dir), RetrievalConfig.model_validate(retrieval)
         self.first = _load_or_log(f"retriever ({first_stage}) of {run_dir}",
@@ -156,7 +156,7 @@ class RerankerModel:
     def __init__(self, run_dir: str, settings: dict[str, Any], max_batch_size: int = 16, batch_wait_ms: float = 0,
                  use_vectors: bool = True, threads: int = 0):
         from kard_ray.config import InferenceSettings
-        from kard_ray.inference import open_reranker
+        from kard_ray.run_readers import open_reranker
 
         s = InferenceSettings.model_validate(settings)
         self.model = _load_or_log(f"reranker of {run_dir}", lambda: open_reranker(run_dir, s, use_vectors))
@@ -422,8 +422,8 @@ def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None
     """
     from kard_ray.artifacts import RunDir
     from kard_ray.config import InferenceSettings
-    from kard_ray.inference import run_config
     from kard_ray.registry import output, student_stage
+    from kard_ray.run_readers import run_config
 
     args = args if isinstance(args, ServeAppArgs) else ServeAppArgs.model_validate(args)
     run = RunDir(args.run_dir)

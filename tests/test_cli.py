@@ -2,6 +2,7 @@
 
 import json
 
+from conftest import REPO
 from typer.testing import CliRunner
 
 from kard_ray.cli import app
@@ -73,3 +74,14 @@ def test_prepare_runs_then_skips(tmp_path):
 def test_serve_rejects_zero_hops_before_starting_anything(tmp_path):
     result = runner.invoke(app, ["serve", str(tmp_path), "--hops", "0"])
     assert result.exit_code != 0 and "hops" in result.output
+
+
+def test_the_cli_loads_no_torch_ray_or_transformers():
+    """`kard --help` and the plan check stay instant: the heavy libraries load only when a stage runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys, kard_ray.cli, kard_ray.preflight, jobs; "
+            "print(sorted(m for m in ('torch', 'ray', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -11,7 +11,7 @@ from kard_ray.config import load_config
 from kard_ray.data import MalformedRecord
 from kard_ray.data.text import contains_fact
 from kard_ray.pipeline import run_one
-from kard_ray.retrieval.open import open_passages, open_retriever
+from kard_ray.run_readers import open_passages, open_retriever
 
 pytestmark = pytest.mark.ray
 
@@ -30,6 +30,7 @@ def test_world_kb_index_and_batch_retrieval(ray_session, tmp_path, tiny_world):
 
     from kard_ray.data import load_questions
     from kard_ray.retrieval.batch import retrieve_dataset
+    from kard_ray.run_readers import index_uris, passages_uri
 
     cfg, run = kb_run(tmp_path, [tiny_world / "kb.jsonl"], "retrieval.bm25.shards=2")
     m = run_one("kb", cfg, run, log=quiet)
@@ -43,7 +44,7 @@ def test_world_kb_index_and_batch_retrieval(ray_session, tmp_path, tiny_world):
     assert all(any(contains_fact(t, f) for t in texts) for q in qs for f in q.facts)
 
     ds = ray.data.from_items([{"qid": q.id, "query": " ".join(q.facts)} for q in qs])
-    out = retrieve_dataset(ds, run.uri, cfg.retrieval, k=3).take_all()
+    out = retrieve_dataset(ds, index_uris(run.uri), passages_uri(run.uri), cfg.retrieval, k=3).take_all()
     retriever, store = open_retriever(run.uri, cfg.retrieval), open_passages(run.uri)
     for row in out:
         rows, scores = retriever.search(row["query"], 3)

@@ -18,7 +18,7 @@ from kard_ray.config import load_config
 from kard_ray.kb.chunking import chunk_text
 from kard_ray.pipeline import run_one
 from kard_ray.retrieval.bm25 import BM25Index
-from kard_ray.retrieval.open import open_passages
+from kard_ray.run_readers import open_passages
 
 pytestmark = pytest.mark.ray
 

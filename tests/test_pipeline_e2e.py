@@ -85,8 +85,7 @@ def test_stored_passage_vectors_equal_fresh_encodings(tiny_pipeline):
     import numpy as np
 
     from kard_ray.config import InferenceSettings
-    from kard_ray.inference import open_reranker
-    from kard_ray.retrieval.open import open_passages
+    from kard_ray.run_readers import open_passages, open_reranker
 
     cfg, run, manifests = tiny_pipeline
     reranker = open_reranker(run.uri, InferenceSettings.of(cfg))
@@ -105,7 +104,7 @@ def test_stored_passage_vectors_equal_fresh_encodings(tiny_pipeline):
 def test_the_trained_encoder_is_a_first_stage_over_the_whole_kb(tiny_pipeline):
     import numpy as np
 
-    from kard_ray.retrieval.open import open_retriever
+    from kard_ray.run_readers import open_retriever
 
     cfg, run, manifests = tiny_pipeline
     retriever = open_retriever(run.uri, cfg.retrieval, "reranker")

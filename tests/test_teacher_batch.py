@@ -14,9 +14,11 @@ from openai import OpenAI
 from test_rationales_stage import WORLD, outputs, prepared, quiet, with_url
 from typer.testing import CliRunner
 
+from kard_ray.artifacts import RunDir
 from kard_ray.cli import app
 from kard_ray.config import to_yaml
 from kard_ray.pipeline import run_one
+from kard_ray.registry import TEACHER_CACHE
 from kard_ray.stages.rationales import plan
 from kard_ray.teacher.batch import LEDGER, BatchLedger, request_line, split_lines
 from kard_ray.teacher.cache import TeacherCache
@@ -26,8 +28,12 @@ from kard_ray.teacher.worker import TeacherAborted, plan_requests
 BATCH = ["teacher.mode=batch", "teacher.batch_poll_s=0.05", "teacher.batch_poll_max_s=0.2"]
 
 
+def ledger_of(run) -> BatchLedger:
+    return BatchLedger(RunDir(run.uri_of(TEACHER_CACHE)))
+
+
 def ledger(run):
-    return BatchLedger(run).entries()
+    return ledger_of(run).entries()
 
 
 def test_split_lines_respects_request_and_byte_limits():
@@ -166,12 +172,13 @@ def test_an_uploaded_but_unrecorded_batch_is_adopted_not_created_again(tmp_path)
         cfg = with_url(cfg, server.base_url)
         from kard_ray.stages.rationales import _questions, endpoint_identity
 
-        _, requests = plan_requests(t, TeacherCache(run.uri), _questions(cfg, run), endpoint_identity(cfg.teacher))
+        _, requests = plan_requests(t, TeacherCache(run.uri_of(TEACHER_CACHE)), _questions(cfg, run),
+                                    endpoint_identity(cfg.teacher))
         client = OpenAI(base_url=server.base_url, api_key="k")
         f = client.files.create(file=("in.jsonl", b"".join(request_line(t, r) for r in requests.values())),
                                 purpose="batch")
         client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
-        BatchLedger(run).save({"entry": "0-test", "identity": endpoint_identity(cfg.teacher), "model": t.model,
+        ledger_of(run).save({"entry": "0-test", "identity": endpoint_identity(cfg.teacher), "model": t.model,
                                "round": 0, "state": "uploaded", "input_file_id": f.id, "batch_id": None,
                                "status": None, "created_at": time.time(),
                                "requests": {cid: r.keys for cid, r in requests.items()}})
@@ -185,7 +192,7 @@ def test_a_batch_unknown_to_a_real_endpoint_stops_the_run(tmp_path):
     cfg, run, world = prepared(tmp_path, *BATCH)
     with ReferenceTeacherServer(world, ServerOptions(batch_delay_s=0)) as server:
         cfg = with_url(cfg, server.base_url)
-        BatchLedger(run).save({"entry": "0-gone", "identity": server.base_url, "model": cfg.teacher.model,
+        ledger_of(run).save({"entry": "0-gone", "identity": server.base_url, "model": cfg.teacher.model,
                                "round": 0, "state": "submitted", "input_file_id": "file-x", "batch_id": "batch_gone",
                                "status": "in_progress", "created_at": time.time(), "requests": {"c": ["c"]}})
         with pytest.raises(RuntimeError, match="batch_gone .* unknown to the endpoint"):
@@ -210,7 +217,7 @@ def test_dry_run_shows_online_and_batch_prices(tmp_path, monkeypatch):
     assert out.exit_code == 0, out.output
     assert "est. cost online (USD)" in out.output and "est. cost batch (USD) (teacher.mode)" in out.output
     assert f"{p['est_cost_usd']}" in out.output and f"{p['est_cost_batch_usd']}" in out.output
-    assert not (tmp_path / "run" / LEDGER).exists()  # a dry run submits nothing
+    assert not (tmp_path / "run" / TEACHER_CACHE / LEDGER).exists()  # a dry run submits nothing
 
 
 def test_batch_ledger_is_written_before_polling(tmp_path, monkeypatch):
@@ -228,4 +235,5 @@ def test_batch_ledger_is_written_before_polling(tmp_path, monkeypatch):
         monkeypatch.setattr(batch_module.BatchSession, "retrieve", spying)
         run_one("rationales", with_url(cfg, server.base_url), run, log=quiet)
     assert seen and all(s[0][0] == "submitted" and s[0][1] and s[0][2] == 60 for s in seen)
-    assert json.loads(run.read_bytes(f"{LEDGER}/{ledger(run)[0]['entry']}.json"))["state"] == "collected"
+    entry = ledger(run)[0]["entry"]
+    assert json.loads(run.read_bytes(f"{TEACHER_CACHE}/{LEDGER}/{entry}.json"))["state"] == "collected"

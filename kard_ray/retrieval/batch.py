@@ -7,16 +7,20 @@ from typing import Any
 import pyarrow as pa
 
 from kard_ray.config import RetrievalConfig
+from kard_ray.retrieval.open import IndexUris
 
 
 class RetrieveBatch:
     """Ray Data actor: opens the indexes once (memory-mapped), then answers batches of queries."""
 
-    def __init__(self, run_uri: str, retrieval: dict[str, Any], method: str, k: int, query_column: str):
-        from kard_ray.retrieval.open import open_passages, open_retriever
+    def __init__(self, uris: IndexUris, passages_uri: str, retrieval: dict[str, Any], method: str, k: int,
+                 query_column: str):
+        from kard_ray.artifacts import local_copy
+        from kard_ray.retrieval.open import open_index
+        from kard_ray.retrieval.passages import PassageStore
 
-        self.retriever = open_retriever(run_uri, RetrievalConfig.model_validate(retrieval), method)
-        self.passages = open_passages(run_uri)
+        self.retriever = open_index(uris, RetrievalConfig.model_validate(retrieval), method)
+        self.passages = PassageStore(local_copy(passages_uri))
         self.k, self.query_column = k, query_column
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -27,14 +31,16 @@ class RetrieveBatch:
         return batch.append_column("scores", pa.array([h[1].tolist() for h in hits], pa.list_(pa.float64())))
 
 
-def retrieve_dataset(ds, run_uri: str, cfg: RetrievalConfig, *, query_column: str = "query",
+def retrieve_dataset(ds, uris: IndexUris, passages_uri: str, cfg: RetrievalConfig, *, query_column: str = "query",
                      k: int | None = None, method: str | None = None, actors: int = 1, batch_size: int = 256):
-    """Add ``rows``, ``pids``, ``scores`` (best first) to every row of ``ds``."""
+    """Add ``rows``, ``pids``, ``scores`` (best first) to every row of ``ds``, searching the indexes ``uris``
+    over the passage store ``passages_uri``."""
     import ray
 
     return ds.map_batches(
         RetrieveBatch,
-        fn_constructor_kwargs={"run_uri": run_uri, "retrieval": cfg.model_dump(), "method": method or cfg.method,
+        fn_constructor_kwargs={"uris": uris, "passages_uri": passages_uri, "retrieval": cfg.model_dump(),
+                               "method": method or cfg.method,
                                "k": k or cfg.top_k, "query_column": query_column},
         compute=ray.data.ActorPoolStrategy(size=actors),
         batch_size=batch_size,

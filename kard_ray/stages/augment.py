@@ -53,7 +53,7 @@ class AugmentBatch:
         from kard_ray.artifacts import local_copy
         from kard_ray.config import RetrievalConfig
         from kard_ray.retrieval.bm25 import BM25Index
-        from kard_ray.retrieval.open import open_passages, open_retriever
+        from kard_ray.run_readers import open_passages, open_retriever
 
         self.bm25 = BM25Index(local_copy(f"{run_uri}/{output('index', 'bm25')}"))
         self.question_side = self.bm25 if question_retriever == "bm25" else open_retriever(
@@ -83,12 +83,6 @@ class AugmentBatch:
         return pa.table(out)
 
 
-def question_retriever(cfg: KardConfig) -> str:
-    """Where the question-side training candidates come from (``augment.question_candidates``)."""
-    first = cfg.reranker.first_stage
-    return first if cfg.augment.question_candidates == "first_stage" and first in ("dense", "hybrid") else "bm25"
-
-
 def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
     import ray
 
@@ -102,7 +96,7 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
         AugmentBatch, fn_constructor_kwargs={"run_uri": run.uri, "k": a.passages_per_rationale,
                                              "kappa": a.candidates_per_list, "with_options": a.query_with_options,
                                              "rationale_mode": a.rationale_query,
-                                             "question_retriever": question_retriever(cfg),
+                                             "question_retriever": cfg.question_retriever(),
                                              "retrieval": cfg.retrieval.model_dump()},
         compute=ray.data.ActorPoolStrategy(size=a.actors), batch_size=a.batch_size, batch_format="pyarrow")
     out = pa.concat_tables(ray.get(ds.to_arrow_refs())).sort_by([("qid", "ascending"), ("sample", "ascending")])

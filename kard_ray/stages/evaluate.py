@@ -33,9 +33,8 @@ class EvalRetrieve:
     """Ray Data actor: BM25, the first stage and the reranker opened once; three rankings per question."""
 
     def __init__(self, run_uri: str, cfg: dict[str, Any], with_reranker: bool):
-        from kard_ray.inference import open_reranker
         from kard_ray.retrieval.bm25 import BM25Index
-        from kard_ray.retrieval.open import open_passages, open_retriever
+        from kard_ray.run_readers import open_passages, open_reranker, open_retriever
         from kard_ray.runtime import use_assigned_cores
 
         use_assigned_cores()
@@ -132,7 +131,7 @@ def predict(cfg: KardConfig, run: RunDir, methods: list[str], questions: list[Qu
     """One Ray Data generation job per student model over all its methods' inputs (``efficiency`` gets each
     job's figures). An input that two methods share (BM25 and the reranker, or the oracle, picked the same
     passages in the same order) is generated once: prefill of the passages is most of the work."""
-    from kard_ray.retrieval.open import open_passages
+    from kard_ray.run_readers import open_passages
     from kard_ray.runtime import cores_per_worker, is_embedded
     from kard_ray.student.generate import predict_with_ray
 
@@ -177,7 +176,7 @@ def rationale_source(cfg: KardConfig) -> str:
 
 def summarise(cfg: KardConfig, run: RunDir, questions: list[Question], methods: list[str], preds: list[dict],
               ranked: dict, has_reranker: bool) -> tuple[dict, list[dict]]:
-    from kard_ray.retrieval.open import open_passages
+    from kard_ray.run_readers import open_passages
 
     e = cfg.eval
     store = open_passages(run.uri)

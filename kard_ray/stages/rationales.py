@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from kard_ray.artifacts import RunDir, StageResult
 from kard_ray.config import KardConfig, TeacherConfig
 from kard_ray.data.schema import Question, questions_to_table
-from kard_ray.registry import output
+from kard_ray.registry import TEACHER_CACHE, output
 from kard_ray.secrets import Secret
 from kard_ray.stages.data import read_split
 from kard_ray.teacher.cache import TeacherCache
@@ -63,8 +63,9 @@ def plan(cfg: KardConfig, run: RunDir) -> dict[str, Any]:
         return {"mode": t.source, "questions": len(questions), "samples": len(questions), "cached_samples": 0,
                 "calls": 0, "in_recorded_batches": 0, "est_prompt_tokens": 0, "est_completion_tokens": 0,
                 "est_cost_usd": 0.0, "est_cost_batch_usd": 0.0}
-    _, requests = plan_requests(t, TeacherCache(run.uri), questions, endpoint_identity(t))
-    recorded = in_recorded_batches(run, endpoint_identity(t), t.model) if t.mode == "batch" else set()
+    _, requests = plan_requests(t, TeacherCache(run.uri_of(TEACHER_CACHE)), questions, endpoint_identity(t))
+    recorded = in_recorded_batches(run.uri_of(TEACHER_CACHE), endpoint_identity(t), t.model) \
+        if t.mode == "batch" else set()
     to_pay = [r for cid, r in requests.items() if cid not in recorded]
     missing_samples = sum(len(r.samples) for r in requests.values())
     prompt_tokens = sum(estimate_tokens(m["content"]) for r in to_pay for m in r.messages)
@@ -97,7 +98,8 @@ def _generate(cfg: KardConfig, run: RunDir, questions: list[Question]) -> pa.Tab
         blocks = [table.slice(i, t.batch_size) for i in range(0, table.num_rows, t.batch_size)]
         ds = ray.data.from_arrow(blocks).map_batches(
             RationaleWorker,
-            fn_constructor_kwargs={"run_uri": run.uri, "teacher": t.model_dump(), "base_url": base_url,
+            fn_constructor_kwargs={"cache_uri": run.uri_of(TEACHER_CACHE), "teacher": t.model_dump(),
+                                   "base_url": base_url,
                                    "identity": endpoint_identity(t), "limiter_actor": coordinator,
                                    "concurrency": math.ceil(t.concurrency / actors),
                                    "api_key": Secret.from_env(t.api_key_env)},
@@ -121,8 +123,8 @@ def _generate_batch(cfg: KardConfig, run: RunDir, questions: list[Question], log
 
     t = cfg.teacher
     with teacher_endpoint(cfg, run) as base_url:
-        rows, stats = run_batches(t, run, questions, base_url, endpoint_identity(t), Secret.from_env(t.api_key_env),
-                                  resubmit_lost=t.reference, log=log)
+        rows, stats = run_batches(t, run.uri_of(TEACHER_CACHE), questions, base_url, endpoint_identity(t),
+                                  Secret.from_env(t.api_key_env), resubmit_lost=t.reference, log=log)
     return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), stats.as_dict()
 
 

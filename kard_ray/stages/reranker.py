@@ -13,7 +13,7 @@ from typing import Any
 from kard_ray import training
 from kard_ray.artifacts import RunDir, StageResult, config_hash, local_copy
 from kard_ray.config import KardConfig
-from kard_ray.registry import TRAIN_DIR, output
+from kard_ray.registry import TRAIN_DIR, checkpoints_to_discard, output
 
 
 def fit(cfg: KardConfig, run: RunDir, name: str, fresh: bool) -> tuple[Any, dict]:
@@ -41,10 +41,9 @@ def evaluate(cfg: KardConfig, run: RunDir) -> dict:
     """The knowledge gap on held-out questions, with the first stage the evaluation and Serve use."""
     from kard_ray.answers import rationale_query
     from kard_ray.config import InferenceSettings
-    from kard_ray.inference import open_reranker
     from kard_ray.reranker.evaluate import knowledge_gap
     from kard_ray.retrieval.bm25 import BM25Index
-    from kard_ray.retrieval.open import open_passages, open_retriever
+    from kard_ray.run_readers import open_passages, open_reranker, open_retriever
     from kard_ray.stages.data import read_split
     from kard_ray.stages.rationales import teacher_rationales
 
@@ -117,4 +116,4 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
         extra={"final_loss": metrics.get("loss"), "pairs_per_s": metrics.get("pairs_per_s"),
                "resumed_from_step": metrics.get("resumed_from_step"), "train_storage": name,
                "passage_vectors": vectors, "efficiency": metrics.get("efficiency"), "knowledge_gap": gap},
-        scratch=training.checkpoints_to_discard(cfg.keep_train_checkpoints, name))
+        scratch=checkpoints_to_discard(cfg.keep_train_checkpoints, name))

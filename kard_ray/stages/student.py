@@ -17,7 +17,7 @@ import pyarrow as pa
 from kard_ray import training
 from kard_ray.artifacts import RunDir, StageResult, config_hash
 from kard_ray.config import KardConfig, StudentConfig
-from kard_ray.registry import TRAIN_DIR, output, student_stage
+from kard_ray.registry import TRAIN_DIR, checkpoints_to_discard, output, student_stage
 
 
 def training_rows(run: RunDir, s: StudentConfig, method: str) -> list[dict[str, Any]]:
@@ -119,4 +119,4 @@ def build(cfg: KardConfig, run: RunDir, *, method: str, force: bool = False, log
                "eval_loss": m.get("eval_loss"), "tokens_per_s": m.get("tokens_per_s"),
                "padding_share": m.get("padding_share"), "resumed_from_step": m.get("resumed_from_step"),
                "passages_trimmed": m.get("passages_trimmed"), "train_storage": name, "efficiency": m.get("efficiency")},
-        scratch=training.checkpoints_to_discard(cfg.keep_train_checkpoints, name))
+        scratch=checkpoints_to_discard(cfg.keep_train_checkpoints, name))

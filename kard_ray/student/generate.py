@@ -256,7 +256,7 @@ class StudentPredictor:
         from kard_ray.efficiency import matmul_probe
 
         if self.probe is None:  # the machine's attainable FLOP/s, for the stage's efficiency figures
-            self.probe = matmul_probe(0.2)
+            self.probe = matmul_probe(0.2, device=self.model.device)
         rows = batch.to_pylist()  # a pyarrow.Table
         preds = [{**p, "params": self.params, "probe_flops_per_s": self.probe} for p in self.predict(rows)]
         return {"qid": [r["qid"] for r in rows], **{k: [p[k] for p in preds] for k in preds[0]}} if preds else {}

@@ -40,7 +40,6 @@ from openai.types.chat import ChatCompletion
 from kard_ray.artifacts import RunDir
 from kard_ray.config import TeacherConfig
 from kard_ray.data.schema import Question
-from kard_ray.registry import TEACHER_CACHE
 from kard_ray.secrets import Secret
 from kard_ray.teacher.cache import TeacherCache
 from kard_ray.teacher.client import Outcome, describe_error, read_completion
@@ -58,7 +57,7 @@ from kard_ray.teacher.worker import (
 )
 
 ENDPOINT = "/v1/chat/completions"
-LEDGER = f"{TEACHER_CACHE}/batches"
+LEDGER = "batches"  # beside the cache entries: the cache folder's batches/
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 _TRANSIENT = (openai.RateLimitError, openai.InternalServerError, openai.APITimeoutError, openai.APIConnectionError)
 
@@ -116,7 +115,7 @@ def read_output_line(line: dict[str, Any], n: int) -> tuple[Outcome, bool]:
 # --------------------------------------------------------------------------- the ledger
 
 
-class BatchLedger:
+class BatchLedger:  # in the teacher cache's folder (a RunDir over it)
     """One JSON file per input file / batch under ``cache/teacher/batches/``, written atomically and durably."""
 
     def __init__(self, run: RunDir):
@@ -138,9 +137,9 @@ class BatchLedger:
                 and e["state"] in ("uploaded", "submitted")]
 
 
-def in_recorded_batches(run: RunDir, identity: str, model: str) -> set[str]:
+def in_recorded_batches(cache_uri: str, identity: str, model: str) -> set[str]:
     """custom_ids of requests in uncollected batches (for --dry-run: resuming them costs nothing more)."""
-    return {cid for e in BatchLedger(run).unfinished(identity, model) for cid in e["requests"]}
+    return {cid for e in BatchLedger(RunDir(cache_uri)).unfinished(identity, model) for cid in e["requests"]}
 
 
 # --------------------------------------------------------------------------- the session
@@ -170,13 +169,13 @@ class BatchStats:
 class BatchSession:
     """Submits, polls and collects the batches of one stage run against one endpoint."""
 
-    def __init__(self, cfg: TeacherConfig, run: RunDir, base_url: str | None, identity: str, api_key: Secret,
+    def __init__(self, cfg: TeacherConfig, cache_uri: str, base_url: str | None, identity: str, api_key: Secret,
                  requests: dict[str, TeacherRequest], *, resubmit_lost: bool = False, log=print,
                  sleep: Callable[[float], None] = time.sleep):
-        self.cfg, self.rundir, self.base_url, self.identity = cfg, run, base_url, identity
+        self.cfg, self.base_url, self.identity = cfg, base_url, identity
         self.api_key = Secret.from_env(cfg.api_key_env) or api_key
         self.requests, self.resubmit_lost, self.log, self.sleep = requests, resubmit_lost, log, sleep
-        self.cache, self.ledger = TeacherCache(run.uri), BatchLedger(run)
+        self.cache, self.ledger = TeacherCache(cache_uri), BatchLedger(RunDir(cache_uri))
         self.budget = RateBudget(cfg.requests_per_minute, cfg.tokens_per_minute, cfg.failure_budget)
         self.client = openai.OpenAI(base_url=base_url, api_key=self.api_key.reveal() or "unset",
                                     timeout=cfg.timeout_s, max_retries=0)
@@ -255,9 +254,9 @@ class BatchSession:
         except openai.NotFoundError:
             if not self.resubmit_lost:
                 raise RuntimeError(
-                    f"batch {entry['batch_id']} (ledger {LEDGER}/{entry['entry']}.json) is unknown to the endpoint: "
-                    "check the API key's organisation and project; delete the ledger file to submit its "
-                    "requests again (they may then be paid twice)") from None
+                    f"batch {entry['batch_id']} (ledger {self.cache.uri}/{LEDGER}/{entry['entry']}.json) is unknown "
+                    "to the endpoint: check the API key's organisation and project; delete the ledger file to "
+                    "submit its requests again (they may then be paid twice)") from None
             entry.update(state="lost")
             self.ledger.save(entry)
             self.log(f"[rationales] batch {entry['batch_id']} is unknown to the reference teacher "
@@ -399,12 +398,13 @@ class BatchSession:
         self.stats.wait_s = time.perf_counter() - t0
 
 
-def run_batches(cfg: TeacherConfig, run: RunDir, questions: list[Question], base_url: str | None, identity: str,
+def run_batches(cfg: TeacherConfig, cache_uri: str, questions: list[Question], base_url: str | None, identity: str,
                 api_key: Secret, *, resubmit_lost: bool = False, log=print) -> tuple[list[dict[str, Any]], BatchStats]:
     """Rows for every sample of ``questions`` (cached, fetched by batch, or failed) and the session's stats."""
-    cache = TeacherCache(run.uri)
+    cache = TeacherCache(cache_uri)
     rows, requests = plan_requests(cfg, cache, questions, identity)
-    session = BatchSession(cfg, run, base_url, identity, api_key, requests, resubmit_lost=resubmit_lost, log=log)
+    session = BatchSession(cfg, cache_uri, base_url, identity, api_key, requests, resubmit_lost=resubmit_lost,
+                           log=log)
     if requests or session.ledger.unfinished(identity, cfg.model):
         rows += session.run()
     return rows, session.stats

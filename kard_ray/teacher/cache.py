@@ -1,7 +1,7 @@
 """The teacher's content-addressed cache: one small JSON object per (endpoint, messages, sampling, sample).
 
-It lives in the run directory (``cache/teacher/``), outside any stage folder, so neither ``--force``
-nor a change of retrieval or training settings ever pays for a rationale twice. Each entry is
+The stages keep it in the run directory (``cache/teacher/``), outside any stage folder, so neither
+``--force`` nor a change of retrieval or training settings ever pays for a rationale twice. Each entry is
 written as soon as its response arrives, in one atomic put, so a killed job loses at most the
 requests that were in flight.
 """
@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 from kard_ray.artifacts import RunDir
-from kard_ray.registry import TEACHER_CACHE
 
 
 def cache_key(identity: str, model: str, messages: list[dict[str, str]], sampling: dict[str, Any], sample: int) -> str:
@@ -24,12 +23,15 @@ def cache_key(identity: str, model: str, messages: list[dict[str, str]], samplin
 
 
 class TeacherCache:
-    def __init__(self, run_uri: str):
-        self.run = RunDir(run_uri)
+    """Entries under the folder ``uri`` (a path or URI), 256 subfolders by key prefix."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.run = RunDir(uri)
 
     @staticmethod
     def _rel(key: str) -> str:
-        return f"{TEACHER_CACHE}/{key[:2]}/{key}.json"
+        return f"{key[:2]}/{key}.json"
 
     def get(self, key: str) -> dict[str, Any] | None:
         rel = self._rel(key)

@@ -137,13 +137,13 @@ def make_client(cfg: TeacherConfig, base_url: str | None, api_key: Secret, limit
 class RationaleWorker:
     """One per actor: an event loop, an async openai client and the shared limiter; a batch runs concurrently."""
 
-    def __init__(self, run_uri: str, teacher: dict[str, Any], base_url: str | None, identity: str,
+    def __init__(self, cache_uri: str, teacher: dict[str, Any], base_url: str | None, identity: str,
                  limiter_actor, concurrency: int, api_key: Secret):
         from kard_ray.teacher.limits import ActorLimiter
 
         self.cfg = TeacherConfig.model_validate(teacher)
         self.identity = identity
-        self.cache = TeacherCache(run_uri)
+        self.cache = TeacherCache(cache_uri)
         limited = bool(self.cfg.requests_per_minute or self.cfg.tokens_per_minute)
         self.limiter = ActorLimiter(limiter_actor, limited=limited)
         self.loop = asyncio.new_event_loop()
