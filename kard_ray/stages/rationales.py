@@ -47,10 +47,19 @@ def teacher_endpoint(cfg: KardConfig, run: RunDir):
         yield cfg.teacher.base_url
         return
     from kard_ray.artifacts import local_copy
+    from kard_ray.runtime import cluster_nodes
     from kard_ray.teacher.reference_server import ReferenceTeacherProcess
 
-    with ReferenceTeacherProcess(local_copy(run.uri_of(output("data", "world")))) as server:
+    # loopback on one machine; the driver node's address when actors on other nodes must reach it
+    host = "127.0.0.1" if cluster_nodes(cfg.ray) <= 1 else _node_ip()
+    with ReferenceTeacherProcess(local_copy(run.uri_of(output("data", "world"))), host=host) as server:
         yield server.base_url
+
+
+def _node_ip() -> str:
+    import ray
+
+    return ray.util.get_node_ip_address()
 
 
 def plan(cfg: KardConfig, run: RunDir) -> dict[str, Any]:
