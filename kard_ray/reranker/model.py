@@ -127,7 +127,10 @@ class Reranker:
         spec = read_architecture(path)
         self.architecture, self.scale, self.hops = spec["architecture"], spec["bi_scale"], int(spec["hops"])
         self.device = torch.device(device) if device else process_device()
-        self.tokenizer, self.model = load_reranker(path, self.architecture, dtype=inference_dtype(self.device))
+        # a cross-encoder scores in half precision on GPU; a bi-encoder's queries stay fp32, like the stored
+        # passage vectors they are compared with (``retrieval.dense.Encoder``)
+        dtype = inference_dtype(self.device) if self.architecture == "cross" else torch.float32
+        self.tokenizer, self.model = load_reranker(path, self.architecture, dtype=dtype)
         self.model.to(self.device).eval()
         self.max_length, self.batch_size = max_length, batch_size
         self.vectors = vectors if self.architecture == "bi" else None

@@ -82,12 +82,14 @@ class Encoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from kard_ray.devices import inference_dtype, process_device
+        from kard_ray.devices import process_device
 
         path = resolve_model(model)  # an offline alias, a hub id, or a trained encoder's URI in a run dir
         self.device = torch.device(device) if device else process_device()
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        self.model = AutoModel.from_pretrained(path, dtype=inference_dtype(self.device),
+        # fp32 on every device: stored vectors and the queries compared with them may be computed on different
+        # devices, and must agree to rounding wherever they were (half precision would move rankings)
+        self.model = AutoModel.from_pretrained(path, dtype=torch.float32,
                                                **safe_load_kwargs(trust_remote_code)).to(self.device).eval()
         self.max_length = max_length
 
