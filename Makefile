@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-offline.txt | cksum | cut -d' ' -f1)
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast install clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q
+
+# No Ray, no model weights, no benchmark data, no cluster: the tier to run after every edit.
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q -m "not ray and not model and not data and not cluster"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -94,10 +94,11 @@ def _input_refusals(cfg: KardConfig, stages: list[str]) -> list[Refusal]:
     return out
 
 
-def _teacher_refusals(cfg: KardConfig, stages: list[str], run: RunDir | None) -> list[Refusal]:
+def _teacher_refusals(cfg: KardConfig, stages: list[str]) -> list[Refusal]:
     t = cfg.teacher
     if "rationales" not in stages or t.source != "api" or t.reference or os.environ.get(t.api_key_env):
         return []
+    run = existing_run(cfg.run_dir)
     if run is not None and _up_to_date(cfg, run, "rationales"):
         return []  # every rationale is already paid for and stored: nothing will call the teacher
     return [Refusal("teacher.api_key_env", f"the teacher will be called, but the environment variable "
@@ -161,7 +162,7 @@ def refusals(cfg: KardConfig, targets: Sequence[str] = ("evaluate",), nodes: int
     """Every reason the stages ``targets`` need cannot finish under ``cfg`` on a cluster of ``nodes`` nodes."""
     stages = plan(cfg, targets)
     return [*_split_refusals(cfg, stages), *_input_refusals(cfg, stages), *_cluster_refusals(cfg, stages, nodes),
-            *_model_refusals(cfg, stages), *_teacher_refusals(cfg, stages, existing_run(cfg.run_dir))]
+            *_model_refusals(cfg, stages), *_teacher_refusals(cfg, stages)]
 
 
 def check_plan(cfg: KardConfig, targets: Sequence[str] = ("evaluate",), nodes: int = 1) -> list[str]:

@@ -35,6 +35,13 @@ def tiny_world(tmp_path_factory) -> Path:
     return write_world(generate_world(TINY_WORLD), tmp_path_factory.mktemp("world"))
 
 
+def pytest_collection_modifyitems(items):
+    """A test that uses the session Ray (directly or through a fixture) is a ``ray`` test, marked or not."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One embedded Ray for every integration test (2 cores: logical CPUs, capped object store; two logical GPUs,

@@ -111,6 +111,7 @@ def test_report_names_the_source_and_splits_accuracy_by_facts_given():
     assert "| KARD, reranked passages | 80.0 (5) | 20.0 (5) |" in md
 
 
+@pytest.mark.data
 def test_annotation_source_on_the_real_files():
     dev, _ = load_questions(str(shared("obqa/obqa_dev.jsonl")))
     rows, info = annotation_rationales(dev)

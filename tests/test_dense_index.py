@@ -122,6 +122,7 @@ def test_index_parts_rejects_a_part_of_the_wrong_size(tmp_path):
         index_parts([(0, 12)], DenseConfig(), str(tmp_path))
 
 
+@pytest.mark.model
 def test_length_sorted_batches_give_each_text_its_own_vector():
     """Batches are cut from the texts sorted by length; the vectors come back in the texts' order, equal to
     each text encoded alone (no padding at all)."""

@@ -1,5 +1,6 @@
 """FLOP accounting and the matmul probe that stage manifests compare against (no Ray)."""
 
+import pytest
 import torch
 
 from kard_ray.efficiency import (
@@ -39,6 +40,7 @@ def test_compute_floor_is_the_flops_at_the_probes_speed():
     assert efficiency(3.2e7, 0.5, 1e9)["tflops"] == 3.2e-5  # a tiny model's run keeps its digits
 
 
+@pytest.mark.model
 def test_a_cross_encoder_head_stays_trainable_under_train_layers():
     from kard_ray.reranker.model import load_reranker
 

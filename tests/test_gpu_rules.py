@@ -79,6 +79,7 @@ def test_precision_rule():
         load_config(None, ["student.strategy=fsdp", "student.precision=fp16"])
 
 
+@pytest.mark.model
 def test_a_student_saved_in_bf16_trains_on_fp32_master_weights(tmp_path):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -164,6 +165,7 @@ def test_the_student_export_and_its_lora_merge_run_in_a_ray_task(by_value, tmp_p
 # --------------------------------------------------------------------------- seq2seq
 
 
+@pytest.mark.model
 def test_train_layers_counts_blocks_in_the_encoder_and_the_decoder():
     from kard_ray.student.model import load_student
     from kard_ray.training import freeze_below_top
@@ -177,6 +179,7 @@ def test_train_layers_counts_blocks_in_the_encoder_and_the_decoder():
     assert {"encoder.final_layer_norm.weight", "decoder.final_layer_norm.weight"} <= trainable
 
 
+@pytest.mark.model
 def test_seq2seq_generation_stops_after_its_own_tokens(monkeypatch):
     """A seq2seq row's limit counts generated tokens, not the decoder's start token."""
     import kard_ray.student.generate as generate
@@ -202,6 +205,7 @@ def test_seq2seq_generation_stops_after_its_own_tokens(monkeypatch):
     assert seen[-1] == (1 + 4, True)  # the start token and four generated ones, then it stopped
 
 
+@pytest.mark.model
 def test_gpu_check_runs_its_checks_on_the_cpu_and_says_when_there_is_no_gpu():
     script = REPO / "benchmarks" / "gpu_check.py"
     plain = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)

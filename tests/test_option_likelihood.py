@@ -23,6 +23,7 @@ def smollm():
     return tokenizer, model.eval()
 
 
+@pytest.mark.model
 def test_the_stated_fact_decides_and_padding_changes_nothing(smollm):
     tokenizer, model = smollm
     prompt = "Question: What is the capital of France?\nOptions: (A) Paris (B) banana\nExplain, then answer.\n"
@@ -43,6 +44,7 @@ def test_the_stated_fact_decides_and_padding_changes_nothing(smollm):
         assert together[i] == pytest.approx(one, abs=1e-3)
 
 
+@pytest.mark.model
 def test_seq2seq_scores_each_option_of_its_question():
     tokenizer, model = load_student("tiny-t5", "seq2seq")
     model.eval()
@@ -61,6 +63,7 @@ def test_option_scoring_needs_greedy_decoding(answer_by):
         load_config(None, [f"eval.answer_by={answer_by}", "eval.decoding=self_consistency"])
 
 
+@pytest.mark.model
 def test_cached_tails_equal_a_full_forward(smollm):
     """The shared prefix runs once with a KV cache; each option's score equals one full forward of its line."""
     import torch

@@ -99,6 +99,7 @@ def test_model_names_must_be_an_alias_a_folder_or_a_hub_id(tmp_path, questions, 
                                                       "student.family=seq2seq")))
 
 
+@pytest.mark.data
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_plans_or_asks_only_for_the_users_kb(path, monkeypatch):
     """The configs either plan, or (with real-data paths that only the user has) refuse naming kb.paths."""
@@ -119,6 +120,7 @@ def test_check_plan_raises_with_every_reason(tmp_path, questions):
     assert check_plan(files_config(tmp_path, questions, "data.holdout=1")) == plan(cfg)
 
 
+@pytest.mark.data
 def test_kard_run_check_exits_nonzero_names_the_split_and_writes_nothing(tmp_path):
     if not (REPO.parent / "shared" / "data" / "obqa").exists():
         pytest.skip("real benchmark data not available (../shared/data/obqa)")

@@ -73,6 +73,7 @@ def test_sampling_takes_the_best_and_half_from_each_list():
     assert sample_candidates(rng, src[:5], targets[:5], 8).tolist() == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("architecture", ["cross", "bi"])
 def test_score_matrix_shapes_and_saved_architecture(tmp_path, architecture):
     from kard_ray.reranker.model import Reranker, load_reranker, save_architecture, score_matrix
@@ -95,6 +96,7 @@ def test_score_matrix_shapes_and_saved_architecture(tmp_path, architecture):
         assert int(np.argmax(scores)) == 0
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("architecture", ["bi", "cross"])
 def test_every_trainable_parameter_gets_a_gradient(architecture):
     """DDP (2+ workers) fails on parameters that never receive a gradient, e.g. an unused pooler."""
@@ -107,6 +109,7 @@ def test_every_trainable_parameter_gets_a_gradient(architecture):
     assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("architecture", ["cross", "bi"])
 def test_score_many_matches_score_matrix_per_request(tmp_path, architecture):
     """Serve's batched path and training's score_matrix are one scoring path: same scores, any batching."""
@@ -133,6 +136,7 @@ def test_score_many_matches_score_matrix_per_request(tmp_path, architecture):
             np.testing.assert_allclose(got, expected[0].numpy(), atol=1e-5)
 
 
+@pytest.mark.model
 def test_bi_encoder_pads_queries_and_passages_apart():
     """A long hop-expanded query must not pad every short passage to its length (training compute), and the
     scores are the dot products of the texts' own embeddings (what the stored passage vectors hold)."""
@@ -153,6 +157,7 @@ def test_bi_encoder_pads_queries_and_passages_apart():
     np.testing.assert_allclose(scores.numpy(), vectors[1:] @ vectors[0], atol=1e-5)
 
 
+@pytest.mark.model
 def test_a_recurring_passage_is_embedded_once_with_the_same_scores_and_gradients():
     """Training batches repeat passages (two queries' candidates, empty padding texts): each is embedded
     once per step, and the loss's gradients equal those of embedding every occurrence."""

@@ -50,6 +50,7 @@ def test_methods_differ_only_in_knowledge_and_rationale():
         assert QUESTION in text and "(C) Zaenstead" in text
 
 
+@pytest.mark.model
 def test_packing_trims_passages_never_the_question_or_options(tokenizer):
     passages = [" ".join(["filler"] * 300), "Dryxfyth Skeindmeix was born in Zaenstead.", " ".join(["long"] * 300)]
     prompt = build_prompt(tokenizer, "kard", QUESTION, OPTIONS, passages, max_tokens=160)
@@ -71,6 +72,7 @@ def test_packing_trims_passages_never_the_question_or_options(tokenizer):
     assert fits.passages_kept == 1 and fits.passages_trimmed == 0
 
 
+@pytest.mark.model
 def test_workers_tokenize_rows_as_evaluation_prompts_them_and_count_trimmed(tokenizer):
     from kard_ray.config import StudentConfig
     from kard_ray.student.model import eos_id
@@ -115,6 +117,7 @@ def test_self_consistency_votes_over_parsed_answers():
     assert vote(["nothing"], OPTIONS) == (None, "none", 0)
 
 
+@pytest.mark.model
 def test_generation_stops_at_the_complete_answer_line_and_parses_the_same():
 
     from kard_ray.answers import parse_answer
@@ -135,6 +138,7 @@ def test_generation_stops_at_the_complete_answer_line_and_parses_the_same():
     assert not bool(AnswerLineStop(tok, 0, [100])(tok("P was born", return_tensors="pt")["input_ids"], None)[0])
 
 
+@pytest.mark.model
 def test_greedy_decoding_drops_finished_rows_and_writes_what_generate_writes():
     """Each row stops at its own limit and leaves the batch, and every row's tokens are HF greedy ``generate``'s
     (left padding: positions follow the attention mask)."""

@@ -229,7 +229,7 @@ def test_batch_ledger_is_written_before_polling(tmp_path, monkeypatch):
         retrieve = batch_module.BatchSession.retrieve
 
         def spying(self, entry):  # what the ledger holds on disk at every poll
-            seen.append([(e["state"], e["batch_id"], len(e["requests"])) for e in BatchLedger(self.rundir).entries()])
+            seen.append([(e["state"], e["batch_id"], len(e["requests"])) for e in ledger(run)])
             return retrieve(self, entry)
 
         monkeypatch.setattr(batch_module.BatchSession, "retrieve", spying)
