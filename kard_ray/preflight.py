@@ -95,8 +95,9 @@ def _input_refusals(cfg: KardConfig, stages: list[str]) -> list[Refusal]:
 
 
 def _teacher_refusals(cfg: KardConfig, stages: list[str]) -> list[Refusal]:
+    """The hosted API (no ``teacher.base_url``) needs its key; a self-hosted endpoint may need none."""
     t = cfg.teacher
-    if "rationales" not in stages or t.source != "api" or t.reference or os.environ.get(t.api_key_env):
+    if "rationales" not in stages or t.source != "api" or t.reference or t.base_url or os.environ.get(t.api_key_env):
         return []
     run = existing_run(cfg.run_dir)
     if run is not None and _up_to_date(cfg, run, "rationales"):

@@ -59,6 +59,9 @@ def test_the_teachers_key_is_required_only_when_an_api_teacher_will_be_called(tm
     (refusal,) = refusals(api)
     assert refusal.key == "teacher.api_key_env" and "KARD_TEST_TEACHER_KEY" in refusal.reason
     assert keys(api, ["kb", "index"]) == set()  # no teacher call planned
+    self_hosted = files_config(tmp_path, questions, "data.holdout=1", "teacher.source=api",
+                               "teacher.api_key_env=KARD_TEST_TEACHER_KEY", "teacher.base_url=http://127.0.0.1:9/v1")
+    assert keys(self_hosted) == set()  # a self-hosted endpoint (vLLM, kard teacher serve) may take no key
     monkeypatch.setenv("KARD_TEST_TEACHER_KEY", "sk-test")
     assert keys(api) == set()
     monkeypatch.delenv("KARD_TEST_TEACHER_KEY")
