@@ -17,15 +17,10 @@ marker; a single-object PUT is atomic on S3 and GCS.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
 import json
-import os
 import platform
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -38,10 +33,10 @@ import yaml
 from pydantic import BaseModel
 
 from kard_ray.config import config_hash
+from kard_ray.fs import delete_on, fingerprint_path, open_atomic_on, resolve_fs
 
 MANIFEST = "manifest.json"
 WORK_KEY = "_work_key"  # the key a half-written, resumable stage folder belongs to
-_QUICK_HASH_LIMIT = 64 * 1024 * 1024  # files above this are fingerprinted by size + head + tail
 
 
 def _versions() -> dict[str, str]:
@@ -52,151 +47,6 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
-
-
-def fingerprint_bytes_stream(stream: io.RawIOBase | Any, size: int) -> str:
-    """sha256 of a file's content; above 64 MiB only of its size, first and last 8 MiB."""
-    h = hashlib.sha256()
-    if size <= _QUICK_HASH_LIMIT:
-        while chunk := stream.read(1 << 20):
-            h.update(chunk)
-        return "sha256:" + h.hexdigest()
-    part = 8 << 20
-    h.update(str(size).encode())
-    h.update(stream.read(part))
-    stream.seek(size - part)
-    h.update(stream.read(part))
-    return "quick-sha256:" + h.hexdigest()
-
-
-def resolve_fs(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path) for a local path or URI; local paths are made absolute."""
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
-
-
-def fingerprint_path(uri: str) -> str:
-    """Content fingerprint of a file, or of every file under a folder (names and contents)."""
-    fs, path = resolve_fs(uri)
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(uri)
-    if info.type == pafs.FileType.File:
-        with fs.open_input_file(path) as f:
-            return fingerprint_bytes_stream(f, info.size)
-    h = hashlib.sha256()
-    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    for sub in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
-        with fs.open_input_file(sub.path) as f:
-            h.update(sub.path[len(path) :].encode())
-            h.update(fingerprint_bytes_stream(f, sub.size).encode())
-    return "dir-sha256:" + h.hexdigest()
-
-
-def temp_name(path: str) -> str:
-    """A hidden sibling of ``path`` to write before renaming: readers of a folder of parts (pyarrow datasets
-    skip names starting with "."), never see one that a killed writer left behind."""
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-
-
-@contextlib.contextmanager
-def open_atomic(uri: str) -> Iterator[Any]:
-    """A writable stream whose file appears whole or not at all: a temporary file renamed into place on
-    local disk; on object stores the upload itself (multipart for large files, committed when it closes).
-    Writing in pieces streams: nothing needs the whole file in memory."""
-    fs, path = resolve_fs(uri)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    if not isinstance(fs, pafs.LocalFileSystem):
-        with fs.open_output_stream(path) as f:
-            yield f
-        return
-    tmp = temp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def save_bytes(uri: str, data: bytes) -> None:
-    """Write a whole file to a local path or URI (parent folders created)."""
-    with open_atomic(uri) as f:
-        f.write(data)
-
-
-def save_npy(uri: str, array: Any) -> None:
-    """np.save to a local path or URI, streamed in 16 MiB pieces; local .npy files can be memory-mapped."""
-    import numpy as np
-
-    with open_atomic(uri) as f:
-        np.save(f, np.ascontiguousarray(array))
-
-
-def read_json_if_exists(uri: str) -> Any:
-    """A JSON file at a path or URI, or None when there is none (markers, plans written last)."""
-    fs, path = resolve_fs(uri)
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    with fs.open_input_stream(path) as f:
-        return json.loads(f.read())
-
-
-def delete_path(uri: str) -> None:
-    """Remove a file or folder at a path or URI; nothing there is fine."""
-    _delete(*resolve_fs(uri))
-
-
-def _delete(fs: pafs.FileSystem, path: str) -> None:
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.Directory:
-        fs.delete_dir(path)
-    elif info.type == pafs.FileType.File:
-        fs.delete_file(path)
-
-
-def upload_file(local_path: str, uri: str, piece: int = 8 << 20) -> None:
-    """Copy a local file to a path or URI piece by piece (a multipart upload on object stores)."""
-    with open(local_path, "rb") as src, open_atomic(uri) as dst:
-        while chunk := src.read(piece):
-            dst.write(chunk)
-
-
-def local_copy(uri: str, cache_root: str | None = None) -> str:
-    """A local path for a file or folder: itself when local, else a cached download (for memory-mapping).
-
-    Call it in the process that reads the files: its cache is on this node's disk, so the path it returns
-    means nothing to a process on another node (hand those the URI)."""
-    if "://" not in uri or uri.startswith("file://"):
-        path = resolve_fs(uri)[1]
-        if not os.path.exists(path):  # e.g. a path another node wrote: say so instead of a hub-id error later
-            raise FileNotFoundError(f"{path} does not exist on this node; across nodes, pass a URI (s3://...)")
-        return path
-    root = Path(cache_root or os.environ.get("KARD_CACHE", Path.home() / ".cache" / "kard-ray"))
-    fs, path = resolve_fs(uri)
-    # keyed by the remote listing too (paths, sizes, mtimes): a rewritten artifact is downloaded again
-    info = fs.get_file_info(path)
-    if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(uri)
-    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True)) if info.type == pafs.FileType.Directory \
-        else [info]
-    listing = sorted((i.path, i.size, i.mtime_ns) for i in infos if i.type == pafs.FileType.File)
-    key = hashlib.sha256(repr((uri, listing)).encode()).hexdigest()[:16]
-    target = root / key / uri.rstrip("/").rsplit("/", 1)[-1]
-    done = target.parent / ".complete"
-    if not done.exists():
-        local = pafs.LocalFileSystem()
-        for src, _, _ in listing:  # file by file: object stores have no directories to copy
-            dest = target / src[len(path):].lstrip("/") if info.type == pafs.FileType.Directory else target
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            pafs.copy_files(src, str(dest), source_filesystem=fs, destination_filesystem=local)
-        if info.type == pafs.FileType.Directory:
-            target.mkdir(parents=True, exist_ok=True)  # an empty folder is still a folder
-        done.touch()
-    return str(target)
 
 
 @dataclass
@@ -245,27 +95,15 @@ class RunDir:
         return p
 
     def delete(self, *parts: str) -> None:
-        _delete(self.fs, self.path(*parts))
+        delete_on(self.fs, self.path(*parts))
 
     # ---- atomic small files
     def write_bytes(self, rel: str, data: bytes, durable: bool = True) -> None:
-        """Write a file so that readers see the old content or the new one, never a torn one.
-
-        ``durable=False`` skips fsync: the file survives a killed process, not a lost machine.
-        """
-        target = self.path(rel)
-        self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-        if self.is_local:
-            tmp = temp_name(target)
-            with open(tmp, "wb") as f:
-                f.write(data)
-                if durable:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, target)
-        else:  # a single PUT is atomic on object stores
-            with self.fs.open_output_stream(target) as f:
-                f.write(data)
+        """Write a file so that readers see the old content or the new one, never a torn one (a single PUT
+        on object stores). ``durable=False`` skips fsync: the file survives a killed process, not a lost
+        machine."""
+        with open_atomic_on(self.fs, self.path(rel), durable=durable) as f:
+            f.write(data)
 
     def read_bytes(self, rel: str) -> bytes:
         with self.fs.open_input_stream(self.path(rel)) as f:

@@ -11,7 +11,7 @@ from kard_ray.config import InferenceSettings
 def load_trained_reranker(model_uri: str, vectors_uri: str, s: InferenceSettings, use_vectors: bool = True):
     """A trained reranker with its stored passage vectors (bi-encoders; ``use_vectors=False`` encodes every
     candidate instead, the path before vectors existed), local copies if remote."""
-    from kard_ray.artifacts import local_copy
+    from kard_ray.fs import local_copy
     from kard_ray.reranker.model import Reranker
     from kard_ray.reranker.vectors import load_passage_vectors
 

@@ -17,7 +17,7 @@ def resolve_model(name: str) -> str:
     """A local folder for offline package models, existing paths and URIs (downloaded on this node: a
     model on object storage reaches every worker); otherwise the hub id unchanged."""
     if "://" in name:
-        from kard_ray.artifacts import local_copy
+        from kard_ray.fs import local_copy
 
         return local_copy(name)
     if name in OFFLINE_ENCODERS:

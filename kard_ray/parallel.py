@@ -16,6 +16,26 @@ from typing import Any
 STRATEGIES = ("ddp", "fsdp")
 
 
+def unwrap(model):
+    """The model inside DDP's wrapper."""
+    return model.module if hasattr(model, "module") else model
+
+
+def block_stacks(model) -> list:
+    """The model's main block stacks: the ``ModuleList`` that holds the most parameters (decoder layers of a causal
+    LM, BERT's encoder layers; not a T5 block's list of sublayers), for an encoder-decoder (T5) the encoder's and
+    the decoder's."""
+    import torch
+
+    def main_stack(module):
+        stacks = [m for m in module.modules() if isinstance(m, torch.nn.ModuleList)]
+        return max(stacks, key=lambda m: (sum(p.numel() for p in m.parameters()), len(m))) if stacks else None
+
+    parts = [model.get_encoder(), model.get_decoder()] \
+        if getattr(getattr(model, "config", None), "is_encoder_decoder", False) else [model]
+    return [s for s in map(main_stack, parts) if s is not None]
+
+
 def _distributed() -> bool:
     import torch.distributed as dist
 
@@ -31,8 +51,6 @@ def place(model, strategy: str = "ddp"):
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
-
-    from kard_ray.training import block_stacks
 
     device = ray.train.torch.get_device()
     model.to(device)
@@ -74,8 +92,6 @@ def optimizer_state(model, optimizer, strategy: str) -> dict[str, Any]:
 def load_model_state(model, state: dict[str, Any], strategy: str) -> None:
     """Full weights into the (possibly sharded) model: every rank keeps its shard."""
     if strategy == "ddp" or not _distributed():
-        from kard_ray.training import unwrap
-
         unwrap(model).load_state_dict(state, strict=False)  # tied weights are saved once
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from kard_ray.artifacts import RunDir, resolve_fs
+from kard_ray.artifacts import RunDir
 from kard_ray.config import ConfigError, KardConfig
+from kard_ray.fs import resolve_fs
 from kard_ray.models import model_name_problem
 from kard_ray.registry import plan
 

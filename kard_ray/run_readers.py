@@ -4,8 +4,9 @@ Remote artifacts are downloaded on the node that opens them."""
 
 from __future__ import annotations
 
-from kard_ray.artifacts import RunDir, local_copy
+from kard_ray.artifacts import RunDir
 from kard_ray.config import InferenceSettings, KardConfig, RetrievalConfig
+from kard_ray.fs import local_copy
 from kard_ray.registry import RESOLVED_CONFIG, output
 from kard_ray.retrieval.open import IndexUris, Retriever, open_index
 from kard_ray.retrieval.passages import PassageStore

@@ -14,14 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from kard_ray.config import TrainWorkers
+from kard_ray.parallel import block_stacks, unwrap
 
 TRAINER_STATE = "trainer_state.pt"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
-
-def unwrap(model):
-    """The model inside DDP's wrapper."""
-    return model.module if hasattr(model, "module") else model
 
 
 def save_trainer_state(path: str, optimizer_state: dict[str, Any], scheduler, progress: dict[str, int]) -> None:
@@ -132,7 +128,7 @@ def export_checkpoint(run, checkpoint, stage: str, transform: Callable[[str, str
     ``transform(src, dst)`` replaces the plain copy (e.g. merging a LoRA adapter). Remote run
     directories get the folder uploaded, file by file in pieces, from a local temporary folder.
     """
-    from kard_ray.artifacts import upload_file
+    from kard_ray.fs import upload_file
 
     with checkpoint.as_directory() as ckpt:
         if run.is_local:
@@ -156,21 +152,6 @@ def export_checkpoint_on_ray(run, checkpoint, stage: str, transform: Callable[[s
     options = {"num_cpus": cores_per_worker(workers.cpus_per_worker, 1, is_embedded()),
                "num_gpus": 1 if workers.use_gpu else 0}
     ray.get(ray.remote(export_checkpoint).options(**options).remote(run, checkpoint, stage, transform))
-
-
-def block_stacks(model) -> list:
-    """The model's main block stacks: the ``ModuleList`` that holds the most parameters (decoder layers of a causal
-    LM, BERT's encoder layers; not a T5 block's list of sublayers), for an encoder-decoder (T5) the encoder's and
-    the decoder's."""
-    import torch
-
-    def main_stack(module):
-        stacks = [m for m in module.modules() if isinstance(m, torch.nn.ModuleList)]
-        return max(stacks, key=lambda m: (sum(p.numel() for p in m.parameters()), len(m))) if stacks else None
-
-    parts = [model.get_encoder(), model.get_decoder()] \
-        if getattr(getattr(model, "config", None), "is_encoder_decoder", False) else [model]
-    return [s for s in map(main_stack, parts) if s is not None]
 
 
 def freeze_below_top(model, n_layers: int, heads: tuple[str, ...] = ()) -> int:

@@ -5,8 +5,9 @@ import json
 import pyarrow as pa
 import pytest
 
-from kard_ray.artifacts import MANIFEST, RunDir, StageResult, fingerprint_path, run_stage
+from kard_ray.artifacts import MANIFEST, RunDir, StageResult, run_stage
 from kard_ray.config import load_config
+from kard_ray.fs import fingerprint_path
 
 
 class Body:

@@ -42,8 +42,8 @@ def cluster(s3):
 def teacher_and_data(s3, tmp_path_factory):
     """The tiny synthetic world's question files and KB uploaded to S3, and its reference teacher served on
     loopback as the API teacher (started here, outside the cluster, like a provider's endpoint)."""
-    from kard_ray.artifacts import upload_file
     from kard_ray.config import load_config
+    from kard_ray.fs import upload_file
     from kard_ray.synth import generate_world, write_world
     from kard_ray.teacher.reference_server import ReferenceTeacherProcess
 
@@ -108,7 +108,7 @@ def test_large_artifacts_stream_to_s3_in_parts(s3, tmp_path, monkeypatch):
     import boto3
     import numpy as np
 
-    from kard_ray.artifacts import save_npy, upload_file
+    from kard_ray.fs import save_npy, upload_file
 
     for k, v in s3.env().items():
         monkeypatch.setenv(k, v)

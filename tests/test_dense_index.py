@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from kard_ray.artifacts import save_npy
 from kard_ray.config import DenseConfig
+from kard_ray.fs import save_npy
 from kard_ray.retrieval.dense import (
     DenseIndex,
     Encoder,

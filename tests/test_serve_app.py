@@ -111,7 +111,7 @@ def test_chat_completions_answer_the_openai_client(service):
 
 def test_chat_streams_to_the_openai_client_with_real_usage(service):
     base, run = service
-    from kard_ray.artifacts import local_copy
+    from kard_ray.fs import local_copy
     from kard_ray.student.model import load_student_tokenizer
 
     client = openai.OpenAI(base_url=f"{base}/open/v1", api_key="unused", max_retries=0, timeout=120)

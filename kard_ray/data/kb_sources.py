@@ -112,7 +112,7 @@ def iter_folder_file(path: str, doc_id: str, report: ReadReport) -> Iterator[Doc
 
 def iter_folder(path: str, report: ReadReport) -> Iterator[Document]:
     """Every .txt/.md file under a folder is one document, its id the relative path."""
-    from kard_ray.artifacts import resolve_fs
+    from kard_ray.fs import resolve_fs
 
     fs, root = resolve_fs(path)
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
@@ -126,7 +126,7 @@ def iter_parquet(path: str, report: ReadReport) -> Iterator[Document]:
     """Parquet with a ``text`` column and optional ``id`` / ``title``; read in row batches."""
     import pyarrow.parquet as pq
 
-    from kard_ray.artifacts import resolve_fs
+    from kard_ray.fs import resolve_fs
 
     fs, p = resolve_fs(path)
     pf = pq.ParquetFile(fs.open_input_file(p))
@@ -149,7 +149,7 @@ def iter_parquet(path: str, report: ReadReport) -> Iterator[Document]:
 
 
 def detect_kb_format(path: str) -> str:
-    from kard_ray.artifacts import resolve_fs
+    from kard_ray.fs import resolve_fs
 
     fs, p = resolve_fs(path)
     info = fs.get_file_info(p)

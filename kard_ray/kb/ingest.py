@@ -32,7 +32,6 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from kard_ray.artifacts import open_atomic, read_json_if_exists, resolve_fs, upload_file
 from kard_ray.config import KBConfig
 from kard_ray.data.kb_sources import (
     FOLDER_SUFFIXES,
@@ -42,6 +41,7 @@ from kard_ray.data.kb_sources import (
     iter_folder_file,
 )
 from kard_ray.data.records import MalformedRecord, ReadReport
+from kard_ray.fs import open_atomic, read_json_if_exists, resolve_fs, upload_file
 from kard_ray.kb.chunking import chunk_text
 from kard_ray.retrieval.passages import shard_name, write_passage_store
 

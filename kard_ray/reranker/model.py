@@ -95,7 +95,7 @@ def read_architecture(model_dir: str) -> dict:
 
     import pyarrow.fs as pafs
 
-    from kard_ray.artifacts import resolve_fs
+    from kard_ray.fs import resolve_fs
 
     fs, root = resolve_fs(model_dir)
     path = f"{root.rstrip('/')}/{ARCH_FILE}"

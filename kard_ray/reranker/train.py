@@ -54,8 +54,8 @@ def train_loop(config: dict[str, Any]) -> None:
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from kard_ray.artifacts import local_copy
     from kard_ray.devices import autocast_and_scaler, clipped_step
+    from kard_ray.fs import local_copy
     from kard_ray.reranker.model import load_reranker, score_matrix
     from kard_ray.retrieval.passages import PassageStore
     from kard_ray.runtime import use_assigned_cores

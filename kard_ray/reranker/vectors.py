@@ -22,7 +22,7 @@ def build_passage_vectors(passages_arrow_uri: str, model_dir: str, max_length: i
                           num_gpus: float = 0.0) -> dict:
     """Embed every passage of the store (row order) with the trained encoder (``num_gpus`` per embedding actor)
     and write the index folder."""
-    from kard_ray.artifacts import local_copy
+    from kard_ray.fs import local_copy
     from kard_ray.retrieval.dense import build_dense_index
     from kard_ray.retrieval.passages import PassageStore
 

@@ -15,7 +15,7 @@ class RetrieveBatch:
 
     def __init__(self, uris: IndexUris, passages_uri: str, retrieval: dict[str, Any], method: str, k: int,
                  query_column: str):
-        from kard_ray.artifacts import local_copy
+        from kard_ray.fs import local_copy
         from kard_ray.retrieval.open import open_index
         from kard_ray.retrieval.passages import PassageStore
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.fs as pafs
 
-from kard_ray.artifacts import delete_path, local_copy, resolve_fs, save_bytes, save_npy
+from kard_ray.fs import delete_path, local_copy, resolve_fs, save_bytes, save_npy
 from kard_ray.retrieval.passages import shard_bounds
 from kard_ray.retrieval.tokenizer import Tokenizer
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kard_ray.artifacts import delete_path, read_json_if_exists, resolve_fs, save_bytes, save_npy, upload_file
 from kard_ray.config import DenseConfig
+from kard_ray.fs import delete_path, read_json_if_exists, resolve_fs, save_bytes, save_npy, upload_file
 from kard_ray.models import resolve_model, safe_load_kwargs
 from kard_ray.retrieval.passages import shard_bounds
 

@@ -12,8 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
-from kard_ray.artifacts import local_copy
 from kard_ray.config import RetrievalConfig
+from kard_ray.fs import local_copy
 
 
 class Retriever(Protocol):

@@ -50,8 +50,8 @@ class AugmentBatch:
 
     def __init__(self, run_uri: str, k: int, kappa: int, with_options: bool, rationale_mode: str,
                  question_retriever: str = "bm25", retrieval: dict | None = None):
-        from kard_ray.artifacts import local_copy
         from kard_ray.config import RetrievalConfig
+        from kard_ray.fs import local_copy
         from kard_ray.retrieval.bm25 import BM25Index
         from kard_ray.run_readers import open_passages, open_retriever
 

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from kard_ray.artifacts import RunDir, StageResult, local_copy
+from kard_ray.artifacts import RunDir, StageResult
 from kard_ray.config import InferenceSettings, KardConfig
 from kard_ray.data.schema import Question
 from kard_ray.evaluation import metrics as M
+from kard_ray.fs import local_copy
 from kard_ray.registry import MODEL_OF, output, student_stage
 from kard_ray.stages.data import read_split
 from kard_ray.stages.rationales import teacher_rationales

@@ -46,7 +46,7 @@ def teacher_endpoint(cfg: KardConfig, run: RunDir):
     if not cfg.teacher.reference:
         yield cfg.teacher.base_url
         return
-    from kard_ray.artifacts import local_copy
+    from kard_ray.fs import local_copy
     from kard_ray.runtime import cluster_nodes
     from kard_ray.teacher.reference_server import ReferenceTeacherProcess
 

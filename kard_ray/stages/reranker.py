@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from kard_ray import training
-from kard_ray.artifacts import RunDir, StageResult, config_hash, local_copy
+from kard_ray.artifacts import RunDir, StageResult, config_hash
 from kard_ray.config import KardConfig
+from kard_ray.fs import local_copy
 from kard_ray.registry import TRAIN_DIR, checkpoints_to_discard, output
 
 

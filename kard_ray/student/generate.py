@@ -195,10 +195,10 @@ class StudentPredictor:
         """``model_uri``: a saved student folder, local or remote (downloaded on this node)."""
         import torch
 
-        from kard_ray.artifacts import local_copy
         from kard_ray.config import InferenceSettings
         from kard_ray.devices import in_ray_worker, inference_dtype, process_device
         from kard_ray.efficiency import parameter_counts
+        from kard_ray.fs import local_copy
         from kard_ray.student.model import load_trained
 
         if in_ray_worker():

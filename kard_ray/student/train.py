@@ -16,9 +16,10 @@ import numpy as np
 
 from kard_ray.config import StudentConfig
 from kard_ray.efficiency import efficiency, matmul_probe, parameter_counts, settled_probe, training_flops
+from kard_ray.parallel import unwrap
 from kard_ray.student.batching import length_grouped_batches
 from kard_ray.student.model import Tokens, collate, logits_window, student_loss
-from kard_ray.training import freeze_below_top, gather_state, report, resume_progress, save_model_dir, unwrap
+from kard_ray.training import freeze_below_top, gather_state, report, resume_progress, save_model_dir
 
 
 def read_shard(name: str) -> list[dict[str, Any]]:

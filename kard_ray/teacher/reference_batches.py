@@ -19,12 +19,15 @@ import time
 import uuid
 from email import policy
 from email.parser import BytesParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from kard_ray.teacher.reference_server import ReferenceTeacher, _error, invalid_chat_body
+from kard_ray.teacher.reference_api import api_error, invalid_chat_body
+
+if TYPE_CHECKING:  # the teacher hosts this store; the store only calls back into it
+    from kard_ray.teacher.reference_server import ReferenceTeacher
 
 ENDPOINT = "/v1/chat/completions"
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
@@ -207,11 +210,11 @@ class BatchStore:
         def guard(request: Request, call: str) -> Response | None:
             teacher.stats.batch_calls[call] += 1
             if not teacher._authorised(request):
-                return _error(401, "Incorrect API key provided.", "invalid_request_error")
+                return api_error(401, "Incorrect API key provided.", "invalid_request_error")
             return None
 
         def not_found(kind: str, ident: str) -> Response:
-            return _error(404, f"No {kind} found with id '{ident}'.", "invalid_request_error")
+            return api_error(404, f"No {kind} found with id '{ident}'.", "invalid_request_error")
 
         @app.post("/v1/files")
         async def upload(request: Request) -> Response:
@@ -220,10 +223,10 @@ class BatchStore:
             try:
                 fields = parse_multipart(request.headers.get("content-type", ""), await request.body())
             except ValueError as exc:
-                return _error(400, str(exc), "invalid_request_error")
+                return api_error(400, str(exc), "invalid_request_error")
             purpose = fields.get("purpose", (None, b""))[1].decode(errors="replace")
             if "file" not in fields or purpose not in FILE_PURPOSES:
-                return _error(400, f"'file' and a 'purpose' of {FILE_PURPOSES} are required.",
+                return api_error(400, f"'file' and a 'purpose' of {FILE_PURPOSES} are required.",
                               "invalid_request_error")
             name, data = fields["file"]
             return JSONResponse(self.add_file(data, name or "upload", purpose))
@@ -249,15 +252,16 @@ class BatchStore:
             try:
                 body = json.loads(await request.body())
             except json.JSONDecodeError:
-                return _error(400, "request body is not valid JSON", "invalid_request_error")
+                return api_error(400, "request body is not valid JSON", "invalid_request_error")
             if not isinstance(body, dict):
-                return _error(400, "request body must be an object", "invalid_request_error")
+                return api_error(400, "request body must be an object", "invalid_request_error")
             if body.get("input_file_id") not in self.files:
                 return not_found("file", str(body.get("input_file_id")))
             if body.get("endpoint") != ENDPOINT:
-                return _error(400, f"The reference teacher runs batches for {ENDPOINT} only.", "invalid_request_error")
+                return api_error(400, f"The reference teacher runs batches for {ENDPOINT} only.",
+                                 "invalid_request_error")
             if body.get("completion_window") != "24h":
-                return _error(400, "completion_window must be '24h'.", "invalid_request_error")
+                return api_error(400, "completion_window must be '24h'.", "invalid_request_error")
             batch = self.create(body["input_file_id"], ENDPOINT, "24h", body.get("metadata"))
             delay = teacher.options.batch_delay_s
             asyncio.get_running_loop().call_later(delay, self.refresh, batch["id"])

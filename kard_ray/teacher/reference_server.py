@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from kard_ray.synth.world import LoadedWorld, load_world
+from kard_ray.teacher.reference_api import api_error, invalid_chat_body
 from kard_ray.teacher.reference_rationales import write_rationale
 
 FAULT_KINDS = ("429", "500", "timeout", "malformed")
@@ -117,20 +118,6 @@ class ServerStats:
         return best * 60.0 / window_s
 
 
-def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status, headers=headers)
-
-
-def invalid_chat_body(body: Any) -> str | None:
-    """Why a chat completions body is a 400, or None."""
-    if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
-        return "'messages' must be a non-empty list"
-    n = 1 if body.get("n") is None else body["n"]
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 128:
-        return "'n' must be an integer between 1 and 128"
-    return None
-
-
 def request_key(body: dict[str, Any]) -> str:
     """What a provider would bill as 'the same request' twice."""
     fields = {k: body.get(k) for k in ("model", "messages", "n", "temperature", "top_p", "max_tokens", "seed")}
@@ -213,7 +200,7 @@ class ReferenceTeacher:
         @app.get("/v1/models")
         async def models(request: Request) -> Response:
             if not self._authorised(request):
-                return _error(401, "Incorrect API key provided.", "invalid_request_error")
+                return api_error(401, "Incorrect API key provided.", "invalid_request_error")
             return JSONResponse({"object": "list", "data": [{"id": o.model, "object": "model",
                                                             "owned_by": "kard-ray-reference"}]})
 
@@ -248,14 +235,14 @@ class ReferenceTeacher:
     async def _handle(self, request: Request, st: ServerStats) -> Response:
         o = self.options
         if not self._authorised(request):
-            return _error(401, "Incorrect API key provided.", "invalid_request_error")
+            return api_error(401, "Incorrect API key provided.", "invalid_request_error")
         try:
             body = json.loads(await request.body())
         except json.JSONDecodeError:
-            return _error(400, "request body is not valid JSON", "invalid_request_error")
+            return api_error(400, "request body is not valid JSON", "invalid_request_error")
         invalid = invalid_chat_body(body)
         if invalid:
-            return _error(400, invalid, "invalid_request_error")
+            return api_error(400, invalid, "invalid_request_error")
         if o.latency_ms or o.jitter_ms:
             await asyncio.sleep((o.latency_ms + random.uniform(0, o.jitter_ms)) / 1000)
             if await request.is_disconnected():  # the client gave up: nothing delivered, nothing billed
@@ -264,13 +251,13 @@ class ReferenceTeacher:
         if fault:
             st.faults[fault] += 1
         if fault == "429":
-            return _error(429, "Rate limit reached (injected).", "rate_limit_error",
+            return api_error(429, "Rate limit reached (injected).", "rate_limit_error",
                           headers={"retry-after": f"{o.retry_after_s:g}"})
         if fault == "500":
-            return _error(500, "The server had an error (injected).", "server_error")
+            return api_error(500, "The server had an error (injected).", "server_error")
         if fault == "timeout":
             await asyncio.sleep(o.stall_s)
-            return _error(504, "Upstream timed out (injected).", "timeout")
+            return api_error(504, "Upstream timed out (injected).", "timeout")
         result = self.complete(body)
         if fault == "malformed":
             return Response(json.dumps(result)[: 40], media_type="application/json")
