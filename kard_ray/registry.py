@@ -13,6 +13,7 @@ The pipeline order, the CLI's stage commands and the job entrypoint are all deri
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,8 +47,6 @@ class Stage:
 
     def run_body(self):
         """The body function, imported now."""
-        import importlib
-
         module, fn = self.body.split(":")
         return getattr(importlib.import_module(module), fn)
 

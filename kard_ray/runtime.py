@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -116,8 +117,6 @@ def embedded_cpus(cfg: RayConfig | None = None) -> int:
 def route_logs_to_file(path: str) -> None:
     """Library logs (Ray, Ray Data, Ray Train, transformers, warnings) go to ``path``, not to the console,
     which is left to the progress view. Ray's own process logs stay in its session folder (see ``ray_log_dir``)."""
-    import warnings
-
     os.makedirs(os.path.dirname(path), exist_ok=True)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

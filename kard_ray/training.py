@@ -9,10 +9,12 @@ with the same settings resumes where it stopped.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from typing import Any
 
+from kard_ray import parallel
 from kard_ray.config import TrainWorkers
 from kard_ray.parallel import block_stacks, unwrap
 
@@ -30,7 +32,6 @@ def save_trainer_state(path: str, optimizer_state: dict[str, Any], scheduler, pr
 def gather_state(model, optimizer, strategy: str = "ddp") -> tuple[dict | None, dict]:
     """(weights, optimizer state) to checkpoint: under FSDP gathered whole (every rank calls this), under DDP the
     weights are read from the model when saving."""
-    from kard_ray import parallel
 
     return parallel.full_model_state(model, strategy), parallel.optimizer_state(model, optimizer, strategy)
 
@@ -49,7 +50,6 @@ def load_checkpoint_dir(path: str, model, optimizer, scheduler, strategy: str = 
     import torch
     from safetensors.torch import load_file
 
-    from kard_ray import parallel
 
     adapter = os.path.join(path, ADAPTER_WEIGHTS)
     if os.path.exists(adapter):
@@ -115,8 +115,6 @@ def fit(loop: Callable[[dict], None], loop_config: dict[str, Any], workers: Trai
 
 def copy_model_files(src: str, dst: str) -> None:
     """A checkpoint folder's model files (everything but the trainer state) into ``dst``."""
-    import shutil
-
     for f in os.listdir(src):
         if f != TRAINER_STATE:
             shutil.copy2(os.path.join(src, f), os.path.join(dst, f))

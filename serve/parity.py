@@ -8,14 +8,13 @@ Used by the parity test and by ``benchmarks/parity.py`` on a real run.
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 
 def post_json(url: str, body: dict[str, Any], timeout: float = 300) -> tuple[int, dict[str, Any]]:
-    import urllib.error
-    import urllib.request
-
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,8 +80,6 @@ QUESTION_SCHEMA = pa.schema(
 
 
 def questions_to_table(questions: list[Question]) -> pa.Table:
-    import json
-
     cols: dict[str, list[Any]] = {name: [] for name in QUESTION_SCHEMA.names}
     for q in questions:
         d = q.model_dump()
@@ -91,8 +90,6 @@ def questions_to_table(questions: list[Question]) -> pa.Table:
 
 
 def questions_from_table(table: pa.Table) -> list[Question]:
-    import json
-
     rows = table.to_pylist()
     for r in rows:
         r["metadata"] = json.loads(r["metadata"] or "{}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -91,8 +93,6 @@ def score_matrix(model, tokenizer, queries: Sequence[str], passages: Sequence[st
 def read_architecture(model_dir: str) -> dict:
     """The saved architecture, scale and hops of a reranker folder (local path or URI), with
     ARCH_DEFAULTS for what it lacks: folders saved before the file or a field existed."""
-    import json
-
     import pyarrow.fs as pafs
 
     from kard_ray.fs import resolve_fs
@@ -106,9 +106,6 @@ def read_architecture(model_dir: str) -> dict:
 
 
 def save_architecture(path: str, architecture: str, scale: float, hops: int = 1) -> None:
-    import json
-    import os
-
     with open(os.path.join(path, ARCH_FILE), "w") as f:
         json.dump({"architecture": architecture, "bi_scale": scale, "hops": hops}, f)
 

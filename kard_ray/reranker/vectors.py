@@ -8,6 +8,8 @@ first stage, ``reranker.first_stage: reranker``). Reranking then costs one query
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from kard_ray.config import DenseConfig
@@ -32,7 +34,5 @@ def build_passage_vectors(passages_arrow_uri: str, model_dir: str, max_length: i
 
 def load_passage_vectors(index_dir: str) -> np.ndarray | None:
     """The stored vectors, memory-mapped (None when the folder has none: a cross-encoder, an old run)."""
-    import os
-
     path = os.path.join(index_dir, "embeddings.npy")
     return np.load(path, mmap_mode="r") if os.path.exists(path) else None

@@ -6,6 +6,7 @@ business (``kard_ray.run_readers``). Remote indexes are downloaded once per node
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -55,8 +56,6 @@ def open_index(uris: IndexUris, cfg: RetrievalConfig, method: str | None = None)
 
 
 def _dense_dir(uri: str, hint: str = "build it with retrieval.dense.enabled=true (or method dense/hybrid)") -> str:
-    import os
-
     try:
         path = local_copy(uri)
     except FileNotFoundError:

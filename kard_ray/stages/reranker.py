@@ -8,6 +8,7 @@ its last checkpoint when rerun with the same settings.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kard_ray import training
@@ -92,8 +93,6 @@ def storage_name(cfg: KardConfig, run: RunDir) -> str:
 
 
 def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
-    import json
-
     from kard_ray.reranker.evaluate import report_markdown
 
     r = cfg.reranker

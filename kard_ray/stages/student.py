@@ -10,6 +10,8 @@ manifest. Checkpoints live in ``train/student_<method>-<key>/`` so a killed run 
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 import pyarrow as pa
@@ -50,9 +52,6 @@ def examples_dataset(rows: list[dict[str, Any]]):
 
 def merge_lora(src: str, dst: str) -> None:
     """Export a LoRA checkpoint as a plain model: base weights + adapter, merged."""
-    import json
-    import os
-
     from kard_ray.training import ADAPTER_WEIGHTS, copy_model_files
 
     if not os.path.exists(os.path.join(src, ADAPTER_WEIGHTS)):

@@ -3,12 +3,12 @@ without the rest of the project's dependencies)."""
 
 from __future__ import annotations
 
+import inspect
+
 
 def last_logits_only(model) -> dict[str, int]:
     """Forward kwargs that project only the last position to the vocabulary (where the model allows it): a
     prefill needs the next token's logits, not the 49k-way projection of every prompt position."""
-    import inspect
-
     return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
 
 

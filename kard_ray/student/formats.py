@@ -10,6 +10,7 @@ or the options.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -48,8 +49,6 @@ def answer_line_done(text: str) -> bool:
 
 def format_fingerprint() -> str:
     """Changes whenever a template or the answer format changes, so trained students are rebuilt."""
-    import hashlib
-
     probe = answer_line(["x", "y"], 1) + "|" + strip_conclusion("a. So the answer is (A) x.")
     return hashlib.sha256("".join(template(m) for m in METHODS).encode() + probe.encode()).hexdigest()[:12]
 

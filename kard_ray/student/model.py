@@ -7,6 +7,7 @@ for accuracy). Online: any HF id, e.g. ``google/flan-t5-base`` (the paper's stud
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 from kard_ray.models import load_causal_lm, load_tokenizer, resolve_model, safe_load_kwargs
@@ -127,8 +128,6 @@ def collate(examples: list[Tokens], family: str, pad_id: int):
 
 def _keeps_target_logits_only(model) -> bool:
     """A decoder-only model whose forward takes ``logits_to_keep`` (seq2seq labels are the decoder's own)."""
-    import inspect
-
     inner = getattr(model, "module", model)  # DDP
     if hasattr(inner, "get_base_model"):  # peft (LoRA) forwards its keywords to the base model
         inner = inner.get_base_model()

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from kard_ray import parallel
 from kard_ray.config import StudentConfig
 from kard_ray.efficiency import efficiency, matmul_probe, parameter_counts, settled_probe, training_flops
 from kard_ray.parallel import unwrap
@@ -108,7 +109,6 @@ def train_loop(config: dict[str, Any]) -> None:
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from kard_ray import parallel
     from kard_ray.devices import autocast_and_scaler, clipped_step
     from kard_ray.runtime import use_assigned_cores
     from kard_ray.student.model import load_student

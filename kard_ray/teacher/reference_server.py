@@ -17,8 +17,11 @@ import json
 import random
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -336,10 +339,6 @@ class ReferenceTeacherProcess:
         return f"http://{self.host}:{self.port}/v1"
 
     def start(self, timeout_s: float = 60) -> "ReferenceTeacherProcess":
-        import subprocess
-        import sys
-        import urllib.request
-
         with socket.socket() as s:
             s.bind((self.host, 0))
             self.port = s.getsockname()[1]
@@ -369,8 +368,6 @@ class ReferenceTeacherProcess:
                 time.sleep(0.1)
 
     def stats(self, window_s: float = 2.0) -> dict[str, Any]:
-        import urllib.request
-
         url = f"http://{self.host}:{self.port}/stats?window_s={window_s}"
         with urllib.request.urlopen(url, timeout=5) as resp:
             return json.loads(resp.read())
