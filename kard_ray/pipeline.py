@@ -25,7 +25,7 @@ OnStage = Callable[[str, str, "dict | None", float], None]
 def run_one(name: str, cfg: KardConfig, run: RunDir, force: bool = False, log=print) -> dict[str, Any]:
     """One stage by name: key from its declaration, body imported and run unless it is up to date."""
     s = stage(name)
-    body = partial(s.run_body(), cfg, force=force, log=log, **s.params)
+    body = partial(s.load_body(), cfg, force=force, log=log, **s.params)
     return run_stage(run, s.name, body, config=s.key(cfg), inputs=s.inputs(cfg),
                      upstream=s.needs(cfg), force=force, clean=s.clean, log=log)
 

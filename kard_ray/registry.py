@@ -45,7 +45,7 @@ class Stage:
     clean: bool = True  # False: a half-written folder is kept so the body resumes (caches, checkpoints)
     params: Mapping[str, Any] = field(default_factory=dict)
 
-    def run_body(self):
+    def load_body(self):
         """The body function, imported now."""
         module, fn = self.body.split(":")
         return getattr(importlib.import_module(module), fn)
@@ -94,7 +94,7 @@ def _student_key(method: str) -> Callable[[KardConfig], list[Any]]:
     return key
 
 
-MODEL_OF = {"ft": "ft", "rd": "rd", "kard_bm25": "kard", "kard_reranker": "kard", "oracle": "kard"}
+STUDENT_OF = {"ft": "ft", "rd": "rd", "kard_bm25": "kard", "kard_reranker": "kard", "oracle": "kard"}
 
 
 def student_stage(method: str) -> str:
@@ -108,7 +108,7 @@ def _evaluate_needs(cfg: KardConfig) -> list[str]:
         needs.append("reranker")
     if "oracle" in methods:  # the oracle row uses the teacher's rationales for the test questions
         needs.append("rationales")
-    return needs + list(dict.fromkeys(student_stage(MODEL_OF[m]) for m in methods))
+    return needs + list(dict.fromkeys(student_stage(STUDENT_OF[m]) for m in methods))
 
 
 def _evaluate_key(cfg: KardConfig) -> list[Any]:

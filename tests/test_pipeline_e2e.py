@@ -8,7 +8,7 @@ import pytest
 from conftest import quiet
 
 from kard_ray.pipeline import run_pipeline
-from kard_ray.registry import MODEL_OF, plan
+from kard_ray.registry import STUDENT_OF, plan
 
 pytestmark = pytest.mark.ray
 
@@ -57,7 +57,7 @@ def test_report_has_every_method_with_interval_and_recalls(tiny_pipeline):
     # a student's methods that retrieved the same passages for a question share one generation
     generations: dict[tuple, set] = {}
     for p in preds:
-        generations.setdefault((MODEL_OF[p["method"]], p["qid"], tuple(p["passage_rows"])), set()).add(
+        generations.setdefault((STUDENT_OF[p["method"]], p["qid"], tuple(p["passage_rows"])), set()).add(
             p["generation"])
     assert all(len(g) == 1 for g in generations.values())
 

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from kard_ray.secrets import Secret
+from kard_ray.credentials import Secret
 from kard_ray.synth.world import load_world
 from kard_ray.teacher.client import TeacherClient
 from kard_ray.teacher.limits import ActorLimiter, RateBudget

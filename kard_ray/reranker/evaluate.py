@@ -65,7 +65,7 @@ def knowledge_gap(questions: Sequence[Question], rationales: dict[str, str], *, 
     return out
 
 
-def report_markdown(metrics: dict) -> str:
+def knowledge_gap_markdown(metrics: dict) -> str:
     lines = [f"# Reranker: the knowledge gap ({metrics['questions']} held-out questions)", "",
              f"First stage: {metrics['first_stage']}, {metrics['kappa_star']} candidates reranked.", ""]
     for key, title in (("gold_facts", "Recall of the gold facts"),

@@ -23,7 +23,7 @@ from kard_ray.config import InferenceSettings, KardConfig
 from kard_ray.data.schema import Question
 from kard_ray.evaluation import metrics as M
 from kard_ray.fs import local_copy
-from kard_ray.registry import MODEL_OF, output, student_stage
+from kard_ray.registry import STUDENT_OF, output, student_stage
 from kard_ray.stages.data import read_split
 from kard_ray.stages.rationales import teacher_rationales
 
@@ -99,8 +99,8 @@ def available_methods(cfg: KardConfig, run: RunDir, has_reranker: bool, rational
     """The configured methods whose models exist; the others with the reason they were skipped."""
     chosen, skipped = [], {}
     for m in cfg.eval.methods:
-        if not run.is_done(student_stage(MODEL_OF[m])):
-            skipped[m] = f"no trained student ({student_stage(MODEL_OF[m])})"
+        if not run.is_done(student_stage(STUDENT_OF[m])):
+            skipped[m] = f"no trained student ({student_stage(STUDENT_OF[m])})"
         elif m == "kard_reranker" and not has_reranker:
             skipped[m] = "no trained reranker"
         elif m == "oracle" and not rationales:
@@ -139,9 +139,9 @@ def predict(cfg: KardConfig, run: RunDir, methods: list[str], questions: list[Qu
     e, s = cfg.eval, InferenceSettings.of(cfg)
     store = open_passages(run.uri)
     out = []
-    for model in dict.fromkeys(MODEL_OF[m] for m in methods):
+    for model in dict.fromkeys(STUDENT_OF[m] for m in methods):
         rows = []
-        for m in (m for m in methods if MODEL_OF[m] == model):
+        for m in (m for m in methods if STUDENT_OF[m] == model):
             for q in questions:
                 prows = ranked[q.id][PASSAGES_OF[m]][: s.passages] if m in PASSAGES_OF else []
                 rows.append({"qid": f"{m}|{q.id}", "question": q.question, "options": q.options,

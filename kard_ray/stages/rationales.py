@@ -20,9 +20,9 @@ import pyarrow.compute as pc
 
 from kard_ray.artifacts import RunDir, StageResult
 from kard_ray.config import KardConfig, TeacherConfig
+from kard_ray.credentials import Secret
 from kard_ray.data.schema import Question, questions_to_table
 from kard_ray.registry import TEACHER_CACHE, output
-from kard_ray.secrets import Secret
 from kard_ray.stages.data import read_split
 from kard_ray.teacher.cache import TeacherCache
 from kard_ray.teacher.client import estimate_tokens

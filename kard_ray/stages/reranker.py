@@ -18,7 +18,7 @@ from kard_ray.fs import local_copy
 from kard_ray.registry import TRAIN_DIR, checkpoints_to_discard, output
 
 
-def fit(cfg: KardConfig, run: RunDir, name: str, fresh: bool) -> tuple[Any, dict]:
+def train(cfg: KardConfig, run: RunDir, name: str, fresh: bool) -> tuple[Any, dict]:
     import ray
 
     from kard_ray.reranker.train import train_loop
@@ -39,7 +39,7 @@ def fit(cfg: KardConfig, run: RunDir, name: str, fresh: bool) -> tuple[Any, dict
     return result, {"steps_per_epoch": steps_per_epoch, "workers": workers}
 
 
-def evaluate(cfg: KardConfig, run: RunDir) -> dict:
+def knowledge_gap_report(cfg: KardConfig, run: RunDir) -> dict:
     """The knowledge gap on held-out questions, with the first stage the evaluation and Serve use."""
     from kard_ray.answers import rationale_query
     from kard_ray.config import InferenceSettings
@@ -69,18 +69,19 @@ def report_task_options(cfg: KardConfig) -> dict[str, float]:
     return {"num_cpus": cores_per_worker(None, 1, is_embedded()), "num_gpus": cfg.reranker.num_gpus}
 
 
-def _evaluate_in_task(cfg: KardConfig, run: RunDir) -> dict:
+def _knowledge_gap_in_task(cfg: KardConfig, run: RunDir) -> dict:
     from kard_ray.runtime import use_assigned_cores
 
     use_assigned_cores()
-    return evaluate(cfg, run)
+    return knowledge_gap_report(cfg, run)
 
 
-def evaluate_on_ray(cfg: KardConfig, run: RunDir) -> dict:
-    """:func:`evaluate` in a Ray task holding the reranker's resources (a GPU when configured), not in the driver."""
+def knowledge_gap_on_ray(cfg: KardConfig, run: RunDir) -> dict:
+    """:func:`knowledge_gap_report` in a Ray task holding the reranker's resources (a GPU when configured), not
+    in the driver."""
     import ray
 
-    return ray.get(ray.remote(_evaluate_in_task).options(**report_task_options(cfg)).remote(cfg, run))
+    return ray.get(ray.remote(_knowledge_gap_in_task).options(**report_task_options(cfg)).remote(cfg, run))
 
 
 def storage_name(cfg: KardConfig, run: RunDir) -> str:
@@ -93,11 +94,11 @@ def storage_name(cfg: KardConfig, run: RunDir) -> str:
 
 
 def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
-    from kard_ray.reranker.evaluate import report_markdown
+    from kard_ray.reranker.evaluate import knowledge_gap_markdown
 
     r = cfg.reranker
     name = storage_name(cfg, run)
-    result, info = fit(cfg, run, name, fresh=force)
+    result, info = train(cfg, run, name, fresh=force)
     metrics = result.metrics or {}
     training.export_checkpoint(run, result.checkpoint, output("reranker", "model"))
     vectors = None
@@ -107,10 +108,10 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
         vectors = build_passage_vectors(run.uri_of(output("kb", "passages_arrow")),
                                         run.uri_of(output("reranker", "model")), r.max_length,
                                         run.uri_of(output("reranker", "vectors")), r.num_gpus)
-    gap = evaluate_on_ray(cfg, run)
+    gap = knowledge_gap_on_ray(cfg, run)
     run.write_text(output("reranker", "report_json"), json.dumps(gap, indent=2))
-    run.write_text(output("reranker", "report_md"), report_markdown(gap))
-    log(report_markdown(gap))
+    run.write_text(output("reranker", "report_md"), knowledge_gap_markdown(gap))
+    log(knowledge_gap_markdown(gap))
     return StageResult(
         counts={"steps": int(metrics.get("step", 0)), "epochs": r.epochs, "workers": info["workers"]},
         extra={"final_loss": metrics.get("loss"), "pairs_per_s": metrics.get("pairs_per_s"),

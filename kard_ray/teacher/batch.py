@@ -39,8 +39,8 @@ from openai.types.chat import ChatCompletion
 
 from kard_ray.artifacts import RunDir
 from kard_ray.config import TeacherConfig
+from kard_ray.credentials import Secret
 from kard_ray.data.schema import Question
-from kard_ray.secrets import Secret
 from kard_ray.teacher.cache import TeacherCache
 from kard_ray.teacher.client import Outcome, describe_error, read_completion
 from kard_ray.teacher.limits import LocalLimiter, RateBudget

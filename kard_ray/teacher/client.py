@@ -15,7 +15,7 @@ from typing import Any
 
 import openai
 
-from kard_ray.secrets import Secret
+from kard_ray.credentials import Secret
 from kard_ray.teacher.limits import sleep_until_reserved
 
 

@@ -10,8 +10,8 @@ import pyarrow as pa
 
 from kard_ray.answers import parse_answer
 from kard_ray.config import TeacherConfig
+from kard_ray.credentials import Secret
 from kard_ray.data.schema import Question
-from kard_ray.secrets import Secret
 from kard_ray.teacher.cache import TeacherCache, cache_key
 from kard_ray.teacher.client import Outcome, TeacherClient
 from kard_ray.teacher.prompts import build_messages
