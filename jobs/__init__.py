@@ -10,7 +10,6 @@ under ``ray job submit``. Stage names and their order come from the stage regist
 from __future__ import annotations
 
 import argparse
-import importlib.util
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,28 +31,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, dict]:
     """Parse arguments, load the config, attach to (or start) Ray, run the stages; returns their manifests."""
     args = parse_args(argv)
-    # Load torch's native libraries before Ray's: measured in the CI cluster test, a job driver that
-    # imported torch after connecting to Ray died with "oneMKL FATAL ERROR: Cannot load libtorch_cpu.so".
-    if importlib.util.find_spec("torch") is not None:
-        import torch  # noqa: F401
-
-    from kard_ray.artifacts import RunDir
     from kard_ray.config import load_config
-    from kard_ray.pipeline import run_pipeline, run_stages
-    from kard_ray.preflight import check_plan
-    from kard_ray.registry import RESOLVED_CONFIG, plan
-    from kard_ray.runtime import cluster_nodes, init_ray
+    from kard_ray.launch import run_targets
+    from kard_ray.registry import plan
 
     cfg = load_config(args.config, list(args.overrides) + ([f"run_dir={args.run_dir}"] if args.run_dir else []))
-    init_ray(cfg.ray, args.address)
     targets = plan(cfg) if args.stages == ["run"] else [s for s in args.stages if s != "run"]
-    check_plan(cfg, targets, cluster_nodes(cfg.ray, args.address))  # refused before the first stage runs
-    run = RunDir(cfg.run_dir)
-    run.save_config(cfg, RESOLVED_CONFIG)
-    if args.stages == ["run"]:
-        manifests = run_pipeline(cfg, run, force=args.force)
-    else:
-        manifests = run_stages(cfg, run, [s for s in args.stages if s != "run"], force=args.force)
+    manifests = run_targets(cfg, targets, args.address, force=args.force)
     if "evaluate" in manifests:
         print("accuracy:", manifests["evaluate"]["extra"]["accuracy"])
     return manifests

@@ -196,20 +196,15 @@ def rationales(
 
 def _run_stages(config, set_, run_dir, address, force, names: list[str]) -> None:
     """Load config, start/attach Ray, run the named stages and, first, whatever they need (never forced)."""
-    from kard_ray.artifacts import RunDir
-    from kard_ray.pipeline import run_stages
-    from kard_ray.registry import RESOLVED_CONFIG
-    from kard_ray.runtime import init_ray
+    from kard_ray.launch import run_targets
+    from kard_ray.preflight import PlanRefused
     from kard_ray.teacher.worker import TeacherAborted
 
     cfg = _load(config, set_, run_dir)
-    _check_plan(cfg, names, address)
-    if names != ["data"]:  # reading question files needs no Ray
-        init_ray(cfg.ray, address)
-    run = RunDir(cfg.run_dir)
-    run.save_config(cfg, RESOLVED_CONFIG)
     try:
-        run_stages(cfg, run, names, force=force)
+        run_targets(cfg, names, address, force=force)
+    except PlanRefused as exc:  # every reason, before anything ran or was written
+        _fail(str(exc))
     except TeacherAborted as exc:  # the failure budget ran out: a distinct exit code for scripts
         _fail(str(exc), 3)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
@@ -295,15 +290,18 @@ def run_all(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = 
             ) -> None:
     """The whole pipeline: kb -> rationales -> augment -> reranker -> students -> evaluate (finished stages skip)."""
     from kard_ray.demo import run_pipeline_with_progress
+    from kard_ray.preflight import PlanRefused
     from kard_ray.registry import plan
 
     cfg = _load(config, set_, run_dir)
-    stages = _check_plan(cfg, plan(cfg), address)
     if check:
+        stages = _check_plan(cfg, plan(cfg), address)
         console.print(f"plan OK: {' -> '.join(stages)} (run dir {cfg.run_dir})", highlight=False, soft_wrap=True)
         return
     try:
         run_pipeline_with_progress(cfg, address=address, force=force, console=console)
+    except PlanRefused as exc:
+        _fail(str(exc))
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc), 1)
 

@@ -19,7 +19,6 @@ from rich.table import Table
 
 from kard_ray.artifacts import RunDir
 from kard_ray.config import KardConfig
-from kard_ray.runtime import init_ray
 
 
 def reranker_table(gap: dict) -> Table:
@@ -51,20 +50,19 @@ def run_pipeline_with_progress(cfg: KardConfig, address: str | None = None, forc
                                console: Console | None = None, quiet_logs: bool = True) -> RunDir:
     """Every stage in order, one line per stage, then the results table and the report's path. With
     ``quiet_logs`` (the default) library and Ray logs go to ``RUN_DIR/logs/`` instead of the console."""
-    from kard_ray.preflight import check_plan
+    from kard_ray.launch import open_run, start_ray
     from kard_ray.registry import LOGS_DIR, plan
-    from kard_ray.runtime import cluster_nodes, ray_log_dir, route_logs_to_file
+    from kard_ray.runtime import ray_log_dir, route_logs_to_file
 
     console = console or Console()
     t0 = time.time()
-    check_plan(cfg, plan(cfg), cluster_nodes(cfg.ray, address))  # before anything is written or paid for
-    run = RunDir(cfg.run_dir)
+    run = open_run(cfg, plan(cfg), address)  # the plan checked before anything is written or paid for
     log_file = _local_log_file(run, LOGS_DIR)
     with contextlib.ExitStack() as quiet:
         if quiet_logs:  # the console shows the stage view; everything else lands in RUN_DIR/logs
             route_logs_to_file(log_file)
             quiet.enter_context(_stderr_to(os.path.join(os.path.dirname(log_file), "stderr.log")))
-        runtime = init_ray(cfg.ray, address, log_to_driver=not quiet_logs)
+        runtime = start_ray(cfg.ray, address, log_to_driver=not quiet_logs)
         if quiet_logs:
             _quiet_ray_data()
             _link_ray_logs(ray_log_dir(), os.path.dirname(log_file))
@@ -77,9 +75,8 @@ def run_pipeline_with_progress(cfg: KardConfig, address: str | None = None, forc
 def _run_with_view(cfg: KardConfig, run: RunDir, force: bool, console: Console, quiet_logs: bool) -> dict:
     """The pipeline with a spinner naming the running stages (terminals) and one line per finished stage."""
     from kard_ray.pipeline import run_pipeline
-    from kard_ray.registry import RESOLVED_CONFIG, plan
+    from kard_ray.registry import plan
 
-    run.save_config(cfg, RESOLVED_CONFIG)
     total = len(plan(cfg))
     done = [0]
     running: list[str] = []  # stages that do not need each other run at once
