@@ -2,7 +2,7 @@
 
     python benchmarks/kb_resume.py --passages 1000000
 
-Builds the same synthetic KB twice: once uninterrupted (in this process), once through `kard kb build`
+Builds the same synthetic KB twice: once uninterrupted (in this process), once through `kard index`
 in a subprocess that is SIGKILLed during the kb stage and again during the index stage, each time
 resumed by the next invocation. Compares the passages table and every BM25 array byte for byte, and
 reports how much work each resume reused. The last line is one JSON object.
@@ -85,7 +85,7 @@ def main() -> None:
         ray.shutdown()
 
         killed = root / "killed"
-        cli = [sys.executable, "-m", "kard_ray.cli", "kb", "build", "--run-dir", str(killed),
+        cli = [sys.executable, "-m", "kard_ray.cli", "index", "--run-dir", str(killed),
                *[a for s in sets for a in ("--set", s)]]
         staging, counts = killed / "kb" / "_staging", killed / "index" / "bm25" / "_counts"
         half = max(1, len(sizes) // 2)

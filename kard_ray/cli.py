@@ -23,8 +23,8 @@ app = typer.Typer(
 )
 teacher_app = typer.Typer(help="Teacher LLM tools.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
-data_app = typer.Typer(help="Question sets and knowledge bases.", no_args_is_help=True)
-kb_app = typer.Typer(help="Knowledge base: chunking, indexes, search.", no_args_is_help=True)
+data_app = typer.Typer()  # `kard data`: the stage, with `kard data check` beside it
+kb_app = typer.Typer()  # `kard kb`: the stage, with `kard kb search` beside it
 app.add_typer(kb_app, name="kb")
 app.add_typer(teacher_app, name="teacher")
 app.add_typer(config_app, name="config")
@@ -72,6 +72,15 @@ def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 # --------------------------------------------------------------------------- data
 
 
+@data_app.callback(invoke_without_command=True)
+def data_stage(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+               address: AddressOpt = None, force: ForceOpt = False) -> None:
+    """Stage `data`: question sets (or a generated synthetic world) into normalised parquet (`kard data check`:
+    read a file and report malformed records)."""
+    if ctx.invoked_subcommand is None:
+        _run_stages(config, set_, run_dir, address, force, ["data"])
+
+
 @data_app.command("check")
 def data_check(
     path: Annotated[str, typer.Argument(help="Question file (JSONL, JSON array or CSV) or KB source.")],
@@ -105,18 +114,22 @@ def data_check(
 # --------------------------------------------------------------------------- knowledge base
 
 
-@kb_app.command("build")
-def kb_build(
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-    run_dir: RunDirOpt = None,
-    address: AddressOpt = None,
-    force: ForceOpt = False,
-) -> None:
-    """Stages `kb` and `index`: chunk the KB into passages on Ray Data, build BM25 (and dense) indexes."""
-    from kard_ray.registry import commands
+@kb_app.callback(invoke_without_command=True)
+def kb_stage(ctx: typer.Context, config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
+             address: AddressOpt = None, force: ForceOpt = False) -> None:
+    """Stage `kb`: knowledge-base documents chunked into passages on Ray Data (`kard kb search`: query a run's
+    indexes; `kard index` builds them)."""
+    if ctx.invoked_subcommand is None:
+        _run_stages(config, set_, run_dir, address, force, ["kb"])
 
-    _run_stages(config, set_, run_dir, address, force, commands()["kb build"])
+
+@kb_app.command("build", hidden=True)
+def kb_build(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None, address: AddressOpt = None,
+             force: ForceOpt = False) -> None:
+    """Stages `kb` and `index` (the earlier name of `kard index`)."""
+    from kard_ray.registry import OLD_COMMANDS
+
+    _run_stages(config, set_, run_dir, address, force, OLD_COMMANDS["kb build"])
 
 
 @kb_app.command("search")
@@ -238,23 +251,27 @@ def _stage_command(names: list[str]):
 
 
 def _register_stage_commands() -> None:
-    from kard_ray.registry import commands
+    """`kard <stage>` for every stage (a stage's command is its name), and the earlier names, hidden."""
+    from kard_ray.registry import OLD_COMMANDS, STAGES
 
-    custom = {"kb build", "rationales", "train-student"}  # commands with options of their own, below
-    for name, stages in commands().items():
+    custom = {"data", "kb", "rationales"}  # a group with subcommands, or options of their own
+    for name in STAGES:
         if name not in custom:
-            app.command(name)(_stage_command(stages))
+            app.command(name)(_stage_command([name]))
+    for old, stages in OLD_COMMANDS.items():
+        if " " not in old:
+            app.command(old, hidden=True)(_stage_command(stages))
 
 
 _register_stage_commands()
 
 
-@app.command("train-student")
+@app.command("train-student", hidden=True)
 def train_student(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDirOpt = None,
                   address: AddressOpt = None, force: ForceOpt = False,
                   method: Annotated[Optional[list[str]], typer.Option(
                       "--method", "-m", help="kard, rd or ft (repeatable; default: student.method).")] = None) -> None:
-    """Stages `student_<method>`: fine-tune the student on Ray Train (resumes from its last checkpoint)."""
+    """Stages `student_<method>` (`kard student_kard`, ...): several students by --method."""
     from kard_ray.registry import STUDENT_METHODS, student_stage
 
     bad = [m for m in method or [] if m not in STUDENT_METHODS]

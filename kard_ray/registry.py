@@ -1,14 +1,15 @@
 """The stage registry: every pipeline stage declared once. This table is the map of the house.
 
-A stage's *name* is its folder in the run directory, its job name (``python -m jobs <name>``) and
-its key in manifests. Each declaration says what the stage needs (upstream stages, for the given
-config), which config sections go into its key, which files it fingerprints, the outputs it
-writes (named paths, the only place artifact paths are spelled), its CLI command and its body
-(``module:function``, imported on use so that this table, ``kard --help`` and the job parser load
+A stage's *name* is its folder in the run directory, its `kard` command, its job name
+(``python -m jobs <name>``) and its key in manifests. Each declaration says what the stage needs
+(upstream stages, for the given config), which config sections go into its key, which files it
+fingerprints, the outputs it writes (named paths, the only place artifact paths are spelled) and its
+body (``module:function``, imported on use so that this table, ``kard --help`` and the job parser load
 no torch or Ray).
 
-The pipeline order, the CLI's stage commands and the job entrypoint are all derived from
-``STAGES``; stage bodies find each other's files through :func:`output`.
+The pipeline order, the CLI's stage commands (``kard <stage>``) and the job entrypoint
+(``python -m jobs <stage>``) are all derived from ``STAGES``; stage bodies find each other's files through
+:func:`output`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ def _none(_cfg: KardConfig) -> dict[str, str]:
 class Stage:
     name: str  # its run-dir folder, job name and manifest name
     summary: str  # one line for --help and docs
-    command: str  # the `kard` command that runs it
     body: str  # "module:function", called as fn(cfg, run, force=, log=, **params) -> StageResult
     needs: Callable[[KardConfig], Sequence[str]]
     key: Callable[[KardConfig], list[Any]]  # config parts hashed into the stage key
@@ -119,36 +119,36 @@ def _evaluate_key(cfg: KardConfig) -> list[Any]:
 # --------------------------------------------------------------------------- the table
 
 _STAGES: list[Stage] = [
-    Stage("data", "Question sets (or a generated synthetic world) into normalised parquet.", "prepare",
+    Stage("data", "Question sets (or a generated synthetic world) into normalised parquet.",
           "kard_ray.stages.data:build", needs=lambda c: [], key=lambda c: [c.data],
           inputs=lambda c: {} if c.data.synth is not None else c.data.split_paths(),
           outputs={"train": "train.parquet", "dev": "dev.parquet", "test": "test.parquet", "world": "world",
                    "world_kb": "world/kb.jsonl", "facts": "facts.jsonl"}),
-    Stage("kb", "Knowledge-base documents chunked into passages on Ray Data.", "kb build",
+    Stage("kb", "Knowledge-base documents chunked into passages on Ray Data.",
           "kard_ray.stages.kb:build", needs=_kb_needs, key=lambda c: [c.kb], inputs=_kb_inputs,
           outputs={"passages": "passages.parquet", "passages_arrow": "passages.arrow"}, clean=False),
-    Stage("index", "BM25 (always) and dense FAISS (when used) indexes over the passages.", "kb build",
+    Stage("index", "BM25 (always) and dense FAISS (when used) indexes over the passages.",
           "kard_ray.stages.index:build", needs=lambda c: ["kb"],
           key=lambda c: [c.retrieval.bm25,  # how many actors or GPUs embed does not change a vector
                          c.retrieval.dense.key_settings({"actors", "use_gpu", "num_gpus"}) if needs_dense(c) else None],
           outputs={"bm25": "bm25", "dense": "dense"}, clean=False),
     Stage("rationales", "n chain-of-thought rationales per question from the teacher (cached, rate-limited).",
-          "rationales", "kard_ray.stages.rationales:build", needs=lambda c: ["data"], key=_teacher_key,
+          "kard_ray.stages.rationales:build", needs=lambda c: ["data"], key=_teacher_key,
           inputs=_teacher_inputs,
           outputs={"rationales": "rationales.parquet", "failures": "failures.parquet",
                    "per_question": "per_question.parquet"}),
-    Stage("augment", "Rationale-retrieved passages for the student; candidate sets for the reranker.", "augment",
+    Stage("augment", "Rationale-retrieved passages for the student; candidate sets for the reranker.",
           "kard_ray.stages.augment:build", needs=lambda c: ["data", "index", "rationales"],
           key=_augment_key,
           outputs={"student": "student.parquet", "reranker": "reranker.parquet"}),
     Stage("reranker", "The KARD reranker, KL-distilled on Ray Train (resumes from its last checkpoint).",
-          "train-reranker", "kard_ray.stages.reranker:build", needs=lambda c: ["augment"],
+          "kard_ray.stages.reranker:build", needs=lambda c: ["augment"],
           key=lambda c: [c.reranker.key_settings({"eval_questions", "num_gpus"}), c.eval.recall_at],
           outputs={"model": "", "vectors": "index", "report_json": "report.json", "report_md": "report.md"}),
     *(Stage(student_stage(m), f"The {m} student on Ray Train (resumes from its last checkpoint).",
-            "train-student", "kard_ray.stages.student:build", needs=lambda c: ["augment"], key=_student_key(m),
+            "kard_ray.stages.student:build", needs=lambda c: ["augment"], key=_student_key(m),
             outputs={"model": ""}, params={"method": m}) for m in STUDENT_METHODS),
-    Stage("evaluate", "Every method on the same test questions: predictions, report, charts.", "evaluate",
+    Stage("evaluate", "Every method on the same test questions: predictions, report, charts.",
           "kard_ray.stages.evaluate:build", needs=_evaluate_needs, key=_evaluate_key,
           outputs={"predictions": "predictions.parquet", "report_json": "report.json", "report_md": "report.md",
                    "accuracy_png": "accuracy.png", "recall_png": "recall.png",
@@ -191,9 +191,5 @@ def plan(cfg: KardConfig, targets: Sequence[str] = ("evaluate",)) -> list[str]:
     return [name for name in STAGES if name in wanted]
 
 
-def commands() -> dict[str, list[str]]:
-    """CLI command -> the stages it runs, in order."""
-    out: dict[str, list[str]] = {}
-    for s in _STAGES:
-        out.setdefault(s.command, []).append(s.name)
-    return out
+# Earlier `kard` command names, kept as hidden aliases: old name -> the stages it runs.
+OLD_COMMANDS = {"prepare": ["data"], "kb build": ["kb", "index"], "train-reranker": ["reranker"]}

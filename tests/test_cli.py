@@ -10,15 +10,18 @@ from kard_ray.cli import app
 runner = CliRunner()
 
 
-def test_help_lists_commands():
+def test_help_lists_a_command_per_stage_and_keeps_the_old_names_working():
+    from kard_ray.registry import OLD_COMMANDS, STAGES
+
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    commands = ("synth", "prepare", "kb", "rationales", "augment", "train-reranker", "train-student", "evaluate",
-                "report", "run", "serve", "demo", "teacher", "config", "data")
+    commands = (*STAGES, "synth", "report", "run", "serve", "demo", "teacher", "config")
     for cmd in commands:
         assert cmd in result.output
+    for old in ("prepare", "train-reranker", "train-student"):  # hidden aliases: not listed, still running
+        assert old not in result.output
     subs = [["teacher", "reference-serve"], ["teacher", "serve"], ["data", "check"], ["config", "show"],
-            ["kb", "build"], ["kb", "search"], *[[c] for c in commands]]
+            ["kb", "search"], *[[c] for c in commands], *[old.split() for old in OLD_COMMANDS], ["train-student"]]
     for sub in subs:
         sub = [*sub, "--help"]
         assert runner.invoke(app, sub).exit_code == 0, sub

@@ -91,7 +91,7 @@ def expand_sources(paths: list[str], fmt: str) -> list[dict[str, Any]]:
 
 def source_documents(path: str, fmt: str, doc_id: str, on_malformed: str,
                      report: ReadReport) -> Iterator[tuple[str, str, str]]:
-    """(doc_id, title, text) of one source file, streamed; shared by ``kard kb build`` and its tests."""
+    """(doc_id, title, text) of one source file, streamed; shared by ``kard index`` and its tests."""
     if fmt == "folder-file":
         report.format = "folder"
         docs = iter_folder_file(path, doc_id, report)
