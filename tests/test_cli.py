@@ -65,7 +65,7 @@ def test_check_reports_file_and_line(tmp_path):
 
 
 def test_prepare_runs_then_skips(tmp_path):
-    args = ["prepare", "--run-dir", str(tmp_path / "run"), "--set", "data.synth.train_people=5",
+    args = ["data", "--run-dir", str(tmp_path / "run"), "--set", "data.synth.train_people=5",
             "--set", "data.synth.towns=6", "--set", "data.synth.regions=4"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0 and "[data] done" in first.output

@@ -128,7 +128,7 @@ def test_killed_kb_and_index_builds_resume(ray_session, tmp_path):
                                 for d in range(15_000)])
     sets = ["kb.part_rows=5000", "retrieval.bm25.shard_rows=10000", "ray.num_cpus=2"]
     cfg, run = kb_run(tmp_path, "run", files, *sets)
-    cli = [sys.executable, "-m", "kard_ray.cli", "kb", "build", "--run-dir", cfg.run_dir,
+    cli = [sys.executable, "-m", "kard_ray.cli", "index", "--run-dir", cfg.run_dir,
            "--set", f"kb.paths={json.dumps([str(p) for p in files])}", *[a for s in sets for a in ("--set", s)]]
     staging = tmp_path / "run" / "kb" / "_staging"
 

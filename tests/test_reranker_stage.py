@@ -81,7 +81,7 @@ def test_killed_training_resumes_from_its_checkpoint(prepared):
     sets = [*SETS, "reranker.epochs=3", "reranker.checkpoint_every_steps=2", "reranker.seed=1"]
     cfg = load_config(None, [f"run_dir={cfg.run_dir}", *sets])
     storage = Path(cfg.run_dir) / "train" / reranker_stage.storage_name(cfg, run)
-    args = [sys.executable, "-m", "kard_ray.cli", "train-reranker", "--run-dir", cfg.run_dir, "--address",
+    args = [sys.executable, "-m", "kard_ray.cli", "reranker", "--run-dir", cfg.run_dir, "--address",
             ray.get_runtime_context().gcs_address] + [a for s in sets for a in ("--set", s)]
     kill_after_first_checkpoint(args, storage)
     assert list(storage.glob("checkpoint_*")), "the killed run wrote no checkpoint"

@@ -95,7 +95,7 @@ def test_killed_student_training_resumes_from_its_checkpoint(prepared, strategy,
             f"student.strategy={strategy}", f"student.workers.num_workers={workers}"]
     cfg = load_config(None, [f"run_dir={cfg.run_dir}", *sets])
     storage = Path(cfg.run_dir) / "train" / student_stage.storage_name(cfg, run, "rd")
-    args = [sys.executable, "-m", "kard_ray.cli", "train-student", "--method", "rd", "--run-dir", cfg.run_dir,
+    args = [sys.executable, "-m", "kard_ray.cli", "student_rd", "--run-dir", cfg.run_dir,
             "--address", ray.get_runtime_context().gcs_address] + [a for s in sets for a in ("--set", s)]
     kill_after_first_checkpoint(args, storage)
     assert list(storage.glob("checkpoint_*")), "the killed run wrote no checkpoint"
