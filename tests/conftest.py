@@ -93,6 +93,13 @@ def prepare_tiny_run(root, upto: str = "augment"):
 
 
 @pytest.fixture(scope="session")
+def augmented_run(ray_session, tmp_path_factory):
+    """(cfg, run) of one tiny run up to ``augment``, shared by the reranker and student stage tests (each writes
+    only its own stage folders and checkpoints)."""
+    return prepare_tiny_run(tmp_path_factory.mktemp("augmented"))
+
+
+@pytest.fixture(scope="session")
 def tiny_pipeline(ray_session, tmp_path_factory):
     """(cfg, run, manifests) of the whole pipeline on the tiny world, run once per session."""
     from kard_ray.artifacts import RunDir

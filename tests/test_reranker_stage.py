@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import TINY_RUN_SETS, kill_after_first_checkpoint, prepare_tiny_run, quiet
+from conftest import TINY_RUN_SETS, kill_after_first_checkpoint, quiet
 
 from kard_ray.answers import strip_conclusion
 from kard_ray.config import load_config
@@ -20,8 +20,8 @@ SETS = TINY_RUN_SETS
 
 
 @pytest.fixture(scope="module")
-def prepared(ray_session, tmp_path_factory):
-    return prepare_tiny_run(tmp_path_factory.mktemp("reranker"))
+def prepared(augmented_run):
+    return augmented_run
 
 
 def test_candidate_sets_have_both_lists_and_rationale_scores(prepared):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_RUN_SETS, kill_after_first_checkpoint, prepare_tiny_run, quiet
+from conftest import TINY_RUN_SETS, kill_after_first_checkpoint, quiet
 
 from kard_ray.config import load_config
 from kard_ray.pipeline import run_one
@@ -16,8 +16,8 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def prepared(ray_session, tmp_path_factory):
-    return prepare_tiny_run(tmp_path_factory.mktemp("student"))
+def prepared(augmented_run):
+    return augmented_run
 
 
 def _mean_loss(model, tokenizer, cfg, run, method):
