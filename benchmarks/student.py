@@ -24,9 +24,9 @@ from common import cpu_info, emit
 def padding(run_dir: str, config: str) -> tuple[dict, dict]:
     """Padding shares per method, and the tokenized training examples and their length-grouped batches."""
     from kard_ray.artifacts import RunDir
+    from kard_ray.batching import length_grouped_batches, padding_share
     from kard_ray.config import load_config
     from kard_ray.stages.student import training_rows
-    from kard_ray.student.batching import length_grouped_batches, padding_share
     from kard_ray.student.model import load_student_tokenizer
     from kard_ray.student.train import tokenize_rows
 

@@ -75,6 +75,19 @@ def resume_progress(model, optimizer, scheduler, strategy: str = "ddp") -> dict[
         return load_checkpoint_dir(d, model, optimizer, scheduler, strategy)
 
 
+def read_shard(name: str) -> list[dict[str, Any]]:
+    """This worker's rows of the named Ray Data dataset, as plain Python values."""
+    import ray.train
+
+    try:
+        shard = ray.train.get_dataset_shard(name)
+    except KeyError:  # Ray Train v2: a dataset this run was not given (no held-out rows)
+        return []
+    if shard is None:  # Ray Train v1 said so with None
+        return []
+    return [r for batch in shard.iter_batches(batch_format="pyarrow", batch_size=1024) for r in batch.to_pylist()]
+
+
 def report(metrics: dict[str, Any], save: Callable[[str, Any], None] | None,
            gather: Callable[[], Any] | None = None) -> None:
     """Report metrics from every worker; with ``save``, every rank first runs ``gather()`` (FSDP's collectives),

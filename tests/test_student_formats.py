@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from kard_ray.answers import parse_answer, rationale_query, strip_conclusion
+from kard_ray.batching import length_grouped_batches, padding_share
 from kard_ray.models import load_tokenizer
-from kard_ray.student.batching import length_grouped_batches, padding_share
 from kard_ray.student.formats import build_prompt, render, target_text
 from kard_ray.student.generate import vote
 from kard_ray.student.model import Tokens, collate
@@ -198,3 +198,17 @@ def test_target_only_logits_give_the_full_loss_and_its_gradients():
     # a target from position 0 (no prompt) has no logit: the full sequence is projected, as HF does
     inputs, _, _ = collate([Tokens([], [7, 8, 9]), Tokens([5, 6], [10])], "causal", pad_id=0)
     assert student_loss(model, inputs).item() == pytest.approx(model(**inputs).loss.item(), rel=1e-5)
+
+
+def test_epoch_batches_are_the_same_every_time_they_are_asked_for():
+    """What lets the reranker and the student resume at a batch instead of replaying a stream: one worker's
+    batches for one epoch depend only on (seed, epoch, rank), and every worker takes `steps` of them."""
+    from kard_ray.batching import epoch_batches
+
+    lengths = list(range(5, 45))
+    first = epoch_batches(1, 0, 7, 4, 12, lengths=lengths)
+    assert first == epoch_batches(1, 0, 7, 4, 12, lengths=lengths) and len(first) == 12
+    assert first != epoch_batches(2, 0, 7, 4, 12, lengths=lengths) != epoch_batches(1, 1, 7, 4, 12, lengths=lengths)
+    assert sorted(i for b in first[:10] for i in b) == list(range(40))  # each row once per pass, then repeated
+    plain = epoch_batches(0, 0, 7, 4, 3, n_rows=10)
+    assert len(plain) == 3 and all(len(b) <= 4 for b in plain)

@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from kard_ray.batching import epoch_batches
 from kard_ray.config import RerankerConfig
 from kard_ray.efficiency import efficiency, matmul_probe, parameter_counts, settled_probe, training_flops
 from kard_ray.reranker.candidates import sample_candidates
 from kard_ray.reranker.hops import hop_query, training_hop
 from kard_ray.reranker.losses import LOSSES, annealed
-from kard_ray.training import freeze_below_top, gather_state, report, resume_progress, save_model_dir
+from kard_ray.training import freeze_below_top, gather_state, read_shard, report, resume_progress, save_model_dir
 
 
 def save_checkpoint_dir(path: str, model, tokenizer, gathered, scheduler, progress: dict[str, int],
@@ -79,7 +80,7 @@ def train_loop(config: dict[str, Any]) -> None:
     resumed_from = progress["step"]
     loss_fn = LOSSES[cfg.loss]
     autocast, scaler = autocast_and_scaler(device, cfg.precision)
-    shard = ray.train.get_dataset_shard("train")
+    rows = read_shard("train")  # this worker's share, once: each epoch orders it by a seeded permutation
     probe = matmul_probe(device=device)
 
     def gather():
@@ -90,17 +91,12 @@ def train_loop(config: dict[str, Any]) -> None:
 
     model.train()
     for epoch in range(progress["epoch"], cfg.epochs):
-        rng = np.random.default_rng(cfg.seed * 1000 + epoch * 10 + rank)
         losses, pairs, stats, t0 = [], 0, {}, time.perf_counter()
-        batches = shard.iter_batches(batch_size=cfg.batch_size, batch_format="pyarrow",
-                                     local_shuffle_buffer_size=cfg.batch_size * 8, local_shuffle_seed=cfg.seed + epoch)
-        for i, batch in enumerate(batches):
-            if i >= steps_per_epoch:
-                break
-            if i < progress["batch"]:
-                continue  # already trained before the restart
-            rows = batch.to_pylist()
-            queries, texts, targets, mask = build_batch(rows, store, rng, cfg.candidates_per_step, cfg.hops)
+        batches = epoch_batches(epoch, rank, cfg.seed, cfg.batch_size, steps_per_epoch, n_rows=len(rows))
+        for i in range(progress["batch"], steps_per_epoch):  # a resumed run starts at the batch it stopped before
+            rng = np.random.default_rng([cfg.seed, epoch, rank, i])  # the batch's candidates, the same on a rerun
+            queries, texts, targets, mask = build_batch([rows[j] for j in batches[i]], store, rng,
+                                                        cfg.candidates_per_step, cfg.hops)
             frac = progress["step"] / max(total, 1)
             tau1 = annealed(cfg.tau1, cfg.tau1_end or cfg.tau1, frac) if cfg.anneal_tau else cfg.tau1
             tau2 = annealed(cfg.tau2, cfg.tau2_end or cfg.tau2, frac) if cfg.anneal_tau else cfg.tau2

@@ -15,25 +15,12 @@ from typing import Any
 import numpy as np
 
 from kard_ray import parallel
+from kard_ray.batching import epoch_batches
 from kard_ray.config import StudentConfig
 from kard_ray.efficiency import efficiency, matmul_probe, parameter_counts, settled_probe, training_flops
 from kard_ray.parallel import unwrap
-from kard_ray.student.batching import length_grouped_batches
 from kard_ray.student.model import Tokens, collate, logits_window, student_loss
-from kard_ray.training import freeze_below_top, gather_state, report, resume_progress, save_model_dir
-
-
-def read_shard(name: str) -> list[dict[str, Any]]:
-    """This worker's rows of the named Ray Data dataset, as plain Python values."""
-    import ray.train
-
-    try:
-        shard = ray.train.get_dataset_shard(name)
-    except KeyError:  # Ray Train v2: a dataset this run was not given (no held-out rows)
-        return []
-    if shard is None:  # Ray Train v1 said so with None
-        return []
-    return [r for batch in shard.iter_batches(batch_format="pyarrow", batch_size=1024) for r in batch.to_pylist()]
+from kard_ray.training import freeze_below_top, gather_state, read_shard, report, resume_progress, save_model_dir
 
 
 def tokenize_rows(rows: list[dict[str, Any]], tokenizer, cfg: StudentConfig, method: str) -> tuple[list[Tokens], int]:
@@ -158,10 +145,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 "epoch_end": True}, save, gather)
     while progress["step"] < total:
         epoch = progress["epoch"]
-        rng = np.random.default_rng(cfg.seed * 1000 + epoch * 10 + rank)
-        batches = length_grouped_batches(lengths, cfg.batch_size, rng, group=cfg.group_by_length)
-        needed = steps_per_epoch * cfg.grad_accum
-        batches = (batches * math.ceil(needed / max(len(batches), 1)))[:needed]  # equal step counts on all workers
+        batches = epoch_batches(epoch, rank, cfg.seed, cfg.batch_size, steps_per_epoch * cfg.grad_accum,
+                                lengths=lengths if cfg.group_by_length else None, n_rows=len(lengths))
         losses, real_tokens, padded_tokens, t0 = [], 0, 0, time.perf_counter()
         head_skipped = 0  # positions whose vocabulary projection the loss did not need (not computed)
         for step_in_epoch in range(progress["batch"], steps_per_epoch):

@@ -6,6 +6,8 @@ then shuffle the batches: batches stay random across the epoch while their rows 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -21,6 +23,19 @@ def length_grouped_batches(lengths: list[int] | np.ndarray, batch_size: int, rng
     batches = [order[i:i + batch_size].tolist() for i in range(0, n, batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def epoch_batches(epoch: int, rank: int, seed: int, batch_size: int, steps: int,
+                  lengths: list[int] | np.ndarray | None = None, n_rows: int | None = None) -> list[list[int]]:
+    """One worker's batches (row indices) for one epoch, the same every time they are asked for, so a resumed
+    run starts at its batch instead of replaying a stream: a seeded order of its rows (length-grouped when
+    ``lengths`` are given), repeated or cut to ``steps`` batches so that every worker takes as many steps
+    (the reranker and the student both train on it)."""
+    rng = np.random.default_rng(seed * 1000 + epoch * 10 + rank)
+    n = len(lengths) if lengths is not None else int(n_rows or 0)
+    batches = length_grouped_batches(lengths if lengths is not None else np.zeros(n), batch_size, rng,
+                                     group=lengths is not None)
+    return (batches * math.ceil(steps / max(len(batches), 1)))[:steps]
 
 
 def padding_share(lengths: list[int] | np.ndarray, batches: list[list[int]]) -> float:
