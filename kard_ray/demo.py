@@ -26,7 +26,8 @@ def reranker_table(gap: dict) -> Table:
     facts = gap["gold_facts"]
     ks = [k for k in next(iter(facts.values())) if k.startswith("recall@")]
     table = Table("retrieval with the question", *ks,
-                  title=f"Reranker on {gap['questions']} unseen-entity test questions (needed facts)")
+                  title=f"Reranker on {gap['questions']} {gap.get('question_kind', 'held-out')} test questions "
+                        "(needed facts)")
     for method, vals in facts.items():
         if method != "candidate_ceiling":
             table.add_row(method, *[f"{vals[k]:.2f}" for k in ks])

@@ -15,15 +15,28 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def questions_label(report: dict) -> str:
+    """'60 unseen-entity test questions' (the synthetic world) or '150 held-out test questions' (real data)."""
+    return f"{report['questions']} {report.get('question_kind', 'held-out')} {report['split']} questions"
+
+
+def baselines(report: dict) -> str:
+    """Chance and the majority class, beside every accuracy table."""
+    parts = [f"chance {_pct(report['chance'])}%"] if report.get("chance") is not None else []
+    if report.get("majority") is not None:
+        parts.append(f"always answering the commonest gold option {_pct(report['majority'])}%")
+    return "; ".join(parts)
+
+
 def results_table(report: dict):
     from rich.table import Table
 
     table = Table("method", "accuracy %", "95% CI", "n", "parsed by option text", title=(
-        f"KARD evaluation: {report['questions']} {report['split']} questions ({report['decoding']} decoding)"))
+        f"KARD evaluation: {questions_label(report)} ({report['decoding']} decoding)"))
     for m, r in report["methods"].items():
         table.add_row(METHOD_LABELS.get(m, m), _pct(r["accuracy"]), f"{_pct(r['ci_low'])}-{_pct(r['ci_high'])}",
                       str(r["n"]), _pct(r.get("parsed_by", {}).get("option_text", 0) / max(r["n"], 1)))
-    table.caption = f"rationales from {report.get('rationales_from', 'the teacher')}"
+    table.caption = f"baselines: {baselines(report)}; rationales from {report.get('rationales_from', 'the teacher')}"
     if report.get("retrieval"):
         cap = "; ".join(f"{name}: " + ", ".join(f"{k} {_pct(v)}" for k, v in vals.items())
                         for name, vals in report["retrieval"].items())
@@ -32,17 +45,15 @@ def results_table(report: dict):
 
 
 def report_markdown(report: dict) -> str:
-    lines = [f"# KARD evaluation: {report['questions']} {report['split']} questions", "",
+    lines = [f"# KARD evaluation: {questions_label(report)}", "",
              f"Run `{report['run_dir']}`, {report['decoding']} decoding, {report['passages']} passages per question; "
              f"rationales from {report.get('rationales_from', 'the teacher')}.",
              "", "| method | accuracy % | 95% CI | n |", "|---|---|---|---|"]
     for m, r in report["methods"].items():
         lines.append(f"| {METHOD_LABELS.get(m, m)} | {_pct(r['accuracy'])} | {_pct(r['ci_low'])}-{_pct(r['ci_high'])}"
                      f" | {r['n']} |")
-    if report.get("chance") is not None:
-        majority = f"; always answering the commonest gold option: {_pct(report['majority'])}%" \
-            if report.get("majority") is not None else ""
-        lines += ["", f"Chance: {_pct(report['chance'])}%{majority}."]
+    if baselines(report):
+        lines += ["", f"Baselines: {baselines(report)}."]
     if report.get("retrieval"):
         ks = list(next(iter(report["retrieval"].values())))
         lines += ["", "## Retrieval: recall of the needed facts", "", "| retrieval | " + " | ".join(ks) + " |",

@@ -66,7 +66,8 @@ def knowledge_gap(questions: Sequence[Question], rationales: dict[str, str], *, 
 
 
 def knowledge_gap_markdown(metrics: dict) -> str:
-    lines = [f"# Reranker: the knowledge gap ({metrics['questions']} held-out questions)", "",
+    kind = metrics.get("question_kind", "held-out")
+    lines = [f"# Reranker: the knowledge gap ({metrics['questions']} {kind} questions)", "",
              f"First stage: {metrics['first_stage']}, {metrics['kappa_star']} candidates reranked.", ""]
     for key, title in (("gold_facts", "Recall of the gold facts"),
                        ("rationale_top3", "Recall of the passages rationale-BM25 ranks top-3")):

@@ -224,6 +224,7 @@ def summarise(cfg: KardConfig, run: RunDir, questions: list[Question], methods: 
     retrieval = {k: v for k, v in retrieval.items() if any(x is not None for x in v.values())}
     n_options = {len(q.options) for q in questions}
     report = {"run_dir": run.uri, "split": e.split, "questions": len(questions), "decoding": e.decoding,
+              "question_kind": "unseen-entity" if cfg.data.synth is not None else "held-out",
               "rationales_from": rationale_source(cfg),
               "passages": e.passages, "methods": report_methods, "retrieval": retrieval,
               "chance": 1 / n_options.pop() if len(n_options) == 1 else None,

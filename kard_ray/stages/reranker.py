@@ -108,7 +108,8 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
         vectors = build_passage_vectors(run.uri_of(output("kb", "passages_arrow")),
                                         run.uri_of(output("reranker", "model")), r.max_length,
                                         run.uri_of(output("reranker", "vectors")), r.num_gpus)
-    gap = knowledge_gap_on_ray(cfg, run)
+    gap = {**knowledge_gap_on_ray(cfg, run),
+           "question_kind": "unseen-entity" if cfg.data.synth is not None else "held-out"}
     run.write_text(output("reranker", "report_json"), json.dumps(gap, indent=2))
     run.write_text(output("reranker", "report_md"), knowledge_gap_markdown(gap))
     log(knowledge_gap_markdown(gap))
