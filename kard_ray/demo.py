@@ -19,6 +19,11 @@ from rich.table import Table
 
 from kard_ray.artifacts import RunDir
 from kard_ray.config import KardConfig
+from kard_ray.evaluation.report import results_table
+from kard_ray.launch import open_run, start_ray
+from kard_ray.pipeline import run_pipeline
+from kard_ray.registry import LOGS_DIR, output, plan
+from kard_ray.runtime import ray_log_dir, route_logs_to_file
 
 
 def reranker_table(gap: dict) -> Table:
@@ -51,10 +56,6 @@ def run_pipeline_with_progress(cfg: KardConfig, address: str | None = None, forc
                                console: Console | None = None, quiet_logs: bool = True) -> RunDir:
     """Every stage in order, one line per stage, then the results table and the report's path. With
     ``quiet_logs`` (the default) library and Ray logs go to ``RUN_DIR/logs/`` instead of the console."""
-    from kard_ray.launch import open_run, start_ray
-    from kard_ray.registry import LOGS_DIR, plan
-    from kard_ray.runtime import ray_log_dir, route_logs_to_file
-
     console = console or Console()
     t0 = time.time()
     run = open_run(cfg, plan(cfg), address)  # the plan checked before anything is written or paid for
@@ -75,9 +76,6 @@ def run_pipeline_with_progress(cfg: KardConfig, address: str | None = None, forc
 
 def _run_with_view(cfg: KardConfig, run: RunDir, force: bool, console: Console, quiet_logs: bool) -> dict:
     """The pipeline with a spinner naming the running stages (terminals) and one line per finished stage."""
-    from kard_ray.pipeline import run_pipeline
-    from kard_ray.registry import plan
-
     total = len(plan(cfg))
     done = [0]
     running: list[str] = []  # stages that do not need each other run at once
@@ -102,9 +100,6 @@ def _run_with_view(cfg: KardConfig, run: RunDir, force: bool, console: Console, 
 
 def _finish(run: RunDir, manifests: dict, console: Console, t0: float) -> RunDir:
     """The reranker's and the evaluation's tables, the wall time and where the report is."""
-    from kard_ray.evaluation.report import results_table
-    from kard_ray.registry import output
-
     gap = manifests.get("reranker", {}).get("extra", {}).get("knowledge_gap")
     if gap and "gold_facts" in gap:
         console.print(reranker_table(gap))

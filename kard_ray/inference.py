@@ -6,15 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kard_ray.config import InferenceSettings
+from kard_ray.fs import local_copy
+from kard_ray.reranker.model import Reranker, query_text
+from kard_ray.reranker.vectors import load_passage_vectors
 
 
 def load_trained_reranker(model_uri: str, vectors_uri: str, s: InferenceSettings, use_vectors: bool = True):
     """A trained reranker with its stored passage vectors (bi-encoders; ``use_vectors=False`` encodes every
     candidate instead, the path before vectors existed), local copies if remote."""
-    from kard_ray.fs import local_copy
-    from kard_ray.reranker.model import Reranker
-    from kard_ray.reranker.vectors import load_passage_vectors
-
     vectors = None
     if use_vectors:
         try:
@@ -26,6 +25,4 @@ def load_trained_reranker(model_uri: str, vectors_uri: str, s: InferenceSettings
 
 def question_query(s: InferenceSettings, question: str, options: Sequence[str]) -> str:
     """The query the first stage and the reranker see for a question (the same text as in training)."""
-    from kard_ray.reranker.model import query_text
-
     return query_text(question, list(options), s.query_with_options)

@@ -18,6 +18,7 @@ from typing import Any
 from kard_ray.artifacts import RunDir, run_stage, stage_fingerprints, stage_key
 from kard_ray.config import KardConfig
 from kard_ray.registry import plan, stage
+from kard_ray.runtime import concurrent_stages, is_embedded, machine_cores, sharing_cores
 
 OnStage = Callable[[str, str, "dict | None", float], None]
 
@@ -51,8 +52,6 @@ def run_stages(cfg: KardConfig, run: RunDir, targets: Sequence[str] = ("evaluate
     start first. After a failure nothing new starts; the stages already running finish, then the first error
     is raised. A share is fixed when its stage starts (a stage that turns out up to date still counted).
     """
-    from kard_ray.runtime import concurrent_stages, is_embedded, machine_cores, sharing_cores
-
     order = plan(cfg, targets)
     lanes = concurrency or concurrent_stages(cfg.ray.concurrent_stages, is_embedded())
     if lanes <= 1:  # one after another on this thread, with every core (Ctrl-C and Ray Train's abort as usual)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from kard_ray.artifacts import RunDir
 from kard_ray.config import InferenceSettings, KardConfig, RetrievalConfig
 from kard_ray.fs import local_copy
+from kard_ray.inference import load_trained_reranker
 from kard_ray.registry import RESOLVED_CONFIG, output
 from kard_ray.retrieval.open import IndexUris, Retriever, open_index
 from kard_ray.retrieval.passages import PassageStore
@@ -46,6 +47,4 @@ def open_passages(run_uri: str) -> PassageStore:
 
 def open_reranker(run_uri: str, s: InferenceSettings, use_vectors: bool = True):
     """The run's trained reranker with its stored passage vectors (bi-encoders)."""
-    from kard_ray.inference import load_trained_reranker
-
     return load_trained_reranker(_at(run_uri, "reranker", "model"), _at(run_uri, "reranker", "vectors"), s, use_vectors)

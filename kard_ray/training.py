@@ -16,7 +16,9 @@ from typing import Any
 
 from kard_ray import parallel
 from kard_ray.config import TrainWorkers
+from kard_ray.fs import upload_file
 from kard_ray.parallel import block_stacks, unwrap
+from kard_ray.runtime import cores_per_worker, is_embedded
 
 TRAINER_STATE = "trainer_state.pt"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -110,7 +112,6 @@ def fit(loop: Callable[[dict], None], loop_config: dict[str, Any], workers: Trai
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from kard_ray.runtime import cores_per_worker, is_embedded
 
     n = max(1, workers.num_workers)
     cpus = cores_per_worker(workers.cpus_per_worker, n, is_embedded())
@@ -139,8 +140,6 @@ def export_checkpoint(run, checkpoint, stage: str, transform: Callable[[str, str
     ``transform(src, dst)`` replaces the plain copy (e.g. merging a LoRA adapter). Remote run
     directories get the folder uploaded, file by file in pieces, from a local temporary folder.
     """
-    from kard_ray.fs import upload_file
-
     with checkpoint.as_directory() as ckpt:
         if run.is_local:
             os.makedirs(run.path(stage), exist_ok=True)
@@ -158,7 +157,6 @@ def export_checkpoint_on_ray(run, checkpoint, stage: str, transform: Callable[[s
     the whole base model (an 8B student's memory, or its GPU), which is no job for the driver on the head node."""
     import ray
 
-    from kard_ray.runtime import cores_per_worker, is_embedded
 
     options = {"num_cpus": cores_per_worker(workers.cpus_per_worker, 1, is_embedded()),
                "num_gpus": 1 if workers.use_gpu else 0}

@@ -25,6 +25,15 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.exceptions import BackPressureError
 
+from kard_ray.answers import answer_segment, split_options
+from kard_ray.artifacts import RunDir
+from kard_ray.config import InferenceSettings, RetrievalConfig
+from kard_ray.inference import question_query
+from kard_ray.registry import output, student_stage
+from kard_ray.reranker.hops import hop_plan
+from kard_ray.run_readers import open_passages, open_reranker, open_retriever, run_config
+from kard_ray.student.formats import answer_line_done
+from kard_ray.student.generate import StudentPredictor
 from serve.chat import ChatRequest, completion, stream_events, unsupported, usage_of
 
 log = logging.getLogger("ray.serve")
@@ -99,10 +108,6 @@ def _load_or_log(what: str, fn):
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
 class Retriever:
     def __init__(self, run_dir: str, retrieval: dict[str, Any], first_stage: str):
-        from kard_ray.artifacts import RunDir
-        from kard_ray.config import RetrievalConfig
-        from kard_ray.run_readers import open_passages, open_retriever
-
         run, cfg = RunDir(run_dir), RetrievalConfig.model_validate(retrieval)
         self.first = _load_or_log(f"retriever ({first_stage}) of {run_dir}",
                                   lambda: open_retriever(run.uri, cfg, first_stage))
@@ -155,9 +160,6 @@ class RerankerModel:
 
     def __init__(self, run_dir: str, settings: dict[str, Any], max_batch_size: int = 16, batch_wait_ms: float = 0,
                  use_vectors: bool = True, threads: int = 0):
-        from kard_ray.config import InferenceSettings
-        from kard_ray.run_readers import open_reranker
-
         s = InferenceSettings.model_validate(settings)
         self.model = _load_or_log(f"reranker of {run_dir}", lambda: open_reranker(run_dir, s, use_vectors))
         _use_threads(threads)
@@ -176,16 +178,11 @@ class Generator:
 
     def __init__(self, model_dir: str, method: str, settings: dict[str, Any], max_batch_size: int = 16,
                  batch_wait_ms: float = 0, threads: int = 0):
-        from kard_ray.student.generate import StudentPredictor
-
         self.predictor = _load_or_log(f"student {model_dir}", lambda: StudentPredictor(model_dir, method, settings))
         _use_threads(threads)
         self.batcher = _batcher(self._run, max_batch_size, batch_wait_ms)
 
     def _run(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from kard_ray.answers import answer_segment
-        from kard_ray.student.formats import answer_line_done
-
         out = []
         for it, p in zip(items, self.predictor.predict(items)):
             text, index = p["generation"], p["prediction"]
@@ -215,8 +212,6 @@ class KardService:
     def __init__(self, retriever, reranker, generator, *, settings: dict[str, Any], overrides: dict[str, Any],
                  max_question_chars: int = 4000, request_timeout_s: float = 30.0, api_key_env: str | None = None,
                  model_name: str = "kard-student"):
-        from kard_ray.config import InferenceSettings
-
         self.retriever, self.reranker, self.generator = retriever, reranker, generator
         self.settings, self.overrides = InferenceSettings.model_validate(settings), overrides
         self.max_chars, self.timeout = max_question_chars, request_timeout_s
@@ -249,7 +244,6 @@ class KardService:
     async def _answer(self, req: AnswerRequest) -> dict[str, Any]:
         if len(req.question) > self.max_chars:
             raise HTTPException(413, f"question has {len(req.question)} characters; the limit is {self.max_chars}")
-        from kard_ray.inference import question_query
 
         options, s = req.options or [], self.settings
         top_k = req.top_k or s.passages
@@ -281,8 +275,6 @@ class KardService:
                                    timings: dict[str, float]) -> list[tuple[dict, float]]:
         """``hop_plan`` (the evaluation's multi-hop rerank) driven by the Retriever and RerankerModel
         deployments; time spent in each is summed into ``timings``."""
-        from kard_ray.reranker.hops import hop_plan
-
         plan = hop_plan(query, top_k, n_cand, self.settings.hops, key=lambda c: c["row"], text=lambda c: c["text"])
         timings.update(retrieve=0.0, rerank=0.0)
         try:
@@ -346,7 +338,6 @@ class KardService:
             raise HTTPException(422, "no user message")
         if reason := unsupported(req, self.settings.decoding):
             raise HTTPException(422, reason)
-        from kard_ray.answers import split_options
 
         question, options = split_options(users[-1])
         try:
@@ -420,11 +411,6 @@ def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None
     Replicas read ``api_key_env`` from their node's environment (a Kubernetes Secret, the cluster's
     env); ``ingress_runtime_env`` can hand the ingress variables the nodes do not have.
     """
-    from kard_ray.artifacts import RunDir
-    from kard_ray.config import InferenceSettings
-    from kard_ray.registry import output, student_stage
-    from kard_ray.run_readers import run_config
-
     args = args if isinstance(args, ServeAppArgs) else ServeAppArgs.model_validate(args)
     run = RunDir(args.run_dir)
     student = student_stage(args.student)

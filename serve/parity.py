@@ -13,6 +13,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from kard_ray.registry import output
+from kard_ray.stages.data import read_split
+
 
 def post_json(url: str, body: dict[str, Any], timeout: float = 300) -> tuple[int, dict[str, Any]]:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
@@ -27,8 +30,6 @@ def evaluated_rows(run, method: str = "kard_reranker") -> list[dict[str, Any]]:
     """(question, options, passage ids, generation) of each evaluated question for ``method``."""
     import pyarrow.parquet as pq
 
-    from kard_ray.registry import output
-    from kard_ray.stages.data import read_split
 
     report = run.read_json(output("evaluate", "report_json"))
     with run.fs.open_input_file(run.path(output("evaluate", "predictions"))) as f:

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 
+from kard_ray.devices import inference_dtype, process_device
+from kard_ray.models import load_causal_lm
+
 api = FastAPI(title="kard-ray self-hosted teacher")
 
 
@@ -40,9 +43,6 @@ class ChatRequest(BaseModel):
 @serve.ingress(api)
 class ChatTeacher:
     def __init__(self, model: str, trust_remote_code: bool = False):
-        from kard_ray.devices import inference_dtype, process_device
-        from kard_ray.models import load_causal_lm
-
         self.name = model
         device = process_device()  # a GPU only when this replica reserved one
         self.tokenizer, self.model = load_causal_lm(model, trust_remote_code, dtype=inference_dtype(device))

@@ -20,6 +20,7 @@ from kard_ray.data.records import (
     iter_jsonl,
     read_text,
 )
+from kard_ray.fs import resolve_fs
 
 KB_FORMATS = ("text", "jsonl", "folder", "parquet")
 FOLDER_SUFFIXES = (".txt", ".md")
@@ -112,8 +113,6 @@ def iter_folder_file(path: str, doc_id: str, report: ReadReport) -> Iterator[Doc
 
 def iter_folder(path: str, report: ReadReport) -> Iterator[Document]:
     """Every .txt/.md file under a folder is one document, its id the relative path."""
-    from kard_ray.fs import resolve_fs
-
     fs, root = resolve_fs(path)
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
     files = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(FOLDER_SUFFIXES))
@@ -126,7 +125,6 @@ def iter_parquet(path: str, report: ReadReport) -> Iterator[Document]:
     """Parquet with a ``text`` column and optional ``id`` / ``title``; read in row batches."""
     import pyarrow.parquet as pq
 
-    from kard_ray.fs import resolve_fs
 
     fs, p = resolve_fs(path)
     pf = pq.ParquetFile(fs.open_input_file(p))
@@ -149,8 +147,6 @@ def iter_parquet(path: str, report: ReadReport) -> Iterator[Document]:
 
 
 def detect_kb_format(path: str) -> str:
-    from kard_ray.fs import resolve_fs
-
     fs, p = resolve_fs(path)
     info = fs.get_file_info(p)
     if info.type == pafs.FileType.NotFound:

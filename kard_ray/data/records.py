@@ -9,6 +9,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
+from kard_ray.fs import resolve_fs
+
 T = TypeVar("T")
 OnMalformed = Literal["error", "skip"]
 
@@ -92,8 +94,6 @@ def iter_jsonl(path: str, text: str, report: ReadReport, on_malformed: OnMalform
 
 def read_text(path: str) -> str:
     """Read a UTF-8 file from a local path or URI; undecodable bytes are an error naming the byte offset."""
-    from kard_ray.fs import resolve_fs
-
     fs, p = resolve_fs(path)
     with fs.open_input_stream(p) as f:
         data = f.read()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from kard_ray.data.schema import Question
 from kard_ray.evaluation.metrics import facts_found, hit_rate
+from kard_ray.reranker.model import query_text
 
 
 def recall(hit_lists: list[list[bool]]) -> float:
@@ -24,8 +25,6 @@ def knowledge_gap(questions: Sequence[Question], rationales: dict[str, str], *, 
                   with_options: bool = True, other_first_stages: dict | None = None) -> dict:
     """``other_first_stages``: more retrievers (name -> retriever) whose question-only rankings are reported
     beside the configured first stage's (e.g. the trained bi-encoder searching its stored vectors)."""
-    from kard_ray.reranker.model import query_text
-
     max_k = max(ks)
     others = {n: r for n, r in (other_first_stages or {}).items() if n not in ("bm25", first_stage_name)}
     methods = list(dict.fromkeys(["bm25", first_stage_name, *others, f"{first_stage_name}+reranker"]))

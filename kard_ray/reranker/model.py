@@ -9,9 +9,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from kard_ray.data.schema import render_options
+from kard_ray.devices import inference_dtype, process_device
 from kard_ray.efficiency import count_tokens
+from kard_ray.fs import resolve_fs
 from kard_ray.models import resolve_model, safe_load_kwargs
-from kard_ray.retrieval.dense import embed_batch
+from kard_ray.reranker.hops import multi_hop_rerank
+from kard_ray.retrieval.dense import embed, embed_batch
 
 
 def query_text(question: str, options: Sequence[str], with_options: bool = True) -> str:
@@ -95,7 +98,6 @@ def read_architecture(model_dir: str) -> dict:
     ARCH_DEFAULTS for what it lacks: folders saved before the file or a field existed."""
     import pyarrow.fs as pafs
 
-    from kard_ray.fs import resolve_fs
 
     fs, root = resolve_fs(model_dir)
     path = f"{root.rstrip('/')}/{ARCH_FILE}"
@@ -119,7 +121,6 @@ class Reranker:
         store (``reranker.vectors``); with them a candidate costs a dot product, not an encoding."""
         import torch
 
-        from kard_ray.devices import inference_dtype, process_device
 
         spec = read_architecture(path)
         self.architecture, self.scale, self.hops = spec["architecture"], spec["bi_scale"], int(spec["hops"])
@@ -134,8 +135,6 @@ class Reranker:
 
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Bi-encoder query vectors (unit length), the same embedding as the stored passage vectors."""
-        from kard_ray.retrieval.dense import embed
-
         return embed(self.model, self.tokenizer, queries, self.max_length, self.device, self.batch_size)
 
     def score_candidates_many(self, requests: Sequence[tuple[str, Sequence[int], Sequence[str]]]) -> list[np.ndarray]:
@@ -180,8 +179,6 @@ class Reranker:
         """The k best passage rows for ``query`` over ``kappa`` first-stage candidates per hop, in ``hops``
         rounds (default: as many as the model was trained for) (``first_stage.search``, ``texts(rows)``);
         ``candidates``: the first hop's, when the caller already searched."""
-        from kard_ray.reranker.hops import multi_hop_rerank
-
         return multi_hop_rerank(query, search=lambda q, n: first_stage.search(q, n)[0],
                                 score=self.score_candidates, texts=texts, k=k, kappa=kappa, hops=hops or self.hops,
                                 first_rows=candidates)

@@ -16,17 +16,20 @@ import numpy as np
 
 from kard_ray.batching import epoch_batches
 from kard_ray.config import RerankerConfig
+from kard_ray.devices import autocast_and_scaler, clipped_step
 from kard_ray.efficiency import efficiency, matmul_probe, parameter_counts, settled_probe, training_flops
+from kard_ray.fs import local_copy
 from kard_ray.reranker.candidates import sample_candidates
 from kard_ray.reranker.hops import hop_query, training_hop
 from kard_ray.reranker.losses import LOSSES, annealed
+from kard_ray.reranker.model import load_reranker, save_architecture, score_matrix
+from kard_ray.retrieval.passages import PassageStore
+from kard_ray.runtime import use_assigned_cores
 from kard_ray.training import freeze_below_top, gather_state, read_shard, report, resume_progress, save_model_dir
 
 
 def save_checkpoint_dir(path: str, model, tokenizer, gathered, scheduler, progress: dict[str, int],
                         cfg: RerankerConfig) -> None:
-    from kard_ray.reranker.model import save_architecture
-
     save_model_dir(path, model, tokenizer, gathered, scheduler, progress)
     save_architecture(path, cfg.architecture, cfg.bi_scale, cfg.hops)
 
@@ -55,11 +58,6 @@ def train_loop(config: dict[str, Any]) -> None:
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from kard_ray.devices import autocast_and_scaler, clipped_step
-    from kard_ray.fs import local_copy
-    from kard_ray.reranker.model import load_reranker, score_matrix
-    from kard_ray.retrieval.passages import PassageStore
-    from kard_ray.runtime import use_assigned_cores
 
     cfg = RerankerConfig.model_validate(config["reranker"])
     use_assigned_cores()

@@ -13,6 +13,9 @@ import os
 import numpy as np
 
 from kard_ray.config import DenseConfig
+from kard_ray.fs import local_copy
+from kard_ray.retrieval.dense import build_dense_index
+from kard_ray.retrieval.passages import PassageStore
 
 
 def encoder_config(model_dir: str, max_length: int, num_gpus: float = 0.0) -> DenseConfig:
@@ -24,10 +27,6 @@ def build_passage_vectors(passages_arrow_uri: str, model_dir: str, max_length: i
                           num_gpus: float = 0.0) -> dict:
     """Embed every passage of the store (row order) with the trained encoder (``num_gpus`` per embedding actor)
     and write the index folder."""
-    from kard_ray.fs import local_copy
-    from kard_ray.retrieval.dense import build_dense_index
-    from kard_ray.retrieval.passages import PassageStore
-
     n_rows = len(PassageStore(local_copy(passages_arrow_uri)))
     return build_dense_index(passages_arrow_uri, n_rows, encoder_config(model_dir, max_length, num_gpus), out_uri)
 

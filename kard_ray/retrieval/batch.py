@@ -7,7 +7,9 @@ from typing import Any
 import pyarrow as pa
 
 from kard_ray.config import RetrievalConfig
-from kard_ray.retrieval.open import IndexUris
+from kard_ray.fs import local_copy
+from kard_ray.retrieval.open import IndexUris, open_index
+from kard_ray.retrieval.passages import PassageStore
 
 
 class RetrieveBatch:
@@ -15,10 +17,6 @@ class RetrieveBatch:
 
     def __init__(self, uris: IndexUris, passages_uri: str, retrieval: dict[str, Any], method: str, k: int,
                  query_column: str):
-        from kard_ray.fs import local_copy
-        from kard_ray.retrieval.open import open_index
-        from kard_ray.retrieval.passages import PassageStore
-
         self.retriever = open_index(uris, RetrievalConfig.model_validate(retrieval), method)
         self.passages = PassageStore(local_copy(passages_uri))
         self.k, self.query_column = k, query_column

@@ -29,6 +29,8 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from kard_ray.fs import delete_path, local_copy, resolve_fs, save_bytes, save_npy
+from kard_ray.retrieval import bm25_kernel
+from kard_ray.retrieval.bm25_kernel import topk_batch
 from kard_ray.retrieval.passages import shard_bounds
 from kard_ray.retrieval.tokenizer import Tokenizer
 
@@ -323,7 +325,6 @@ class _Shard:
         """Per query: (global rows, scores) of this shard's k best; ``compiled``: one numba call for all."""
         if not compiled:
             return [self.topk(t, m, k) for t, m in zip(terms, mults)]
-        from kard_ray.retrieval.bm25_kernel import topk_batch
 
         parts = topk_batch(terms, mults, self.indptr, self.indices, self.data, self.dense_row, self.dense, self.n, k)
         return [(rows + self.start, scores) for rows, scores in parts]
@@ -347,8 +348,6 @@ class BM25Index:
 
     def __init__(self, path: str, mmap: bool = True, kernel: str = "auto"):
         """``kernel``: ``numba`` (compiled, batched), ``numpy``, or ``auto`` (numba when installed)."""
-        from kard_ray.retrieval import bm25_kernel
-
         if kernel not in ("auto", "numba", "numpy"):
             raise ValueError(f"unknown BM25 kernel {kernel!r}; choose auto, numba or numpy")
         if kernel == "numba" and not bm25_kernel.AVAILABLE:

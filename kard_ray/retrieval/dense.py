@@ -20,9 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from kard_ray.config import DenseConfig
+from kard_ray.devices import process_device
+from kard_ray.efficiency import count_tokens
 from kard_ray.fs import delete_path, read_json_if_exists, resolve_fs, save_bytes, save_npy, upload_file
 from kard_ray.models import resolve_model, safe_load_kwargs
-from kard_ray.retrieval.passages import shard_bounds
+from kard_ray.retrieval.passages import read_text_range, shard_bounds
+from kard_ray.runtime import cores_per_worker, is_embedded, use_assigned_cores
 
 PART_BATCHES = 64  # encoder batches per part file (and per actor call): 8192 rows at the default batch size
 ADD_ROWS = 65_536  # vectors handed to FAISS at a time, read from the memory map
@@ -48,8 +51,6 @@ def token_lengths(tokenizer, texts: Sequence[str], max_length: int, chunk: int =
 def embed_batch(model, tokenizer, texts: Sequence[str], max_length: int, device, stats: dict | None = None):
     """Unit vectors of ``texts`` as a tensor, one forward call padded to the batch's longest text (with
     gradients when the caller trains); ``stats`` counts the token positions (``count_tokens``)."""
-    from kard_ray.efficiency import count_tokens
-
     enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
     count_tokens(stats, enc)
     return mean_pool(model(**enc).last_hidden_state.float(), enc["attention_mask"])
@@ -82,7 +83,6 @@ class Encoder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from kard_ray.devices import process_device
 
         path = resolve_model(model)  # an offline alias, a hub id, or a trained encoder's URI in a run dir
         self.device = torch.device(device) if device else process_device()
@@ -115,15 +115,11 @@ class EncodeRanges:
     and writes their vectors as one part file per range, returning only the ranges."""
 
     def __init__(self, arrow_uri: str, parts_uri: str, model: str, max_length: int, batch_size: int):
-        from kard_ray.runtime import use_assigned_cores
-
         use_assigned_cores()
         self.arrow_uri, self.parts_uri, self.batch_size = arrow_uri, parts_uri, batch_size
         self.encoder = Encoder(model, max_length)
 
     def __call__(self, batch: dict) -> dict:
-        from kard_ray.retrieval.passages import read_text_range
-
         for start, end in zip(batch["start"].tolist(), batch["end"].tolist()):
             texts = read_text_range(self.arrow_uri, start, end)
             save_npy(f"{self.parts_uri}/{part_name(start)}", self.encoder.encode(texts, self.batch_size))  # atomic
@@ -157,7 +153,6 @@ def encode_parts(passages_arrow_uri: str, n_rows: int, cfg: DenseConfig, out_dir
 def _encode_on_ray(arrow_uri: str, ranges: list[tuple[int, int]], cfg: DenseConfig, parts_uri: str) -> None:
     import ray
 
-    from kard_ray.runtime import cores_per_worker, is_embedded
 
     # one block per range, so a pool of several actors shares the ranges (one block would go to one actor)
     ds = ray.data.from_items([{"start": s, "end": e} for s, e in ranges], override_num_blocks=len(ranges))

@@ -15,6 +15,9 @@ import numpy as np
 
 from kard_ray.config import RetrievalConfig
 from kard_ray.fs import local_copy
+from kard_ray.retrieval.bm25 import BM25Index
+from kard_ray.retrieval.dense import DenseIndex, Encoder
+from kard_ray.retrieval.hybrid import HybridRetriever
 
 
 class Retriever(Protocol):
@@ -34,12 +37,9 @@ class IndexUris:
 
 def open_index(uris: IndexUris, cfg: RetrievalConfig, method: str | None = None) -> Retriever:
     """A BM25 / dense / hybrid retriever, or ``reranker``: the trained bi-encoder over its stored vectors."""
-    from kard_ray.retrieval.bm25 import BM25Index
-
     method = method or cfg.method
     if method == "bm25":
         return BM25Index(local_copy(uris.bm25))
-    from kard_ray.retrieval.dense import DenseIndex, Encoder
 
     if method == "reranker":
         index_dir = _dense_dir(uris.encoder_vectors,
@@ -50,7 +50,6 @@ def open_index(uris: IndexUris, cfg: RetrievalConfig, method: str | None = None)
     dense = DenseIndex(_dense_dir(uris.dense))
     if method == "dense":
         return dense
-    from kard_ray.retrieval.hybrid import HybridRetriever
 
     return HybridRetriever(BM25Index(local_copy(uris.bm25)), dense, cfg.hybrid, depth=cfg.top_k)
 

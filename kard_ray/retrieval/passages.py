@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
+from kard_ray.fs import local_copy
+
 SHARD_GLOB = "shard-*.arrow"
 
 
@@ -75,8 +77,6 @@ class PassageStore:
 def read_text_range(arrow_uri: str, start: int, end: int) -> list[str]:
     """Texts of rows [start, end) of a store at a path or URI (a remote one is cached locally): what Ray
     tasks that index or embed a row range call, so no task receives texts from the driver."""
-    from kard_ray.fs import local_copy
-
     return PassageStore(local_copy(arrow_uri)).text_range(start, end)
 
 

@@ -17,10 +17,13 @@ import pyarrow.compute as pc
 
 from kard_ray.answers import rationale_query
 from kard_ray.artifacts import RunDir, StageResult
-from kard_ray.config import KardConfig
+from kard_ray.config import KardConfig, RetrievalConfig
+from kard_ray.fs import local_copy
 from kard_ray.registry import output
 from kard_ray.reranker.candidates import FROM_QUESTION, FROM_RATIONALE, candidate_set
 from kard_ray.reranker.model import query_text
+from kard_ray.retrieval.bm25 import BM25Index
+from kard_ray.run_readers import open_passages, open_retriever
 from kard_ray.stages.data import read_split
 
 STUDENT_COLUMNS = ["qid", "sample", "question", "options", "answer", "rationale", "passage_rows", "passage_pids",
@@ -50,11 +53,6 @@ class AugmentBatch:
 
     def __init__(self, run_uri: str, k: int, kappa: int, with_options: bool, rationale_mode: str,
                  question_retriever: str = "bm25", retrieval: dict | None = None):
-        from kard_ray.config import RetrievalConfig
-        from kard_ray.fs import local_copy
-        from kard_ray.retrieval.bm25 import BM25Index
-        from kard_ray.run_readers import open_passages, open_retriever
-
         self.bm25 = BM25Index(local_copy(f"{run_uri}/{output('index', 'bm25')}"))
         self.question_side = self.bm25 if question_retriever == "bm25" else open_retriever(
             run_uri, RetrievalConfig.model_validate(retrieval or {}), question_retriever)

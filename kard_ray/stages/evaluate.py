@@ -18,14 +18,23 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from kard_ray.answers import rationale_query
 from kard_ray.artifacts import RunDir, StageResult
 from kard_ray.config import InferenceSettings, KardConfig
 from kard_ray.data.schema import Question
+from kard_ray.efficiency import efficiency, inference_flops
 from kard_ray.evaluation import metrics as M
+from kard_ray.evaluation.charts import write_charts
+from kard_ray.evaluation.report import report_markdown
 from kard_ray.fs import local_copy
+from kard_ray.inference import question_query
 from kard_ray.registry import STUDENT_OF, output, student_stage
+from kard_ray.retrieval.bm25 import BM25Index
+from kard_ray.run_readers import open_passages, open_reranker, open_retriever
+from kard_ray.runtime import cores_per_worker, is_embedded, use_assigned_cores
 from kard_ray.stages.data import read_split
 from kard_ray.stages.rationales import teacher_rationales
+from kard_ray.student.generate import predict_with_ray
 
 PASSAGES_OF = {"kard_bm25": "bm25_rows", "kard_reranker": "reranked_rows", "oracle": "oracle_rows"}
 
@@ -34,10 +43,6 @@ class EvalRetrieve:
     """Ray Data actor: BM25, the first stage and the reranker opened once; three rankings per question."""
 
     def __init__(self, run_uri: str, cfg: dict[str, Any], with_reranker: bool):
-        from kard_ray.retrieval.bm25 import BM25Index
-        from kard_ray.run_readers import open_passages, open_reranker, open_retriever
-        from kard_ray.runtime import use_assigned_cores
-
         use_assigned_cores()
         self.cfg = KardConfig.model_validate(cfg)
         self.settings = s = InferenceSettings.of(self.cfg)
@@ -49,9 +54,6 @@ class EvalRetrieve:
         self.k = max([*self.cfg.eval.recall_at, s.passages])
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from kard_ray.answers import rationale_query
-        from kard_ray.inference import question_query
-
         s = self.settings
         out: dict[str, list] = {"qid": [], "bm25_rows": [], "candidate_rows": [], "reranked_rows": [],
                                 "oracle_rows": []}
@@ -74,8 +76,6 @@ class EvalRetrieve:
 def rerank_actor_options(cfg: KardConfig, with_reranker: bool) -> dict[str, float]:
     """Resources of the evaluation's retrieval actor: every core of the stage (query encodings), and
     ``reranker.num_gpus`` when it runs the reranker."""
-    from kard_ray.runtime import cores_per_worker, is_embedded
-
     return {"num_cpus": cores_per_worker(None, 1, is_embedded()),
             "num_gpus": cfg.reranker.num_gpus if with_reranker else 0.0}
 
@@ -112,8 +112,6 @@ def available_methods(cfg: KardConfig, run: RunDir, has_reranker: bool, rational
 
 def generation_efficiency(preds: list[dict[str, Any]]) -> dict[str, Any]:
     """Tokens/s and achieved FLOP/s of one student's generation job against its actors' matmul probe."""
-    from kard_ray.efficiency import efficiency, inference_flops
-
     seconds = sum(p["seconds"] for p in preds)
     tokens = sum(p["prompt_tokens"] + p["completion_tokens"] for p in preds)
     generated = sum(p["completion_tokens"] for p in preds)
@@ -132,10 +130,6 @@ def predict(cfg: KardConfig, run: RunDir, methods: list[str], questions: list[Qu
     """One Ray Data generation job per student model over all its methods' inputs (``efficiency`` gets each
     job's figures). An input that two methods share (BM25 and the reranker, or the oracle, picked the same
     passages in the same order) is generated once: prefill of the passages is most of the work."""
-    from kard_ray.run_readers import open_passages
-    from kard_ray.runtime import cores_per_worker, is_embedded
-    from kard_ray.student.generate import predict_with_ray
-
     e, s = cfg.eval, InferenceSettings.of(cfg)
     store = open_passages(run.uri)
     out = []
@@ -177,8 +171,6 @@ def rationale_source(cfg: KardConfig) -> str:
 
 def summarise(cfg: KardConfig, run: RunDir, questions: list[Question], methods: list[str], preds: list[dict],
               ranked: dict, has_reranker: bool) -> tuple[dict, list[dict]]:
-    from kard_ray.run_readers import open_passages
-
     e = cfg.eval
     store = open_passages(run.uri)
     by_id = {q.id: q for q in questions}
@@ -235,8 +227,6 @@ def summarise(cfg: KardConfig, run: RunDir, questions: list[Question], methods: 
 def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
     import yaml
 
-    from kard_ray.evaluation.charts import write_charts
-    from kard_ray.evaluation.report import report_markdown
 
     e = cfg.eval
     questions = read_split(run, e.split)[: e.questions]

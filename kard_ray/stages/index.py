@@ -12,13 +12,12 @@ import functools
 from kard_ray.artifacts import RunDir, StageResult
 from kard_ray.config import KardConfig
 from kard_ray.registry import needs_dense, output
+from kard_ray.retrieval.bm25 import BM25Params, build_bm25_index
+from kard_ray.retrieval.passages import read_text_range
+from kard_ray.retrieval.tokenizer import Tokenizer
 
 
 def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
-    from kard_ray.retrieval.bm25 import BM25Params, build_bm25_index
-    from kard_ray.retrieval.passages import read_text_range
-    from kard_ray.retrieval.tokenizer import Tokenizer
-
     r = cfg.retrieval
     arrow_uri = run.uri_of(output("kb", "passages_arrow"))
     n_rows = int(run.manifest("kb")["counts"]["passages"])

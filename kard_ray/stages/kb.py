@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from kard_ray.artifacts import RunDir, StageResult
 from kard_ray.config import KardConfig
+from kard_ray.kb.ingest import build_passages
 from kard_ray.registry import output
 
 STAGING = "kb/_staging"
@@ -27,8 +28,6 @@ def kb_sources(cfg: KardConfig, run: RunDir) -> list[str]:
 
 
 def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
-    from kard_ray.kb.ingest import build_passages
-
     counts = build_passages(kb_sources(cfg, run), cfg.kb, run.uri_of(STAGING), run.uri_of(output("kb", "passages")),
                             run.uri_of(output("kb", "passages_arrow")))
     run.delete(STAGING)

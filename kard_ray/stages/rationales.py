@@ -22,10 +22,15 @@ from kard_ray.artifacts import RunDir, StageResult
 from kard_ray.config import KardConfig, TeacherConfig
 from kard_ray.credentials import Secret
 from kard_ray.data.schema import Question, questions_to_table
+from kard_ray.fs import local_copy
 from kard_ray.registry import TEACHER_CACHE, output
+from kard_ray.runtime import cluster_nodes
 from kard_ray.stages.data import read_split
+from kard_ray.teacher.batch import in_recorded_batches, run_batches
 from kard_ray.teacher.cache import TeacherCache
 from kard_ray.teacher.client import estimate_tokens
+from kard_ray.teacher.limits import RateBudget
+from kard_ray.teacher.reference_server import ReferenceTeacherProcess
 from kard_ray.teacher.worker import RESULT_SCHEMA, RationaleWorker, TeacherAborted, plan_requests
 
 REFERENCE_IDENTITY = "kard-reference-teacher"
@@ -46,9 +51,6 @@ def teacher_endpoint(cfg: KardConfig, run: RunDir):
     if not cfg.teacher.reference:
         yield cfg.teacher.base_url
         return
-    from kard_ray.fs import local_copy
-    from kard_ray.runtime import cluster_nodes
-    from kard_ray.teacher.reference_server import ReferenceTeacherProcess
 
     # loopback on one machine; the driver node's address when actors on other nodes must reach it
     host = "127.0.0.1" if cluster_nodes(cfg.ray) <= 1 else _node_ip()
@@ -64,8 +66,6 @@ def _node_ip() -> str:
 
 def plan(cfg: KardConfig, run: RunDir) -> dict[str, Any]:
     """What a run would cost now, online and by batch (cached samples are free): for --dry-run."""
-    from kard_ray.teacher.batch import in_recorded_batches
-
     t = cfg.teacher
     questions = _questions(cfg, run)
     if t.source != "api":
@@ -96,7 +96,6 @@ def cost(t: TeacherConfig, prompt_tokens: int, completion_tokens: int, batch: bo
 def _generate(cfg: KardConfig, run: RunDir, questions: list[Question]) -> pa.Table:
     import ray
 
-    from kard_ray.teacher.limits import RateBudget
 
     t = cfg.teacher
     coordinator = ray.remote(num_cpus=0)(RateBudget).remote(
@@ -128,8 +127,6 @@ def _generate(cfg: KardConfig, run: RunDir, questions: list[Question]) -> pa.Tab
 
 def _generate_batch(cfg: KardConfig, run: RunDir, questions: list[Question], log) -> tuple[pa.Table, dict]:
     """The Batch API path (``teacher.batch``), on the driver: no Ray needed."""
-    from kard_ray.teacher.batch import run_batches
-
     t = cfg.teacher
     with teacher_endpoint(cfg, run) as base_url:
         rows, stats = run_batches(t, run.uri_of(TEACHER_CACHE), questions, base_url, endpoint_identity(t),

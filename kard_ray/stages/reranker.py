@@ -12,16 +12,23 @@ import json
 from typing import Any
 
 from kard_ray import training
+from kard_ray.answers import rationale_query
 from kard_ray.artifacts import RunDir, StageResult, config_hash
-from kard_ray.config import KardConfig
+from kard_ray.config import InferenceSettings, KardConfig
 from kard_ray.fs import local_copy
 from kard_ray.registry import TRAIN_DIR, checkpoints_to_discard, output
+from kard_ray.reranker.evaluate import knowledge_gap, knowledge_gap_markdown
+from kard_ray.reranker.train import train_loop
+from kard_ray.retrieval.bm25 import BM25Index
+from kard_ray.run_readers import open_passages, open_reranker, open_retriever
+from kard_ray.runtime import cores_per_worker, is_embedded, use_assigned_cores
+from kard_ray.stages.data import read_split
+from kard_ray.stages.rationales import teacher_rationales
 
 
 def train(cfg: KardConfig, run: RunDir, name: str, fresh: bool) -> tuple[Any, dict]:
     import ray
 
-    from kard_ray.reranker.train import train_loop
 
     r = cfg.reranker
     if fresh:
@@ -41,14 +48,6 @@ def train(cfg: KardConfig, run: RunDir, name: str, fresh: bool) -> tuple[Any, di
 
 def knowledge_gap_report(cfg: KardConfig, run: RunDir) -> dict:
     """The knowledge gap on held-out questions, with the first stage the evaluation and Serve use."""
-    from kard_ray.answers import rationale_query
-    from kard_ray.config import InferenceSettings
-    from kard_ray.reranker.evaluate import knowledge_gap
-    from kard_ray.retrieval.bm25 import BM25Index
-    from kard_ray.run_readers import open_passages, open_reranker, open_retriever
-    from kard_ray.stages.data import read_split
-    from kard_ray.stages.rationales import teacher_rationales
-
     r = cfg.reranker
     questions = read_split(run, cfg.eval.split)[: r.eval_questions]
     rationales = {qid: rationale_query(text, cfg.augment.rationale_query)
@@ -64,14 +63,10 @@ def knowledge_gap_report(cfg: KardConfig, run: RunDir) -> dict:
 
 def report_task_options(cfg: KardConfig) -> dict[str, float]:
     """Resources of the task that runs the reranker for its report: the stage's cores, ``reranker.num_gpus``."""
-    from kard_ray.runtime import cores_per_worker, is_embedded
-
     return {"num_cpus": cores_per_worker(None, 1, is_embedded()), "num_gpus": cfg.reranker.num_gpus}
 
 
 def _knowledge_gap_in_task(cfg: KardConfig, run: RunDir) -> dict:
-    from kard_ray.runtime import use_assigned_cores
-
     use_assigned_cores()
     return knowledge_gap_report(cfg, run)
 
@@ -94,8 +89,6 @@ def storage_name(cfg: KardConfig, run: RunDir) -> str:
 
 
 def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
-    from kard_ray.reranker.evaluate import knowledge_gap_markdown
-
     r = cfg.reranker
     name = storage_name(cfg, run)
     result, info = train(cfg, run, name, fresh=force)

@@ -20,6 +20,10 @@ from kard_ray import training
 from kard_ray.artifacts import RunDir, StageResult, config_hash
 from kard_ray.config import KardConfig, StudentConfig
 from kard_ray.registry import TRAIN_DIR, checkpoints_to_discard, output, student_stage
+from kard_ray.student.formats import WITH_RATIONALE, format_fingerprint
+from kard_ray.student.model import load_student
+from kard_ray.student.train import schedule, train_loop
+from kard_ray.training import ADAPTER_WEIGHTS, copy_model_files
 
 
 def training_rows(run: RunDir, s: StudentConfig, method: str) -> list[dict[str, Any]]:
@@ -52,14 +56,11 @@ def examples_dataset(rows: list[dict[str, Any]]):
 
 def merge_lora(src: str, dst: str) -> None:
     """Export a LoRA checkpoint as a plain model: base weights + adapter, merged."""
-    from kard_ray.training import ADAPTER_WEIGHTS, copy_model_files
-
     if not os.path.exists(os.path.join(src, ADAPTER_WEIGHTS)):
         copy_model_files(src, dst)
         return
     from peft import PeftModel
 
-    from kard_ray.student.model import load_student
 
     with open(os.path.join(src, "adapter_config.json")) as fh:
         config = json.load(fh)
@@ -74,21 +75,17 @@ def storage_name(cfg: KardConfig, run: RunDir, method: str) -> str:
     aug = run.manifest("augment")
     if aug is None:
         raise RuntimeError("the student stages need the augment stage; run it first")
-    from kard_ray.student.formats import format_fingerprint
 
     settings = cfg.student.key_settings({"workers", "method"})
     return f"student_{method}-{config_hash(settings, method, format_fingerprint(), aug['key'])[:10]}"
 
 
 def build(cfg: KardConfig, run: RunDir, *, method: str, force: bool = False, log=print) -> StageResult:
-    from kard_ray.student.train import schedule, train_loop
-
     s = cfg.student
     name = storage_name(cfg, run, method)
     rows = training_rows(run, s, method)
     if not rows:
         raise ValueError("train_student: no training rows; check the rationales and augment stages")
-    from kard_ray.student.formats import WITH_RATIONALE
 
     missing = [r["qid"] for r in rows if WITH_RATIONALE[method] and not r["rationale"]]
     if missing:  # here, not in a Train worker that Ray would restart max_failures times

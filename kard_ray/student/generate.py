@@ -8,8 +8,14 @@ from collections import Counter
 from typing import Any
 
 from kard_ray.answers import parse_answer
+from kard_ray.config import InferenceSettings
+from kard_ray.data.schema import LETTERS
+from kard_ray.devices import in_ray_worker, inference_dtype, process_device
+from kard_ray.efficiency import matmul_probe, parameter_counts
+from kard_ray.fs import local_copy
 from kard_ray.student.decoding import greedy_decode, last_logits_only
-from kard_ray.student.formats import answer_line, build_prompt
+from kard_ray.student.formats import answer_line, answer_line_done, build_prompt
+from kard_ray.student.model import load_trained
 
 
 class AnswerLineStop:
@@ -26,7 +32,6 @@ class AnswerLineStop:
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        from kard_ray.student.formats import answer_line_done
 
         new = input_ids[:, self.prompt_length:]
         done = self.limits <= new.shape[1]
@@ -80,8 +85,6 @@ def reasoning_of(generation: str) -> str:
 def _answer_ids(tokenizer, reasoning: str, options: list[str]) -> tuple[list[int], list[list[int]]]:
     """Token ids of the student's target up to 'Answer:', and of each option's rest of the answer line
     (``answer_line``'s form: 'Answer: <text> (<letter>)'), encoded piecewise so every option shares the prefix."""
-    from kard_ray.data.schema import LETTERS
-
     head = (reasoning + "\n" if reasoning else "") + "Answer:"
     prefix = tokenizer(head, add_special_tokens=False)["input_ids"]
     rests = [tokenizer(f" {o} ({LETTERS[i]})", add_special_tokens=False)["input_ids"] for i, o in enumerate(options)]
@@ -195,11 +198,6 @@ class StudentPredictor:
         """``model_uri``: a saved student folder, local or remote (downloaded on this node)."""
         import torch
 
-        from kard_ray.config import InferenceSettings
-        from kard_ray.devices import in_ray_worker, inference_dtype, process_device
-        from kard_ray.efficiency import parameter_counts
-        from kard_ray.fs import local_copy
-        from kard_ray.student.model import load_trained
 
         if in_ray_worker():
             from kard_ray.runtime import use_assigned_cores
@@ -253,8 +251,6 @@ class StudentPredictor:
         return len(self.tokenizer(text, add_special_tokens=special)["input_ids"])
 
     def __call__(self, batch) -> dict[str, Any]:
-        from kard_ray.efficiency import matmul_probe
-
         if self.probe is None:  # the machine's attainable FLOP/s, for the stage's efficiency figures
             self.probe = matmul_probe(0.2, device=self.model.device)
         rows = batch.to_pylist()  # a pyarrow.Table

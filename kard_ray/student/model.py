@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 
+from kard_ray.devices import training_dtype
 from kard_ray.models import load_causal_lm, load_tokenizer, resolve_model, safe_load_kwargs
 
 TINY_T5 = "tiny-t5"
@@ -48,8 +49,6 @@ def load_student_tokenizer(name: str, family: str, trust_remote_code: bool = Fal
 
 def load_student(name: str, family: str, trust_remote_code: bool = False, lora: bool = False):
     """(tokenizer, model) to fine-tune."""
-    from kard_ray.devices import training_dtype
-
     if family == "causal":
         tokenizer, model = load_causal_lm(name, trust_remote_code, dtype=training_dtype())
     elif name == TINY_T5:

@@ -17,18 +17,18 @@ import numpy as np
 from kard_ray import parallel
 from kard_ray.batching import epoch_batches
 from kard_ray.config import StudentConfig
+from kard_ray.devices import autocast_and_scaler, clipped_step
 from kard_ray.efficiency import efficiency, matmul_probe, parameter_counts, settled_probe, training_flops
 from kard_ray.parallel import unwrap
-from kard_ray.student.model import Tokens, collate, logits_window, student_loss
+from kard_ray.runtime import use_assigned_cores
+from kard_ray.student.formats import build_prompt, target_text
+from kard_ray.student.model import Tokens, collate, load_student, logits_window, student_loss, tokenize_example
 from kard_ray.training import freeze_below_top, gather_state, read_shard, report, resume_progress, save_model_dir
 
 
 def tokenize_rows(rows: list[dict[str, Any]], tokenizer, cfg: StudentConfig, method: str) -> tuple[list[Tokens], int]:
     """(token ids, passages trimmed): each prompt packed to the input budget as evaluation and Serve pack it.
     Each worker tokenizes its own shard with the tokenizer it trains with: no separate tokenizing actors."""
-    from kard_ray.student.formats import build_prompt, target_text
-    from kard_ray.student.model import tokenize_example
-
     examples, trimmed = [], 0
     for r in rows:
         prompt = build_prompt(tokenizer, method, r["question"], r["options"], r["passages"], cfg.max_input_length)
@@ -96,9 +96,6 @@ def train_loop(config: dict[str, Any]) -> None:
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from kard_ray.devices import autocast_and_scaler, clipped_step
-    from kard_ray.runtime import use_assigned_cores
-    from kard_ray.student.model import load_student
 
     cfg = StudentConfig.model_validate(config["student"])
     use_assigned_cores()

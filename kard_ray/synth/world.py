@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from kard_ray.config import SynthConfig
+from kard_ray.data.questions import load_questions
+from kard_ray.data.records import read_text
 from kard_ray.data.schema import Question
 from kard_ray.synth import vocabulary as V
 
@@ -190,9 +192,6 @@ class LoadedWorld:
 
 def load_world(path: str | Path) -> LoadedWorld:
     """Read a world folder (local path or URI)."""
-    from kard_ray.data.questions import load_questions
-    from kard_ray.data.records import read_text
-
     base = str(path).rstrip("/")
     try:
         truth = json.loads(read_text(f"{base}/world.json"))

@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse, Response
 
 from kard_ray.synth.world import LoadedWorld, load_world
 from kard_ray.teacher.reference_api import api_error, invalid_chat_body
+from kard_ray.teacher.reference_batches import BatchStore
 from kard_ray.teacher.reference_rationales import write_rationale
 
 FAULT_KINDS = ("429", "500", "timeout", "malformed")
@@ -136,7 +137,6 @@ class ReferenceTeacher:
         self.stats = ServerStats()
         self._fault_rng = random.Random(self.options.seed)
         self._by_text = {q.question: q for q in world.questions.values()}
-        from kard_ray.teacher.reference_batches import BatchStore
 
         self.batches = BatchStore(self)
 

@@ -14,6 +14,7 @@ from kard_ray.credentials import Secret
 from kard_ray.data.schema import Question
 from kard_ray.teacher.cache import TeacherCache, cache_key
 from kard_ray.teacher.client import Outcome, TeacherClient
+from kard_ray.teacher.limits import ActorLimiter
 from kard_ray.teacher.prompts import build_messages
 
 RESULT_SCHEMA = pa.schema([
@@ -139,8 +140,6 @@ class RationaleWorker:
 
     def __init__(self, cache_uri: str, teacher: dict[str, Any], base_url: str | None, identity: str,
                  limiter_actor, concurrency: int, api_key: Secret):
-        from kard_ray.teacher.limits import ActorLimiter
-
         self.cfg = TeacherConfig.model_validate(teacher)
         self.identity = identity
         self.cache = TeacherCache(cache_uri)
