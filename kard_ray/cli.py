@@ -521,8 +521,12 @@ def demo(
     from kard_ray.demo import run_demo
 
     cfg = _load(config or REPO_ROOT / "configs" / "demo.yaml", set_, run_dir)
+    from kard_ray.preflight import PlanRefused
+
     try:
         run_demo(cfg, address=address, force=force, console=console)
+    except PlanRefused as exc:
+        _fail(str(exc))
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         _fail(str(exc), 1)
 

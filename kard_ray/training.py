@@ -1,4 +1,5 @@
-"""What the reranker's and the student's Ray Train loops share: checkpoints, resume, precision, launch.
+"""What the reranker's and the student's Ray Train loops share: the shard, checkpoints, resume, reporting, launch,
+export (precision and the optimizer step are in ``devices``, the epoch's batches in ``batching``).
 
 A checkpoint is a plain HF folder (``save_pretrained``) plus ``trainer_state.pt`` with the optimizer,
 scheduler and the exact position (epoch, batch, step); it is loaded with ``weights_only=True`` (no

@@ -415,7 +415,7 @@ def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None
     run = RunDir(args.run_dir)
     student = student_stage(args.student)
     if not run.is_done(student):
-        raise ValueError(f"{run.uri} has no finished {student}; train it first (kard train-student)")
+        raise ValueError(f"{run.uri} has no finished {student}; train it first (kard {student})")
     cfg = run_config(run)
     settings = InferenceSettings.of(cfg).with_overrides(args.overrides)
     queue = {"max_ongoing_requests": args.max_ongoing_requests, "max_queued_requests": args.max_queued_requests}
