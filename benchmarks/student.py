@@ -146,9 +146,10 @@ def loops(config: str, run_dir: str, steps: int) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=s.batch_size, max_steps=steps,
-                                 learning_rate=s.lr, warmup_ratio=s.warmup_ratio, weight_decay=0.0, max_grad_norm=1.0,
-                                 group_by_length=True, logging_steps=1, report_to=[], save_strategy="no", use_cpu=True,
-                                 seed=s.seed, remove_unused_columns=False, disable_tqdm=True)
+                                 learning_rate=s.lr, warmup_steps=int(s.warmup_ratio * steps), weight_decay=0.0,
+                                 max_grad_norm=1.0, train_sampling_strategy="group_by_length", logging_steps=1,
+                                 report_to=[], save_strategy="no", use_cpu=True, seed=s.seed,
+                                 remove_unused_columns=False, disable_tqdm=True)
         trainer = Trainer(model=model, args=args, train_dataset=items, data_collator=collator)
         t0 = time.perf_counter()
         trainer.train()

@@ -431,6 +431,19 @@ class RayConfig(Section):
                                 "on an embedded Ray; 4 on a cluster. 1 runs the stages one after another.")
 
 
+class TrackingConfig(Section):
+    """Experiment tracking. Off by default; with ``mlflow`` each run that does work is logged (an MLflow run per
+    ``kard run``, a nested run per stage). In no stage key: turning it on or off reruns nothing."""
+
+    backend: Literal["off", "mlflow"] = "off"
+    uri: str | None = Field(
+        None, description="MLflow tracking URI (a server such as http://mlflow:5000, or a database). Default: "
+                          "sqlite in the run directory, artifacts beside it; a remote run directory needs a server.")
+    experiment: str = "kard"
+    log_models: bool = Field(True, description="Log the trained reranker and students (their save_pretrained "
+                                               "folders) as run artifacts.")
+
+
 class KardConfig(Section):
     """The whole pipeline's configuration; one section per stage."""
 
@@ -449,6 +462,7 @@ class KardConfig(Section):
     student: StudentConfig = Field(default_factory=StudentConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     def question_retriever(self) -> str:
         """Where the reranker's question-side training candidates come from (``augment.question_candidates``)."""

@@ -19,6 +19,7 @@ from kard_ray.artifacts import RunDir, run_stage, stage_fingerprints, stage_key
 from kard_ray.config import KardConfig
 from kard_ray.registry import plan, stage
 from kard_ray.runtime import concurrent_stages, is_embedded, machine_cores, sharing_cores
+from kard_ray.tracking import Tracker
 
 OnStage = Callable[[str, str, "dict | None", float], None]
 
@@ -52,7 +53,33 @@ def run_stages(cfg: KardConfig, run: RunDir, targets: Sequence[str] = ("evaluate
     start first. After a failure nothing new starts; the stages already running finish, then the first error
     is raised. A share is fixed when its stage starts (a stage that turns out up to date still counted).
     """
-    order = plan(cfg, targets)
+    tracker = Tracker.open(cfg, run)
+    if tracker is not None:
+        on_stage = _tracked(tracker, on_stage)
+    try:
+        manifests = _run_planned(cfg, run, plan(cfg, targets), targets, force, log, on_stage, concurrency)
+    except BaseException:
+        if tracker is not None:
+            tracker.finish(failed=True)
+        raise
+    if tracker is not None:
+        tracker.finish()
+    return manifests
+
+
+def _tracked(tracker: Tracker, on_stage: OnStage | None) -> OnStage:
+    """``on_stage`` that also logs each stage to experiment tracking once it has finished or been skipped."""
+    def notify(name: str, status: str, manifest: dict | None, seconds: float) -> None:
+        if manifest is not None:
+            tracker.stage_done(name, manifest)
+        if on_stage:
+            on_stage(name, status, manifest, seconds)
+
+    return notify
+
+
+def _run_planned(cfg: KardConfig, run: RunDir, order: list[str], targets: Sequence[str], force: bool, log,
+                 on_stage: OnStage | None, concurrency: int | None) -> dict[str, dict]:
     lanes = concurrency or concurrent_stages(cfg.ray.concurrent_stages, is_embedded())
     if lanes <= 1:  # one after another on this thread, with every core (Ctrl-C and Ray Train's abort as usual)
         return _run_in_turn(cfg, run, order, targets, force, log, on_stage)

@@ -160,11 +160,19 @@ def existing_run(uri: str) -> RunDir | None:
     return RunDir(uri) if exists else None
 
 
+def _tracking_refusals(cfg: KardConfig) -> list[Refusal]:
+    t = cfg.tracking
+    if t.backend == "mlflow" and not t.uri and _is_remote(cfg.run_dir) and not cfg.run_dir.startswith("file://"):
+        return [Refusal("tracking.uri", f"the default store is a database in the run directory, and {cfg.run_dir} "
+                                        "is remote: point tracking.uri at a tracking server (http://host:5000)")]
+    return []
+
+
 def refusals(cfg: KardConfig, targets: Sequence[str] = ("evaluate",), nodes: int = 1) -> list[Refusal]:
     """Every reason the stages ``targets`` need cannot finish under ``cfg`` on a cluster of ``nodes`` nodes."""
     stages = plan(cfg, targets)
     return [*_split_refusals(cfg, stages), *_input_refusals(cfg, stages), *_cluster_refusals(cfg, stages, nodes),
-            *_model_refusals(cfg, stages), *_teacher_refusals(cfg, stages)]
+            *_model_refusals(cfg, stages), *_teacher_refusals(cfg, stages), *_tracking_refusals(cfg)]
 
 
 def check_plan(cfg: KardConfig, targets: Sequence[str] = ("evaluate",), nodes: int = 1) -> list[str]:

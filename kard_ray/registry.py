@@ -27,6 +27,7 @@ TRAIN_DIR = "train"  # training checkpoints, outside stage folders so a rerun re
 TEACHER_CACHE = "cache/teacher"  # teacher responses, outside stage folders so nothing is billed twice
 LOGS_DIR = "logs"  # library and Ray logs of `kard run` / `kard demo` (the console shows progress only)
 STUDENT_METHODS = ("kard", "rd", "ft")
+TRAINING_CURVE = {"history": "history.json", "loss_png": "loss.png"}  # every training stage writes them
 
 
 def _none(_cfg: KardConfig) -> dict[str, str]:
@@ -144,10 +145,11 @@ _STAGES: list[Stage] = [
     Stage("reranker", "The KARD reranker, KL-distilled on Ray Train (resumes from its last checkpoint).",
           "kard_ray.stages.reranker:build", needs=lambda c: ["augment"],
           key=lambda c: [c.reranker.key_settings({"eval_questions", "num_gpus"}), c.eval.recall_at],
-          outputs={"model": "", "vectors": "index", "report_json": "report.json", "report_md": "report.md"}),
+          outputs={"model": "", "vectors": "index", "report_json": "report.json", "report_md": "report.md",
+                   **TRAINING_CURVE}),
     *(Stage(student_stage(m), f"The {m} student on Ray Train (resumes from its last checkpoint).",
             "kard_ray.stages.student:build", needs=lambda c: ["augment"], key=_student_key(m),
-            outputs={"model": ""}, params={"method": m}) for m in STUDENT_METHODS),
+            outputs={"model": "", **TRAINING_CURVE}, params={"method": m}) for m in STUDENT_METHODS),
     Stage("evaluate", "Every method on the same test questions: predictions, report, charts.",
           "kard_ray.stages.evaluate:build", needs=_evaluate_needs, key=_evaluate_key,
           outputs={"predictions": "predictions.parquet", "report_json": "report.json", "report_md": "report.md",

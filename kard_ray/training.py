@@ -9,9 +9,11 @@ with the same settings resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +25,63 @@ from kard_ray.runtime import cores_per_worker, is_embedded
 
 TRAINER_STATE = "trainer_state.pt"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+HISTORY = "history.json"  # rank 0's per-step record, carried by every checkpoint so a resumed run keeps it
+NOT_MODEL_FILES = (TRAINER_STATE, HISTORY)
+
+
+class StepHistory:
+    """Rank 0's record of every optimizer step (loss, learning rate, tokens/s): the training curve of the report and
+    of experiment tracking. It travels inside each checkpoint, so after a restart it holds each step once."""
+
+    def __init__(self, rows: list[dict[str, float]] | None = None):
+        self.rows = list(rows or [])
+        self._t = time.perf_counter()
+
+    def record(self, step: int, loss: float, lr: float, tokens: int, world: int) -> None:
+        """One step; ``tokens``: the real (unpadded) tokens this worker trained on in it."""
+        now = time.perf_counter()
+        seconds, self._t = now - self._t, now
+        self.rows.append({"step": step, "loss": round(float(loss), 6), "lr": float(lr),
+                          "tokens_per_s": round(tokens * world / seconds, 1) if seconds > 0 else 0.0,
+                          "time": round(time.time(), 3)})
+
+    def restart_clock(self) -> None:
+        """Not counting what happens between steps (held-out loss, checkpoints) as a step's time."""
+        self._t = time.perf_counter()
+
+    def save(self, folder: str) -> None:
+        with open(os.path.join(folder, HISTORY), "w") as fh:
+            json.dump(self.rows, fh)
+
+    @classmethod
+    def load(cls, folder: str) -> "StepHistory":
+        """The history saved in a checkpoint folder (empty if it has none)."""
+        path = os.path.join(folder, HISTORY)
+        if not os.path.exists(path):
+            return cls()
+        with open(path) as fh:
+            return cls(json.load(fh))
+
+
+def export_history(run, checkpoint, history_rel: str, chart_rel: str, title: str) -> list[dict[str, float]]:
+    """The finished training's step history into the stage folder, as JSON and as a loss chart (PNG)."""
+    from kard_ray.evaluation.charts import loss_chart_png
+
+    history = read_history(checkpoint)
+    run.write_text(history_rel, json.dumps(history))
+    if history:
+        run.write_bytes(chart_rel, loss_chart_png(history, title))
+    return history
+
+
+def read_history(checkpoint) -> list[dict[str, float]]:
+    """A finished training's step history, read from its checkpoint where it is stored (no model download)."""
+    path = f"{checkpoint.path.rstrip('/')}/{HISTORY}"
+    try:
+        with checkpoint.filesystem.open_input_stream(path) as fh:
+            return json.loads(fh.read())
+    except FileNotFoundError:
+        return []
 
 
 def save_trainer_state(path: str, optimizer_state: dict[str, Any], scheduler, progress: dict[str, int]) -> None:
@@ -67,15 +126,15 @@ def load_checkpoint_dir(path: str, model, optimizer, scheduler, strategy: str = 
     return {k: int(state[k]) for k in ("epoch", "batch", "step")}
 
 
-def resume_progress(model, optimizer, scheduler, strategy: str = "ddp") -> dict[str, int]:
-    """Where this run stands: the latest checkpoint's position, or the start."""
+def resume_progress(model, optimizer, scheduler, strategy: str = "ddp") -> tuple[dict[str, int], StepHistory]:
+    """Where this run stands: the latest checkpoint's position and step history, or the start."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if not checkpoint:
-        return {"epoch": 0, "batch": 0, "step": 0}
+        return {"epoch": 0, "batch": 0, "step": 0}, StepHistory()
     with checkpoint.as_directory() as d:
-        return load_checkpoint_dir(d, model, optimizer, scheduler, strategy)
+        return load_checkpoint_dir(d, model, optimizer, scheduler, strategy), StepHistory.load(d)
 
 
 def read_shard(name: str) -> list[dict[str, Any]]:
@@ -92,9 +151,9 @@ def read_shard(name: str) -> list[dict[str, Any]]:
 
 
 def report(metrics: dict[str, Any], save: Callable[[str, Any], None] | None,
-           gather: Callable[[], Any] | None = None) -> None:
+           gather: Callable[[], Any] | None = None, history: StepHistory | None = None) -> None:
     """Report metrics from every worker; with ``save``, every rank first runs ``gather()`` (FSDP's collectives),
-    then rank 0 attaches a checkpoint written by ``save(folder, gathered)``."""
+    then rank 0 attaches a checkpoint written by ``save(folder, gathered)``, with its step ``history``."""
     import ray.train
     from ray.train import Checkpoint
 
@@ -102,6 +161,8 @@ def report(metrics: dict[str, Any], save: Callable[[str, Any], None] | None,
     if save is not None and ray.train.get_context().get_world_rank() == 0:
         with tempfile.TemporaryDirectory() as tmp:
             save(tmp, gathered)
+            if history is not None:
+                history.save(tmp)
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
     else:
         ray.train.report(metrics, checkpoint=None)
@@ -129,9 +190,9 @@ def fit(loop: Callable[[dict], None], loop_config: dict[str, Any], workers: Trai
 
 
 def copy_model_files(src: str, dst: str) -> None:
-    """A checkpoint folder's model files (everything but the trainer state) into ``dst``."""
+    """A checkpoint folder's model files (not the trainer state or the step history) into ``dst``."""
     for f in os.listdir(src):
-        if f != TRAINER_STATE:
+        if f not in NOT_MODEL_FILES:
             shutil.copy2(os.path.join(src, f), os.path.join(dst, f))
 
 

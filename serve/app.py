@@ -34,6 +34,7 @@ from kard_ray.reranker.hops import hop_plan
 from kard_ray.run_readers import open_passages, open_reranker, open_retriever, run_config
 from kard_ray.student.formats import answer_line_done
 from kard_ray.student.generate import StudentPredictor
+from serve.admission import Admission
 from serve.chat import ChatRequest, completion, stream_events, unsupported, usage_of
 
 log = logging.getLogger("ray.serve")
@@ -211,10 +212,11 @@ class Generator:
 class KardService:
     def __init__(self, retriever, reranker, generator, *, settings: dict[str, Any], overrides: dict[str, Any],
                  max_question_chars: int = 4000, request_timeout_s: float = 30.0, api_key_env: str | None = None,
-                 model_name: str = "kard-student"):
+                 model_name: str = "kard-student", admission_control: bool = True):
         self.retriever, self.reranker, self.generator = retriever, reranker, generator
         self.settings, self.overrides = InferenceSettings.model_validate(settings), overrides
         self.max_chars, self.timeout = max_question_chars, request_timeout_s
+        self.admission = Admission(request_timeout_s) if admission_control else None
         self.api_key = os.environ.get(api_key_env) if api_key_env else None
         if api_key_env and not self.api_key:
             raise RuntimeError(f"serve.api_key_env={api_key_env!r} is set but that environment variable is empty")
@@ -291,12 +293,24 @@ class KardService:
             return stop.value
 
     async def _with_timeout(self, req: AnswerRequest, route: str) -> dict[str, Any]:
-        """The answer within the request timeout; every outcome is counted and timed per route."""
-        t, status = time.perf_counter(), "200"
+        """The answer within the request timeout, or a 503 at once when it could not come in time (admission
+        control); every outcome is counted and timed per route."""
+        t, status, answered = time.perf_counter(), "200", False
+        decision = self.admission.admit() if self.admission else None
         try:
-            return await asyncio.wait_for(self._answer(req), self.timeout)
+            if decision is not None and not decision.admitted:
+                status = "503"
+                raise HTTPException(503, f"overloaded: an answer now would come after the {self.timeout:.0f}s limit; "
+                                         f"retry after {decision.retry_after_s:.0f}s",
+                                    headers={"Retry-After": str(int(decision.retry_after_s))})
+            out = await asyncio.wait_for(self._answer(req), self.timeout)
+            answered = True
+            return out
         except HTTPException as exc:
             status = str(exc.status_code)
+            raise
+        except asyncio.CancelledError:  # the client went away: Serve cancels the downstream calls too
+            status = "499"
             raise
         except asyncio.TimeoutError:
             status = "503"
@@ -306,8 +320,11 @@ class KardService:
             status = "503"
             raise HTTPException(503, f"overloaded, try again shortly ({exc})", headers={"Retry-After": "1"}) from None
         finally:
+            seconds = time.perf_counter() - t
+            if decision is not None and decision.admitted:
+                self.admission.finished(decision, seconds, answered)
             self.requests.inc(tags={"route": route, "status": status})
-            self.latency.observe(1000 * (time.perf_counter() - t), tags={"route": route})
+            self.latency.observe(1000 * seconds, tags={"route": route})
 
     @api.get("/healthz")
     def healthz(self) -> dict:
@@ -333,7 +350,7 @@ class KardService:
         self._authorize(request)
         if req.model and req.model != self.model_name:
             raise HTTPException(404, f"model {req.model!r} is not served here; this service is {self.model_name!r}")
-        users = [m.content for m in req.messages if m.role == "user"]
+        users = [m.text for m in req.messages if m.role == "user"]
         if not users:
             raise HTTPException(422, "no user message")
         if reason := unsupported(req, self.settings.decoding):
@@ -385,6 +402,9 @@ class ServeAppArgs(BaseModel):
     max_ongoing_requests: int = Field(32, ge=1)
     max_queued_requests: int = Field(64, ge=-1, description="Beyond this, requests get 503 + Retry-After.")
     request_timeout_s: float = Field(30, gt=0)
+    admission_control: bool = Field(True, description="Refuse at once (503 + Retry-After) a request that the "
+                                                      "measured answer rate says cannot be answered in time, "
+                                                      "instead of letting it wait out request_timeout_s.")
     max_question_chars: int = Field(4000, ge=1)
     api_key_env: str | None = None
     reranker_autoscaling: Autoscaling = Field(default_factory=Autoscaling)
@@ -435,4 +455,5 @@ def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None
     ingress = KardService.options(ray_actor_options={"num_cpus": 0.25, "runtime_env": ingress_runtime_env or {}})
     return ingress.bind(retriever, reranker, generator, settings=settings.model_dump(), overrides=args.overrides,
                         max_question_chars=args.max_question_chars, request_timeout_s=args.request_timeout_s,
-                        api_key_env=args.api_key_env, model_name=f"kard-student-{args.student}")
+                        api_key_env=args.api_key_env, model_name=f"kard-student-{args.student}",
+                        admission_control=args.admission_control)

@@ -15,9 +15,30 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class ContentPart(BaseModel):
+    """One part of a message's content in the list form (``[{"type": "text", "text": "..."}]``) that the OpenAI
+    API accepts and SDK wrappers and gateways send."""
+
+    model_config = ConfigDict(extra="allow")  # image_url, input_audio, ...: named in the 422, not dropped silently
+
+    type: str
+    text: str | None = None
+
+
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: str | list[ContentPart]
+
+    @property
+    def text(self) -> str:
+        """The content as text: a string as it is, text parts joined by newlines."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text or "" for p in self.content if p.type == "text")
+
+    @property
+    def non_text_parts(self) -> list[str]:
+        return [] if isinstance(self.content, str) else [p.type for p in self.content if p.type != "text"]
 
 
 class StreamOptions(BaseModel):
@@ -54,7 +75,9 @@ class ChatRequest(BaseModel):
 
 def unsupported(req: ChatRequest, decoding: str) -> str | None:
     """Why this service cannot honour ``req`` as asked, or None."""
+    other_parts = sorted({t for m in req.messages for t in m.non_text_parts})
     checks = [
+        (bool(other_parts), f"only text content parts are supported, not {', '.join(other_parts)}"),
         (req.n not in (None, 1), "n > 1 is not supported: one answer per request"),
         (decoding == "greedy" and req.temperature not in (None, 0),
          "this service decodes greedily, as its run was evaluated: leave temperature out or set it to 0"),

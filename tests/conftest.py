@@ -107,7 +107,8 @@ def tiny_pipeline(ray_session, tmp_path_factory):
     from kard_ray.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("pipeline")
-    cfg = load_config(None, [f"run_dir={root}/run", *TINY_RUN_SETS, *TINY_PIPELINE_SETS, "reranker.epochs=1"])
+    cfg = load_config(None, [f"run_dir={root}/run", *TINY_RUN_SETS, *TINY_PIPELINE_SETS, "reranker.epochs=1",
+                             "tracking.backend=mlflow"])  # read back by test_tracking
     run = RunDir(cfg.run_dir)
     return cfg, run, run_pipeline(cfg, run, log=quiet)
 

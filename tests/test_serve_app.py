@@ -109,6 +109,21 @@ def test_chat_completions_answer_the_openai_client(service):
         client.chat.completions.create(model="kard-student-kard", messages=[])
 
 
+def test_chat_takes_content_as_a_list_of_text_parts(service):
+    base, _ = service
+    client = openai.OpenAI(base_url=f"{base}/open/v1", api_key="unused", max_retries=0, timeout=120)
+    question = "What is Buxholm known for?\n(A) salt\n(B) wool"
+    as_string = client.chat.completions.create(model="kard-student-kard",
+                                               messages=[{"role": "user", "content": question}])
+    as_parts = client.chat.completions.create(model="kard-student-kard", messages=[{"role": "user", "content": [
+        {"type": "text", "text": "What is Buxholm known for?"}, {"type": "text", "text": "(A) salt\n(B) wool"}]}])
+    assert as_parts.choices[0].message.content == as_string.choices[0].message.content  # the same question
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        client.chat.completions.create(model="kard-student-kard", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}])
+    assert refused.value.response.json()["detail"] == "only text content parts are supported, not image_url"
+
+
 def test_chat_streams_to_the_openai_client_with_real_usage(service):
     base, run = service
     from kard_ray.fs import local_copy

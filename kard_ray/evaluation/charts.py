@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 
@@ -59,3 +60,22 @@ def write_charts(report: dict, folder: str) -> list[str]:
     paths = [accuracy_chart(report, os.path.join(folder, "accuracy.png")),
              recall_chart(report, os.path.join(folder, "recall.png"))]
     return [p for p in paths if p]
+
+
+def loss_chart_png(history: list[dict], title: str) -> bytes:
+    """Training loss (and learning rate, right axis) against optimizer steps, as PNG bytes for any filesystem."""
+    plt = _pyplot()
+    steps = [r["step"] for r in history]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(steps, [r["loss"] for r in history], color="#4c72b0", lw=1, label="loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (rank 0)")
+    lr_axis = ax.twinx()
+    lr_axis.plot(steps, [r["lr"] for r in history], color="grey", ls="--", lw=1, label="learning rate")
+    lr_axis.set_ylabel("learning rate")
+    ax.set_title(title)
+    fig.tight_layout()
+    out = io.BytesIO()
+    fig.savefig(out, format="png", dpi=110)
+    plt.close(fig)
+    return out.getvalue()

@@ -78,4 +78,7 @@ def report_markdown(report: dict) -> str:
                 for e in examples:
                     lines.append(f"- *{cls}* `{e['qid']}`: {e['question']} -> predicted {e['predicted']!r}, "
                                  f"gold {e['gold']!r}")
+    if report.get("training_curves"):
+        lines += ["", "## Training curves", "", "Loss against optimizer steps (rank 0), learning rate dashed.", ""]
+        lines += [f"![{name}]({path})" for name, path in report["training_curves"].items()]
     return "\n".join(lines) + "\n"

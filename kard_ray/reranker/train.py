@@ -74,7 +74,7 @@ def train_loop(config: dict[str, Any]) -> None:
     steps_per_epoch = config["steps_per_epoch"]
     total = steps_per_epoch * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * total), total)
-    progress = resume_progress(model, optimizer, scheduler)
+    progress, history = resume_progress(model, optimizer, scheduler)
     resumed_from = progress["step"]
     loss_fn = LOSSES[cfg.loss]
     autocast, scaler = autocast_and_scaler(device, cfg.precision)
@@ -88,10 +88,12 @@ def train_loop(config: dict[str, Any]) -> None:
         save_checkpoint_dir(path, model, tokenizer, gathered, scheduler, progress, cfg)
 
     model.train()
+    history.restart_clock()
     for epoch in range(progress["epoch"], cfg.epochs):
         losses, pairs, stats, t0 = [], 0, {}, time.perf_counter()
         batches = epoch_batches(epoch, rank, cfg.seed, cfg.batch_size, steps_per_epoch, n_rows=len(rows))
         for i in range(progress["batch"], steps_per_epoch):  # a resumed run starts at the batch it stopped before
+            tokens_before = stats.get("real_tokens", 0)
             rng = np.random.default_rng([cfg.seed, epoch, rank, i])  # the batch's candidates, the same on a rerun
             queries, texts, targets, mask = build_batch([rows[j] for j in batches[i]], store, rng,
                                                         cfg.candidates_per_step, cfg.hops)
@@ -103,6 +105,7 @@ def train_loop(config: dict[str, Any]) -> None:
                                       architecture=cfg.architecture, max_length=cfg.max_length,
                                       scale=cfg.bi_scale, device=device, stats=stats)
             loss = loss_fn(scores, targets.to(device), mask.to(device), tau1=tau1, tau2=tau2)
+            lr = scheduler.get_last_lr()[0]
             optimizer.zero_grad()
             (scaler.scale(loss) if scaler else loss).backward()
             clipped_step(optimizer, scaler, model.parameters())
@@ -110,10 +113,12 @@ def train_loop(config: dict[str, Any]) -> None:
             losses.append(loss.item())
             pairs += int(mask.sum())
             progress.update(batch=i + 1, step=progress["step"] + 1)
+            history.record(progress["step"], losses[-1], lr, stats.get("real_tokens", 0) - tokens_before, world)
             if cfg.checkpoint_every_steps and progress["step"] % cfg.checkpoint_every_steps == 0 \
                     and progress["batch"] < steps_per_epoch:
                 report({"epoch": epoch, "step": progress["step"], "loss": float(np.mean(losses[-20:])),
-                        "resumed_from_step": resumed_from}, save, gather)
+                        "resumed_from_step": resumed_from}, save, gather, history)
+                history.restart_clock()
         elapsed, probe = time.perf_counter() - t0, settled_probe(probe, device)
         progress.update(epoch=epoch + 1, batch=0)
         report({"epoch": epoch, "step": progress["step"], "loss": float(np.mean(losses)) if losses else math.nan,
@@ -121,4 +126,5 @@ def train_loop(config: dict[str, Any]) -> None:
                 "efficiency": efficiency(training_flops(stats.get("tokens", 0), params, trainable), elapsed, probe,
                                          tokens_per_s=round(stats.get("real_tokens", 0) * world / elapsed, 1)
                                          if elapsed else 0.0, workers=world),
-                "epoch_end": True}, save, gather)
+                "epoch_end": True}, save, gather, history)
+        history.restart_clock()

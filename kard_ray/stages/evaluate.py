@@ -28,7 +28,7 @@ from kard_ray.evaluation.charts import write_charts
 from kard_ray.evaluation.report import report_markdown
 from kard_ray.fs import local_copy
 from kard_ray.inference import question_query
-from kard_ray.registry import STUDENT_OF, output, student_stage
+from kard_ray.registry import STUDENT_OF, output, stage, student_stage
 from kard_ray.retrieval.bm25 import BM25Index
 from kard_ray.run_readers import open_passages, open_reranker, open_retriever
 from kard_ray.runtime import cores_per_worker, is_embedded, use_assigned_cores
@@ -224,6 +224,12 @@ def summarise(cfg: KardConfig, run: RunDir, questions: list[Question], methods: 
     return report, rows
 
 
+def training_curves(run: RunDir, cfg: KardConfig) -> dict[str, str]:
+    """Links, relative to ``evaluate/``, to the loss charts of the trainings this evaluation used."""
+    trained = [n for n in stage("evaluate").needs(cfg) if "loss_png" in stage(n).outputs]
+    return {n: f"../{output(n, 'loss_png')}" for n in trained if run.exists(output(n, "loss_png"))}
+
+
 def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
     import yaml
 
@@ -243,6 +249,7 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
     report, rows = summarise(cfg, run, questions, methods, preds, ranked, has_reranker)
     report["skipped"] = skipped
     report["inference"] = InferenceSettings.of(cfg).model_dump()
+    report["training_curves"] = training_curves(run, cfg)
     run.write_table(output("evaluate", "predictions"), pa.Table.from_pylist(rows))
     run.write_text(output("evaluate", "report_json"), json.dumps(report, indent=2))
     run.write_text(output("evaluate", "report_md"), report_markdown(report))

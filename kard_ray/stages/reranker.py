@@ -94,6 +94,8 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
     result, info = train(cfg, run, name, fresh=force)
     metrics = result.metrics or {}
     training.export_checkpoint(run, result.checkpoint, output("reranker", "model"))
+    training.export_history(run, result.checkpoint, output("reranker", "history"), output("reranker", "loss_png"),
+                            f"reranker ({r.model.rsplit('/', 1)[-1]})")
     vectors = None
     if r.architecture == "bi":  # passage vectors once per KB: reranking then encodes only queries
         from kard_ray.reranker.vectors import build_passage_vectors

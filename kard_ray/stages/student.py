@@ -105,6 +105,9 @@ def build(cfg: KardConfig, run: RunDir, *, method: str, force: bool = False, log
     m = result.metrics or {}
     training.export_checkpoint_on_ray(run, result.checkpoint, output(student_stage(method), "model"), merge_lora,
                                       s.workers)
+    stage = student_stage(method)
+    training.export_history(run, result.checkpoint, output(stage, "history"), output(stage, "loss_png"),
+                            f"{method} student ({s.model.rsplit('/', 1)[-1]})")
     log(f"student[{method}]: {m.get('step')} steps, loss {m.get('loss', float('nan')):.3f}, "
         f"eval loss {m.get('eval_loss', float('nan')):.3f}, {m.get('tokens_per_s', 0):.0f} tokens/s, "
         f"padding {m.get('padding_share', 0):.1%}")

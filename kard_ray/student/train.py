@@ -116,7 +116,7 @@ def train_loop(config: dict[str, Any]) -> None:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     steps_per_epoch, total = config["steps_per_epoch"], config["total_steps"]
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
-    progress = resume_progress(model, optimizer, scheduler, cfg.strategy)
+    progress, history = resume_progress(model, optimizer, scheduler, cfg.strategy)
     resumed_from = progress["step"]
     autocast, scaler = autocast_and_scaler(device, cfg.precision)
     train, trimmed = tokenize_rows(read_shard("train"), tokenizer, cfg, config["method"])
@@ -139,7 +139,8 @@ def train_loop(config: dict[str, Any]) -> None:
         report({"epoch": progress["epoch"], "step": progress["step"], "total_steps": total, "loss": math.nan,
                 "eval_loss": held_out_loss(), "tokens_per_s": 0.0,
                 "padding_share": 0.0, "resumed_from_step": resumed_from, "passages_trimmed": trimmed,
-                "epoch_end": True}, save, gather)
+                "epoch_end": True}, save, gather, history)
+    history.restart_clock()
     while progress["step"] < total:
         epoch = progress["epoch"]
         batches = epoch_batches(epoch, rank, cfg.seed, cfg.batch_size, steps_per_epoch * cfg.grad_accum,
@@ -149,7 +150,7 @@ def train_loop(config: dict[str, Any]) -> None:
         for step_in_epoch in range(progress["batch"], steps_per_epoch):
             if progress["step"] >= total:
                 break
-            step_loss = 0.0
+            step_loss, step_tokens = 0.0, 0
             for micro in range(cfg.grad_accum):
                 inputs, real, padded = collate([train[i] for i in batches[step_in_epoch * cfg.grad_accum + micro]],
                                                cfg.family, pad_id)
@@ -159,16 +160,19 @@ def train_loop(config: dict[str, Any]) -> None:
                     loss = student_loss(model, {k: v.to(device) for k, v in inputs.items()}, window) / cfg.grad_accum
                 (scaler.scale(loss) if scaler else loss).backward()
                 step_loss += loss.item()
-                real_tokens, padded_tokens = real_tokens + real, padded_tokens + padded
+                real_tokens, padded_tokens, step_tokens = real_tokens + real, padded_tokens + padded, step_tokens + real
+            lr = scheduler.get_last_lr()[0]
             clipped_step(optimizer, scaler, model.parameters())
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(step_loss)
             progress.update(batch=step_in_epoch + 1, step=progress["step"] + 1)
+            history.record(progress["step"], step_loss, lr, step_tokens, world)
             if cfg.checkpoint_every_steps and progress["step"] % cfg.checkpoint_every_steps == 0 \
                     and progress["step"] < total and progress["batch"] < steps_per_epoch:
                 report({"epoch": epoch, "step": progress["step"], "loss": float(np.mean(losses[-20:])),
-                        "resumed_from_step": resumed_from}, save, gather)
+                        "resumed_from_step": resumed_from}, save, gather, history)
+                history.restart_clock()
         elapsed, probe = time.perf_counter() - t0, settled_probe(probe, device)
         progress.update(epoch=epoch + 1, batch=0)
         report({"epoch": epoch, "step": progress["step"], "total_steps": total,
@@ -180,4 +184,6 @@ def train_loop(config: dict[str, Any]) -> None:
                                          elapsed, probe,
                                          tokens_per_s=round(real_tokens * world / elapsed, 1) if elapsed else 0.0,
                                          workers=world),
-                "resumed_from_step": resumed_from, "passages_trimmed": trimmed, "epoch_end": True}, save, gather)
+                "resumed_from_step": resumed_from, "passages_trimmed": trimmed, "epoch_end": True}, save, gather,
+               history)
+        history.restart_clock()
