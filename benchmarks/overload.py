@@ -103,6 +103,8 @@ def main() -> None:
     p.add_argument("--bursts", type=int, nargs="+", default=[64, 256])
     p.add_argument("--capacity-clients", type=int, default=16)
     p.add_argument("--capacity-seconds", type=float, default=90)
+    p.add_argument("--without-admission", action=argparse.BooleanOptionalAction, default=True,
+                   help="also burst the app without admission control (the before)")
     args = p.parse_args()
 
     from ray import serve
@@ -113,7 +115,7 @@ def main() -> None:
     url, bodies = serve_on_loopback(args.run_dir)
     default = ServeAppArgs(run_dir=args.run_dir)
     apps = {"no_admission_long_timeout": {"admission_control": False, "request_timeout_s": 600},
-            "default": {}, "no_admission": {"admission_control": False}}
+            "default": {}, **({"no_admission": {"admission_control": False}} if args.without_admission else {})}
     out: dict = {"timeout_s": default.request_timeout_s}
     try:
         for label, fields in apps.items():

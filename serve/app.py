@@ -405,6 +405,9 @@ class ServeAppArgs(BaseModel):
     admission_control: bool = Field(True, description="Refuse at once (503 + Retry-After) a request that the "
                                                       "measured answer rate says cannot be answered in time, "
                                                       "instead of letting it wait out request_timeout_s.")
+    ingress_max_ongoing_requests: int = Field(
+        1024, ge=1, description="With admission control: requests the ingress takes at once to answer or refuse "
+                                "(a refusal costs it microseconds; the measured answer rate bounds admitted ones).")
     max_question_chars: int = Field(4000, ge=1)
     api_key_env: str | None = None
     reranker_autoscaling: Autoscaling = Field(default_factory=Autoscaling)
@@ -452,7 +455,11 @@ def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None
         ray_actor_options=actor_options["generator"], **queue,
     ).bind(run.uri_of(output(student, "model")), args.student, settings.model_dump(), args.max_batch_size,
            args.batch_wait_ms, args.model_threads)
-    ingress = KardService.options(ray_actor_options={"num_cpus": 0.25, "runtime_env": ingress_runtime_env or {}})
+    # with admission control every request reaches the ingress's handler at once, which answers or refuses it
+    # there: queued in front of it, a request would wait for a slot before anyone decides on it
+    ingress_queue = {"max_ongoing_requests": args.ingress_max_ongoing_requests} if args.admission_control else {}
+    ingress = KardService.options(ray_actor_options={"num_cpus": 0.25, "runtime_env": ingress_runtime_env or {}},
+                                  **ingress_queue)
     return ingress.bind(retriever, reranker, generator, settings=settings.model_dump(), overrides=args.overrides,
                         max_question_chars=args.max_question_chars, request_timeout_s=args.request_timeout_s,
                         api_key_env=args.api_key_env, model_name=f"kard-student-{args.student}",
