@@ -152,6 +152,7 @@ class LoopbackCluster:
         self.token = secrets.token_hex(32)
         self.gcs_port, self.dashboard_port = free_port(), free_port()
         self.nodes: list[str] = []
+        self.killed: list[str] = []
         self.env = {**os.environ, **(env or {}), "HOME": f"{self.base}/home", "TMPDIR": f"{self.base}/tmp",
                     "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
         self.env.pop("RAY_ADDRESS", None)
@@ -202,6 +203,7 @@ class LoopbackCluster:
 
     def kill_node(self, name: str) -> int:
         """SIGKILL every process of node ``name`` (a lost machine); returns how many."""
+        self.killed.append(name)
         return kill_processes_naming(self.node_dir(name))
 
     def stop(self) -> None:

@@ -39,23 +39,37 @@ def cluster(s3):
 
 
 @pytest.fixture(scope="module")
-def teacher_and_data(s3, tmp_path_factory):
-    """The tiny synthetic world's question files and KB uploaded to S3, and its reference teacher served on
-    loopback as the API teacher (started here, outside the cluster, like a provider's endpoint)."""
+def world(s3, tmp_path_factory):
+    """The tiny synthetic world's folder; its question files and KB uploaded to S3."""
     from kard_ray.config import load_config
     from kard_ray.fs import upload_file
     from kard_ray.synth import generate_world, write_world
-    from kard_ray.teacher.reference_server import ReferenceTeacherProcess
 
     folder = write_world(generate_world(load_config(None, TINY_RUN_SETS).data.synth), tmp_path_factory.mktemp("w"))
-    env = s3.env()
     with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
+        for k, v in s3.env().items():
             mp.setenv(k, v)
         for name in ("train.jsonl", "test.jsonl", "kb.jsonl"):
             upload_file(str(folder / name), f"s3://{BUCKET}/data/{name}")
-    with ReferenceTeacherProcess(folder) as teacher:
+    return folder
+
+
+@pytest.fixture(scope="module")
+def teacher_and_data(world):
+    """The world's reference teacher served on loopback as the API teacher (started here, outside the cluster,
+    like a provider's endpoint)."""
+    from kard_ray.teacher.reference_server import ReferenceTeacherProcess
+
+    with ReferenceTeacherProcess(world) as teacher:
         yield teacher
+
+
+def data_sets(teacher_url: str) -> list[str]:
+    """The tiny run's settings with its data in S3 and the given teacher as the API teacher."""
+    sets = [s for s in TINY_RUN_SETS if not s.startswith(("data.synth.", "teacher.reference"))]
+    return sets + [f"data.train=s3://{BUCKET}/data/train.jsonl", f"data.test=s3://{BUCKET}/data/test.jsonl",
+                   f"kb.paths=[s3://{BUCKET}/data/kb.jsonl]", f"teacher.base_url={teacher_url}",
+                   f"teacher.api_key_env={TEACHER_KEY_ENV}"]
 
 
 def submit(cluster: LoopbackCluster, s3: S3Server, entrypoint: str):
@@ -131,11 +145,8 @@ def test_large_artifacts_stream_to_s3_in_parts(s3, tmp_path, monkeypatch):
 def test_pipeline_job_on_nodes_without_a_shared_disk_resumes_after_a_kill(cluster, s3, teacher_and_data):
     fs = s3.filesystem()
     run = f"{BUCKET}/runs/tiny"
-    sets = [s for s in TINY_RUN_SETS if not s.startswith(("data.synth.", "teacher.reference"))]
-    sets += [f"data.train=s3://{BUCKET}/data/train.jsonl", f"data.test=s3://{BUCKET}/data/test.jsonl",
-             f"kb.paths=[s3://{BUCKET}/data/kb.jsonl]", f"teacher.base_url={teacher_and_data.base_url}",
-             f"teacher.api_key_env={TEACHER_KEY_ENV}", "eval.methods=[rd,kard_bm25,kard_reranker]",
-             "reranker.epochs=1", "student.epochs=2", "student.checkpoint_every_steps=1"]
+    sets = data_sets(teacher_and_data.base_url) + ["eval.methods=[rd,kard_bm25,kard_reranker]", "reranker.epochs=1",
+                                                   "student.epochs=2", "student.checkpoint_every_steps=1"]
     entrypoint = f"{sys.executable} -m jobs run --run-dir s3://{run} " + " ".join(f"--set '{s}'" for s in sets)
 
     def exists(rel: str) -> bool:
@@ -182,3 +193,28 @@ def test_pipeline_job_on_nodes_without_a_shared_disk_resumes_after_a_kill(cluste
         assert exists(rel), rel
     report = json.loads(fs.open_input_stream(f"{run}/evaluate/report.json").read())
     assert set(report["methods"]) == {"rd", "kard_bm25", "kard_reranker"}
+
+
+@pytest.mark.chaos
+def test_a_worker_node_lost_during_the_teacher_calls_costs_no_request_twice(cluster, s3, world):
+    """A worker node is SIGKILLed while the rationales stage calls a slow teacher, and a replacement node starts
+    (as an autoscaler would): the stage still finishes, with every question answered and 0 requests billed twice."""
+    from kard_ray.teacher.reference_server import ReferenceTeacherProcess, ServerOptions
+
+    run = f"{BUCKET}/runs/chaos-teacher"
+    with ReferenceTeacherProcess(world, ServerOptions(latency_ms=800)) as teacher:
+        sets = data_sets(teacher.base_url) + ["teacher.concurrency=4", "teacher.actors=2", "teacher.batch_size=4"]
+        entrypoint = f"{sys.executable} -m jobs rationales --run-dir s3://{run} " + " ".join(
+            f"--set '{s}'" for s in sets)
+        client, job = submit(cluster, s3, entrypoint)
+        assert wait(client, job, 600, until=lambda: teacher.stats()["billed_requests"] >= 8) == "until", \
+            client.get_job_logs(job)[-6000:]
+        victim = next(n for n in cluster.nodes if n.startswith("w") and n not in cluster.killed)
+        assert cluster.kill_node(victim) > 0
+        cluster.add_worker()
+        status = wait(client, job, 900)
+        stats = teacher.stats()
+    assert status == "SUCCEEDED", client.get_job_logs(job)[-6000:]
+    manifest = json.loads(s3.filesystem().open_input_stream(f"{run}/rationales/manifest.json").read())
+    assert manifest["counts"]["questions_without_rationale"] == 0, manifest["counts"]
+    assert stats["duplicate_billed"] == 0, stats

@@ -95,10 +95,14 @@ def cost(t: TeacherConfig, prompt_tokens: int, completion_tokens: int, batch: bo
 
 def _generate(cfg: KardConfig, run: RunDir, questions: list[Question]) -> pa.Table:
     import ray
-
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     t = cfg.teacher
-    coordinator = ray.remote(num_cpus=0)(RateBudget).remote(
+    # beside the driver, not on a worker node whose loss would take the run's rate budget with it; restarted
+    # (with a fresh budget) if it dies anyway
+    beside_driver = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    coordinator = ray.remote(RateBudget).options(
+        num_cpus=0, max_restarts=-1, max_task_retries=-1, scheduling_strategy=beside_driver).remote(
         rpm=t.requests_per_minute, tpm=t.tokens_per_minute, failure_budget=t.failure_budget)
     actors = max(1, min(t.actors, math.ceil(len(questions) / t.batch_size)))
     with teacher_endpoint(cfg, run) as base_url:
