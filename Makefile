@@ -22,9 +22,9 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/kard demo
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q --durations=25 -m "not chaos"
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q --durations=25
 
-# A worker node of the loopback cluster killed during a stage (root; minutes): alone, out of `make test`.
+# A worker node of the loopback cluster killed during a stage (root; about a minute), alone.
 test-chaos: $(STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pytest -q -m chaos
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -442,6 +442,11 @@ class TrackingConfig(Section):
     experiment: str = "kard"
     log_models: bool = Field(True, description="Log the trained reranker and students (their save_pretrained "
                                                "folders) as run artifacts.")
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML reads a bare `off` as false
 
 
 class KardConfig(Section):

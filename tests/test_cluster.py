@@ -145,7 +145,7 @@ def test_large_artifacts_stream_to_s3_in_parts(s3, tmp_path, monkeypatch):
 def test_pipeline_job_on_nodes_without_a_shared_disk_resumes_after_a_kill(cluster, s3, teacher_and_data):
     fs = s3.filesystem()
     run = f"{BUCKET}/runs/tiny"
-    sets = data_sets(teacher_and_data.base_url) + ["eval.methods=[rd,kard_bm25,kard_reranker]", "reranker.epochs=1",
+    sets = data_sets(teacher_and_data.base_url) + ["eval.methods=[kard_bm25,kard_reranker]", "reranker.epochs=1",
                                                    "student.epochs=2", "student.checkpoint_every_steps=1"]
     entrypoint = f"{sys.executable} -m jobs run --run-dir s3://{run} " + " ".join(f"--set '{s}'" for s in sets)
 
@@ -192,7 +192,7 @@ def test_pipeline_job_on_nodes_without_a_shared_disk_resumes_after_a_kill(cluste
                 "evaluate/accuracy.png"]:
         assert exists(rel), rel
     report = json.loads(fs.open_input_stream(f"{run}/evaluate/report.json").read())
-    assert set(report["methods"]) == {"rd", "kard_bm25", "kard_reranker"}
+    assert set(report["methods"]) == {"kard_bm25", "kard_reranker"}
 
 
 @pytest.mark.chaos

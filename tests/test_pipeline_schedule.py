@@ -40,7 +40,7 @@ def recorder(monkeypatch):
 
 
 def test_independent_stages_run_at_once_on_shared_cores_after_what_they_need(recorder):
-    cfg = load_config(DEMO)
+    cfg = load_config(DEMO, ["tracking.backend=off"])
     order = plan(cfg)
     seen = []
     manifests = pipeline.run_stages(cfg, recorder["run"], order, concurrency=2,
@@ -57,13 +57,13 @@ def test_independent_stages_run_at_once_on_shared_cores_after_what_they_need(rec
 
 
 def test_one_lane_runs_one_stage_at_a_time_with_every_core(recorder):
-    cfg = load_config(DEMO)
+    cfg = load_config(DEMO, ["tracking.backend=off"])
     pipeline.run_stages(cfg, recorder["run"], plan(cfg), concurrency=1)
     assert recorder["peak"][0] == 1 and {c for *_, c in recorder["log"]} == {2}
 
 
 def test_a_failing_progress_callback_stops_new_stages_like_a_failing_stage(recorder):
-    cfg = load_config(DEMO)
+    cfg = load_config(DEMO, ["tracking.backend=off"])
 
     def on_stage(name, state, manifest, seconds):
         if name == "augment" and state == "done":
@@ -75,7 +75,7 @@ def test_a_failing_progress_callback_stops_new_stages_like_a_failing_stage(recor
 
 
 def test_a_failed_stage_stops_new_ones_and_its_error_is_raised(recorder):
-    cfg = load_config(DEMO)
+    cfg = load_config(DEMO, ["tracking.backend=off"])
     recorder["fail"].add("reranker")
     with pytest.raises(RuntimeError, match="reranker failed"):
         pipeline.run_stages(cfg, recorder["run"], plan(cfg), concurrency=2)

@@ -33,8 +33,8 @@ def test_numbers_keeps_finite_numeric_leaves_under_mlflow_names():
 
 
 def test_tracking_off_opens_no_tracker(tmp_path):
-    cfg = load_config(None, [f"run_dir={tmp_path}/run"])
-    assert Tracker.open(cfg, RunDir(cfg.run_dir)) is None
+    cfg = load_config(None, [f"run_dir={tmp_path}/run", "tracking.backend=off"])  # YAML's bare off is false
+    assert cfg.tracking.backend == "off" and Tracker.open(cfg, RunDir(cfg.run_dir)) is None
 
 
 def test_a_remote_run_dir_needs_a_tracking_server_before_anything_runs():
