@@ -202,6 +202,10 @@ class TeacherConfig(Section):
     import_path: str | None = Field(None, description="Import rationales from this JSONL instead of calling.")
     concurrency: int = Field(32, ge=1, description="Requests in flight across all actors.")
     actors: int = Field(2, ge=1)
+    actors_on_driver_node: bool = Field(
+        True, description="Run the teacher-calling actors on the driver's node, with no CPU reserved (they wait on "
+                          "the network): a lost worker node (a preempted spot instance) then cannot take with it an "
+                          "answer that was paid for and not yet cached. False: anywhere, 0.5 CPU each.")
     batch_size: int = Field(64, ge=1, description="Questions per Ray Data batch.")
     backoff_base_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)

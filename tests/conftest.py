@@ -108,7 +108,8 @@ def tiny_pipeline(ray_session, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("pipeline")
     cfg = load_config(None, [f"run_dir={root}/run", *TINY_RUN_SETS, *TINY_PIPELINE_SETS, "reranker.epochs=1",
-                             "tracking.backend=mlflow"])  # read back by test_tracking
+                             "tracking.backend=mlflow",  # read back by test_tracking
+                             "ray.concurrent_stages=4"])  # the tiny trainings are mostly start-up: overlap them
     run = RunDir(cfg.run_dir)
     return cfg, run, run_pipeline(cfg, run, log=quiet)
 

@@ -98,8 +98,8 @@ def _generate(cfg: KardConfig, run: RunDir, questions: list[Question]) -> pa.Tab
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     t = cfg.teacher
-    # beside the driver, not on a worker node whose loss would take the run's rate budget with it; restarted
-    # (with a fresh budget) if it dies anyway
+    # beside the driver, not on a worker node whose loss would take the run's rate budget (or, for the actors, the
+    # answers paid for but not yet cached: 2 of 34 were billed twice in the chaos test) with it
     beside_driver = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     coordinator = ray.remote(RateBudget).options(
         num_cpus=0, max_restarts=-1, max_task_retries=-1, scheduling_strategy=beside_driver).remote(
@@ -116,7 +116,7 @@ def _generate(cfg: KardConfig, run: RunDir, questions: list[Question]) -> pa.Tab
                                    "concurrency": math.ceil(t.concurrency / actors),
                                    "api_key": Secret.from_env(t.api_key_env)},
             compute=ray.data.ActorPoolStrategy(size=actors), batch_size=t.batch_size, batch_format="pyarrow",
-            num_cpus=0.5,
+            **({"num_cpus": 0, "scheduling_strategy": beside_driver} if t.actors_on_driver_node else {"num_cpus": 0.5}),
         )
         try:
             parts = ray.get(ds.to_arrow_refs())
