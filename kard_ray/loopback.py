@@ -102,6 +102,32 @@ def kill_processes_naming(marker: str, rounds: int = 5) -> int:
     return killed
 
 
+def submit_job(client, entrypoint: str, runtime_env: dict, agent_wait_s: float = 120) -> str:
+    """Submit a Ray job, retrying while the dashboard answers before its job agent is ready; returns its id."""
+    deadline = time.time() + agent_wait_s
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.time() > deadline:
+                raise
+            time.sleep(2)
+
+
+def wait_job(client, job: str, timeout_s: float, until=None) -> str:
+    """The job's final status (stopped at ``timeout_s``: "TIMEOUT"), or "until" as soon as ``until()`` holds."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        status = client.get_job_status(job)
+        if status.is_terminal():
+            return str(status)
+        if until is not None and until():
+            return "until"
+        time.sleep(1)
+    client.stop_job(job)
+    return "TIMEOUT"
+
+
 class S3Server:
     """moto's S3 API in server mode on a free loopback port (a real HTTP S3 endpoint, not a mock in-process)."""
 
@@ -205,6 +231,26 @@ class LoopbackCluster:
         """SIGKILL every process of node ``name`` (a lost machine); returns how many."""
         self.killed.append(name)
         return kill_processes_naming(self.node_dir(name))
+
+    def node_of(self, pid: int | None) -> str | None:
+        """The node a process belongs to (its own command line or an ancestor's names the node's folder)."""
+        procs = _processes()
+        while pid in procs:
+            ppid, cmd = procs[pid]
+            for name in self.nodes:
+                if f"{self.node_dir(name)}/" in cmd or cmd.rstrip().endswith(self.node_dir(name)):
+                    return name
+            pid = ppid
+        return None
+
+    def node_running(self, title: str) -> str | None:
+        """A live worker node with a process whose title holds ``title`` (Ray titles workers ``ray::<Actor>...``)."""
+        for pid, (_, cmd) in _processes().items():
+            if title in cmd:
+                node = self.node_of(pid)
+                if node and node.startswith("w") and node not in self.killed:
+                    return node
+        return None
 
     def stop(self) -> None:
         """Kill exactly this cluster's processes (never `ray stop`, which stops every Ray of this machine)."""

@@ -24,10 +24,11 @@ from kard_ray.tracking import Tracker
 OnStage = Callable[[str, str, "dict | None", float], None]
 
 
-def run_one(name: str, cfg: KardConfig, run: RunDir, force: bool = False, log=print) -> dict[str, Any]:
-    """One stage by name: key from its declaration, body imported and run unless it is up to date."""
+def run_one(name: str, cfg: KardConfig, run: RunDir, force: bool = False, log=print,
+            body: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """One stage by name: key from its declaration, body (imported now unless given) run unless it is up to date."""
     s = stage(name)
-    body = partial(s.load_body(), cfg, force=force, log=log, **s.params)
+    body = partial(body or s.load_body(), cfg, force=force, log=log, **s.params)
     return run_stage(run, s.name, body, config=s.key(cfg), inputs=s.inputs(cfg),
                      upstream=s.needs(cfg), force=force, clean=s.clean, log=log)
 
@@ -86,11 +87,11 @@ def _run_planned(cfg: KardConfig, run: RunDir, order: list[str], targets: Sequen
     needs = {n: [d for d in stage(n).needs(cfg) if d in order] for n in order}
     finished: queue.Queue = queue.Queue()
 
-    def work(name: str, cores: int) -> None:
+    def work(name: str, body: Callable[..., Any], cores: int) -> None:
         t0 = time.perf_counter()
         try:
             with sharing_cores(cores):
-                manifest = run_one(name, cfg, run, force=force and name in targets, log=log)
+                manifest = run_one(name, cfg, run, force=force and name in targets, log=log, body=body)
             finished.put((name, manifest, None, time.perf_counter() - t0))
         except BaseException as exc:  # handed to the calling thread, which raises it
             finished.put((name, None, exc, time.perf_counter() - t0))
@@ -112,7 +113,12 @@ def _run_planned(cfg: KardConfig, run: RunDir, order: list[str], targets: Sequen
         cores = max(1, machine_cores() // max(1, len(running) + len(launch)))
         for name in launch:
             notify(name, "start", None, 0.0)
-            threading.Thread(target=work, args=(name, cores), name=f"kard-stage-{name}", daemon=True).start()
+            try:  # imported on this thread: a package imported in one stage thread while another imports its
+                body = stage(name).load_body()  # submodule is a lock cycle Python breaks with _DeadlockError
+            except Exception as exc:
+                errors.append(exc)
+                break
+            threading.Thread(target=work, args=(name, body, cores), name=f"kard-stage-{name}", daemon=True).start()
             running.add(name)
         if not running:
             break

@@ -8,12 +8,11 @@ Run alone with ``pytest -m cluster``. Teardown kills exactly the cluster's proce
 
 import json
 import sys
-import time
 
 import pytest
 from conftest import REPO, TINY_RUN_SETS
 
-from kard_ray.loopback import LoopbackCluster, S3Server, isolation_problem
+from kard_ray.loopback import LoopbackCluster, S3Server, isolation_problem, submit_job, wait_job
 
 pytestmark = [pytest.mark.ray, pytest.mark.cluster]
 
@@ -77,28 +76,7 @@ def submit(cluster: LoopbackCluster, s3: S3Server, entrypoint: str):
     runtime_env = {"working_dir": str(REPO),
                    "excludes": [".venv", "runs", ".git", "**/__pycache__", "*.egg-info", ".pytest_cache"],
                    "env_vars": {**s3.env(), "HF_HUB_OFFLINE": "1", TEACHER_KEY_ENV: "sk-test"}}
-    deadline = time.time() + 120
-    while True:  # the dashboard answers before its job agent is ready
-        try:
-            return client, client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
-        except RuntimeError as exc:
-            if "No available agent" not in str(exc) or time.time() > deadline:
-                raise
-            time.sleep(2)
-
-
-def wait(client, job: str, timeout_s: float, until=None) -> str:
-    """The job's final status (stopped at ``timeout_s``), or "until" as soon as ``until()`` holds."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        status = client.get_job_status(job)
-        if status.is_terminal():
-            return str(status)
-        if until is not None and until():
-            return "until"
-        time.sleep(1)
-    client.stop_job(job)
-    return "TIMEOUT"
+    return client, submit_job(client, entrypoint, runtime_env)
 
 
 def test_a_file_the_driver_writes_is_not_on_the_worker_nodes(cluster, s3):
@@ -111,7 +89,7 @@ def test_a_file_the_driver_writes_is_not_on_the_worker_nodes(cluster, s3):
               "print('SEEN', os.path.exists(p), any(s for s, _ in seen), any(n == head for _, n in seen), "
               "len(ray.nodes()))")
     client, job = submit(cluster, s3, f'{sys.executable} -c "{script}"')
-    assert wait(client, job, 300) == "SUCCEEDED", client.get_job_logs(job)[-3000:]
+    assert wait_job(client, job, 300) == "SUCCEEDED", client.get_job_logs(job)[-3000:]
     line = next(line for line in client.get_job_logs(job).splitlines() if line.startswith("SEEN"))
     # the driver sees its file; no task does; no task ran on the head; head + two workers
     assert line.split() == ["SEEN", "True", "False", "False", "3"], line
@@ -171,16 +149,16 @@ def test_pipeline_job_on_nodes_without_a_shared_disk_resumes_after_a_kill(cluste
 
     # 1. killed once a training stage has checkpointed in S3 (the job is stopped: SIGTERM, then SIGKILL)
     client, job = submit(cluster, s3, entrypoint)
-    status = wait(client, job, 1200, until=lambda: bool(interrupted()))
+    status = wait_job(client, job, 1200, until=lambda: bool(interrupted()))
     assert status == "until", client.get_job_logs(job)[-6000:]
     client.stop_job(job)
-    assert wait(client, job, 120) == "STOPPED"
+    assert wait_job(client, job, 120) == "STOPPED"
     killed_in = interrupted()
     assert killed_in, "the kill came after every training stage had finished"
 
     # 2. resubmitted: finished stages skip, the interrupted ones resume from their checkpoints in S3
     client, job = submit(cluster, s3, entrypoint)
-    status = wait(client, job, 1200)
+    status = wait_job(client, job, 1200)
     logs = client.get_job_logs(job)
     assert status == "SUCCEEDED", logs[-6000:]
     assert "accuracy:" in logs
@@ -208,13 +186,13 @@ def test_a_worker_node_lost_during_the_teacher_calls_costs_no_request_twice(clus
         entrypoint = f"{sys.executable} -m jobs rationales --run-dir s3://{run} " + " ".join(
             f"--set '{s}'" for s in sets)
         client, job = submit(cluster, s3, entrypoint)
-        assert wait(client, job, 600, until=lambda: teacher.stats()["billed_requests"] >= 8) == "until", \
+        assert wait_job(client, job, 600, until=lambda: teacher.stats()["billed_requests"] >= 8) == "until", \
             client.get_job_logs(job)[-6000:]
         victims = [n for n in cluster.nodes if n.startswith("w") and n not in cluster.killed]
         assert all(cluster.kill_node(n) > 0 for n in victims)
         for _ in victims:
             cluster.add_worker()
-        status = wait(client, job, 900)
+        status = wait_job(client, job, 900)
         stats = teacher.stats()
     assert status == "SUCCEEDED", client.get_job_logs(job)[-6000:]
     manifest = json.loads(s3.filesystem().open_input_stream(f"{run}/rationales/manifest.json").read())

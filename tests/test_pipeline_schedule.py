@@ -21,7 +21,7 @@ def recorder(monkeypatch):
     """run_one replaced: records (name, start, end, cores) and the most stages seen running at once."""
     lock, records, live, peak, fail = threading.Lock(), [], set(), [0], set()
 
-    def fake_run_one(name, cfg, run, force=False, log=None):
+    def fake_run_one(name, cfg, run, force=False, log=None, body=None):
         with lock:
             live.add(name)
             peak[0] = max(peak[0], len(live))
@@ -54,6 +54,16 @@ def test_independent_stages_run_at_once_on_shared_cores_after_what_they_need(rec
     assert {n for n, s in seen if s == "start"} == set(order) and {n for n, s in seen if s == "done"} == set(order)
     trainings = sorted((s, e) for n, s, e, _ in recorder["log"] if n in TRAINING)
     assert any(a[1] > b[0] for a, b in zip(trainings, trainings[1:]))  # some overlap in time
+
+
+def test_stage_bodies_are_imported_on_the_calling_thread_never_in_two_stage_threads_at_once(recorder, monkeypatch):
+    """Two stage threads importing kard_ray.data and kard_ray.data.kb_sources at once hit Python's import-lock
+    cycle (_DeadlockError in a cluster job); the scheduler imports every body before its thread starts."""
+    importers = []
+    monkeypatch.setattr(type(stage("kb")), "load_body", lambda self: importers.append(threading.current_thread()))
+    cfg = load_config(DEMO, ["tracking.backend=off"])
+    pipeline.run_stages(cfg, recorder["run"], plan(cfg), concurrency=2)
+    assert len(importers) == len(plan(cfg)) and set(importers) == {threading.current_thread()}
 
 
 def test_one_lane_runs_one_stage_at_a_time_with_every_core(recorder):
