@@ -22,6 +22,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
+from ray.exceptions import ObjectLostError, RayActorError, WorkerCrashedError
 from ray.serve import Application
 from ray.serve.exceptions import BackPressureError
 
@@ -206,6 +207,9 @@ class Generator:
 
 # --------------------------------------------------------------------------- ingress
 
+# a model replica gone mid-request (its node lost, its process killed): "may or may not have been executed"
+REPLICA_LOST = (RayActorError, WorkerCrashedError, ObjectLostError)
+
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64, max_queued_requests=256)
 @serve.ingress(api)
@@ -292,6 +296,15 @@ class KardService:
         except StopIteration as stop:
             return stop.value
 
+    async def _answer_on_live_replicas(self, req: AnswerRequest) -> dict[str, Any]:
+        """``_answer``, once more when a model replica was lost under it: answering is free of side effects, and
+        Serve's router sends the retry to the replicas still alive."""
+        try:
+            return await self._answer(req)
+        except REPLICA_LOST as exc:
+            log.warning("a model replica was lost mid-request (%s); answering again", type(exc).__name__)
+            return await self._answer(req)
+
     async def _with_timeout(self, req: AnswerRequest, route: str) -> dict[str, Any]:
         """The answer within the request timeout, or a 503 at once when it could not come in time (admission
         control); every outcome is counted and timed per route."""
@@ -303,7 +316,7 @@ class KardService:
                 raise HTTPException(503, f"overloaded: an answer now would come after the {self.timeout:.0f}s limit; "
                                          f"retry after {decision.retry_after_s:.0f}s",
                                     headers={"Retry-After": str(int(decision.retry_after_s))})
-            out = await asyncio.wait_for(self._answer(req), self.timeout)
+            out = await asyncio.wait_for(self._answer_on_live_replicas(req), self.timeout)
             answered = True
             return out
         except HTTPException as exc:
@@ -315,6 +328,10 @@ class KardService:
         except asyncio.TimeoutError:
             status = "503"
             raise HTTPException(503, f"no answer within {self.timeout:.0f}s; the service is busy, try again",
+                                headers={"Retry-After": "2"}) from None
+        except REPLICA_LOST:  # lost twice: the replicas left are being replaced
+            status = "503"
+            raise HTTPException(503, "a model replica was lost while answering; try again",
                                 headers={"Retry-After": "2"}) from None
         except BackPressureError as exc:  # a model deployment's queue is full
             status = "503"
@@ -428,12 +445,15 @@ def model_actor_options(args: ServeAppArgs, cfg) -> dict[str, dict[str, float]]:
             "generator": {"num_cpus": args.model_cpus, "num_gpus": args.generator_num_gpus}}
 
 
-def build_app(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None) -> Application:
-    """The retrieve -> rerank -> generate graph for a finished run directory, with the run's settings.
+def build_app(args: ServeAppArgs | dict) -> Application:
+    """The retrieve -> rerank -> generate graph for a finished run directory, with the run's settings: what
+    ``serve deploy``/``serve run`` call with the config's ``args`` (Serve wants a builder of exactly one parameter).
+    Replicas read ``api_key_env`` from their node's environment (a Kubernetes Secret, the cluster's env)."""
+    return build_graph(args)
 
-    Replicas read ``api_key_env`` from their node's environment (a Kubernetes Secret, the cluster's
-    env); ``ingress_runtime_env`` can hand the ingress variables the nodes do not have.
-    """
+
+def build_graph(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = None) -> Application:
+    """``build_app``, and ``ingress_runtime_env`` to hand the ingress variables its node does not have."""
     args = args if isinstance(args, ServeAppArgs) else ServeAppArgs.model_validate(args)
     run = RunDir(args.run_dir)
     student = student_stage(args.student)

@@ -313,3 +313,19 @@ def test_serve_config_matches_the_app():
         scaling = d.get("autoscaling_config")
         if scaling:
             assert scaling["min_replicas"] <= scaling["max_replicas"]
+
+
+def test_serve_accepts_the_configs_builder(monkeypatch):
+    """`serve deploy` (and a RayService) calls import_path's builder with the args dict, and only a builder of
+    exactly one parameter is accepted: a second one, even optional, made every deploy fail (DEPLOY_FAILED)."""
+    from ray import serve
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    import serve.app as app
+
+    application = load(REPO / "serve" / "config.yaml")["applications"][0]
+    _, name = application["import_path"].split(":")
+    seen = []
+    monkeypatch.setattr(app, "build_graph", lambda args: seen.append(args) or serve.deployment(lambda: None).bind())
+    built = call_user_app_builder_with_args_if_necessary(getattr(app, name), application["args"])
+    assert isinstance(built, serve.Application) and seen == [application["args"]]

@@ -29,16 +29,16 @@ def post(url: str, body, headers=None, raw: bytes | None = None) -> tuple[int, d
 
 @pytest.fixture(scope="module")
 def service(tiny_pipeline):
-    from serve.app import ServeAppArgs, build_app
+    from serve.app import ServeAppArgs, build_app, build_graph
 
     _, run, _ = tiny_pipeline
     short = {"max_new_tokens": 8}
     apps = {
         "open": build_app(ServeAppArgs(run_dir=run.path(), overrides={"max_new_tokens": 16}, max_question_chars=300,
                                        model_cpus=0.5)),
-        "locked": build_app(ServeAppArgs(run_dir=run.path(), overrides=short, api_key_env="KARD_TEST_KEY",
-                                         model_cpus=0.5, use_reranker=False),
-                            ingress_runtime_env={"env_vars": {"KARD_TEST_KEY": "s3cret"}}),
+        "locked": build_graph(ServeAppArgs(run_dir=run.path(), overrides=short, api_key_env="KARD_TEST_KEY",
+                                           model_cpus=0.5, use_reranker=False),
+                              ingress_runtime_env={"env_vars": {"KARD_TEST_KEY": "s3cret"}}),
         "tight": build_app(ServeAppArgs(run_dir=run.path(), overrides=short, use_reranker=False, model_cpus=0.5,
                                         max_batch_size=1, max_ongoing_requests=1, max_queued_requests=1)),
     }
