@@ -386,10 +386,12 @@ def plot_autoscale(trace: list, log: list, path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     t = [x[0] for x in trace]
     fig, (a, b) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    a.step(t, [x[2] for x in trace], where="post", label="Generator replicas (running)")
-    a.step(t, [x[1] for x in trace], where="post", label="clients", alpha=0.6)
-    a.set_yscale("symlog")
-    a.legend()
+    a.step(t, [x[2] for x in trace], where="post", color="C0")
+    a.set_ylabel("Generator replicas running", color="C0")
+    a.set_ylim(0, max(x[2] for x in trace) + 1)
+    c = a.twinx()
+    c.step(t, [x[1] for x in trace], where="post", color="C1", alpha=0.6)
+    c.set_ylabel("clients", color="C1")
     edges = np.arange(0, max(t) + 10, 10)
     ok = [(s, sec) for s, code, sec in log if code == 200]
     for q, label in ((50, "p50"), (99, "p99")):

@@ -207,6 +207,7 @@ class Generator:
 
 # --------------------------------------------------------------------------- ingress
 
+HEAD_NODE = "node:__internal_head__"  # a resource only the head node has
 # a model replica gone mid-request (its node lost, its process killed): "may or may not have been executed"
 REPLICA_LOST = (RayActorError, WorkerCrashedError, ObjectLostError)
 
@@ -425,6 +426,10 @@ class ServeAppArgs(BaseModel):
     ingress_max_ongoing_requests: int = Field(
         1024, ge=1, description="With admission control: requests the ingress takes at once to answer or refuse "
                                 "(a refusal costs it microseconds; the measured answer rate bounds admitted ones).")
+    ingress_on_head: bool = Field(True, description="Run the ingress (light: routing, admission, retries) on the "
+                                                    "head node beside Serve's proxy, so losing a worker node never "
+                                                    "takes the requests in flight with it (Ray's proxy answers "
+                                                    "500 for those); false: on any node, 0.25 CPU.")
     max_question_chars: int = Field(4000, ge=1)
     api_key_env: str | None = None
     reranker_autoscaling: Autoscaling = Field(default_factory=Autoscaling)
@@ -478,7 +483,8 @@ def build_graph(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = No
     # with admission control every request reaches the ingress's handler at once, which answers or refuses it
     # there: queued in front of it, a request would wait for a slot before anyone decides on it
     ingress_queue = {"max_ongoing_requests": args.ingress_max_ongoing_requests} if args.admission_control else {}
-    ingress = KardService.options(ray_actor_options={"num_cpus": 0.25, "runtime_env": ingress_runtime_env or {}},
+    placement = {"num_cpus": 0, "resources": {HEAD_NODE: 0.001}} if args.ingress_on_head else {"num_cpus": 0.25}
+    ingress = KardService.options(ray_actor_options={**placement, "runtime_env": ingress_runtime_env or {}},
                                   **ingress_queue)
     return ingress.bind(retriever, reranker, generator, settings=settings.model_dump(), overrides=args.overrides,
                         max_question_chars=args.max_question_chars, request_timeout_s=args.request_timeout_s,

@@ -310,6 +310,8 @@ def test_serve_config_matches_the_app():
     assert names == {"KardService", "Retriever", "RerankerModel", "Generator"}
     for d in application["deployments"]:
         assert hasattr(app, d["name"])
+        if d["name"] == "KardService":  # the app places the ingress (on the head); options here would replace that
+            assert "ray_actor_options" not in d and d["max_ongoing_requests"] >= 1024
         scaling = d.get("autoscaling_config")
         if scaling:
             assert scaling["min_replicas"] <= scaling["max_replicas"]
