@@ -333,9 +333,9 @@ def part_serve(chaos: Chaos, seconds: float, loss_at_s: float, clients: int) -> 
            "serve_500": sum(1 for _, s, _ in load.log if s == 500),
            "timeouts": sum(1 for _, s, _ in load.log if s == 0),
            "success_after_loss": round(sum(s == 200 for s in after) / max(1, len(after)), 3),
-           "success_once_recovered": round(
+           "success_once_recovered": None if recovered_s is None else round(
                (lambda xs: sum(s == 200 for s in xs) / max(1, len(xs)))(
-                   [s for t, s, _ in load.log if recovered_s is not None and t >= t_loss + recovered_s]), 3),
+                   [s for t, s, _ in load.log if t >= t_loss + recovered_s]), 3),
            "recovery_s": recovered_s, "replica_changes": changes, "windows": load.windows()}
     print("serve", json.dumps({k: v for k, v in out.items() if k not in ("windows", "replica_changes")}), flush=True)
     for w in out["windows"]:
@@ -438,7 +438,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     p.add_argument("--out", default="runs/chaos", help="local folder for the plot and the full result")
-    p.add_argument("--serve-seconds", type=float, default=180)
+    p.add_argument("--serve-seconds", type=float, default=300)
     p.add_argument("--serve-clients", type=int, default=4)
     p.add_argument("--ramp-step-s", type=float, default=15)
     p.add_argument("--downscale-delay-s", type=float, default=30)
