@@ -71,14 +71,12 @@ class Chaos:
                            f"teacher.api_key_env={TEACHER_KEY_ENV}"]
 
     def submit(self, stages: str, run: str) -> str:
-        from kard_ray.loopback import submit_job
+        from kard_ray.loopback import checkout_runtime_env, submit_job
 
         sets = " ".join(f"--set '{s}'" for s in self.sets(run))
         env = {**self.s3.env(), "HF_HUB_OFFLINE": "1", TEACHER_KEY_ENV: "sk-chaos"}
-        runtime_env = {"working_dir": str(REPO), "env_vars": env,
-                       "excludes": [".venv", "runs", ".git", "**/__pycache__", "*.egg-info", ".pytest_cache"]}
         return submit_job(self.client, f"{sys.executable} -m jobs {stages} --run-dir s3://{BUCKET}/{run} {sets}",
-                          runtime_env)
+                          checkout_runtime_env(str(REPO), env))
 
     def finish(self, job: str, timeout_s: float = 1800, until=None) -> str:
         from kard_ray.loopback import wait_job
@@ -109,9 +107,6 @@ class Chaos:
         return {"lost": name, "processes_killed": killed, "replacement": replacement,
                 "replacement_started_s": round(time.perf_counter() - t0, 1)}
 
-    def alive_workers(self) -> list[str]:
-        return [n for n in self.cluster.nodes if n.startswith("w") and n not in self.cluster.killed]
-
 
 def same_rows(a, b, key: list[str], bookkeeping: tuple[str, ...] = ()) -> bool:
     """Two tables with the same rows, whatever their order, bookkeeping columns aside (e.g. whether an answer came
@@ -136,7 +131,7 @@ def part_teacher(chaos: Chaos) -> dict:
         job = chaos.submit("rationales", run)
         if run == "storm":
             chaos.finish(job, 900, until=lambda t=teacher: t.stats()["billed_requests"] >= 8)
-            out["losses"] = [chaos.lose(n) for n in chaos.alive_workers()]
+            out["losses"] = [chaos.lose(n) for n in chaos.cluster.live_workers()]
         chaos.finish(job)
         stats = teacher.stats()
         out[run] = {"seconds": round(time.perf_counter() - t0, 1), "billed": stats["billed_requests"],
@@ -146,11 +141,6 @@ def part_teacher(chaos: Chaos) -> dict:
     out["rows"] = len(storm)
     print("teacher", json.dumps(out), flush=True)
     return out
-
-
-def train_worker_node(chaos: Chaos) -> str | None:
-    """The worker node running a Ray Train worker (found by process title and parentage)."""
-    return chaos.cluster.node_running("RayTrainWorker")
 
 
 def part_train(chaos: Chaos) -> dict:
@@ -167,7 +157,7 @@ def part_train(chaos: Chaos) -> dict:
     t0 = time.perf_counter()
     job = chaos.submit("reranker", "storm")
     chaos.finish(job, 1200, until=checkpointed)
-    victim = train_worker_node(chaos) or chaos.alive_workers()[0]
+    victim = chaos.cluster.node_running("RayTrainWorker") or chaos.cluster.live_workers()[0]
     loss = chaos.lose(victim)
     chaos.finish(job)
     manifest = chaos.read_json("storm/reranker/manifest.json")
@@ -185,7 +175,7 @@ def part_eval(chaos: Chaos) -> dict:
     job = chaos.submit("evaluate --force", "calm")
     chaos.finish(job, 900, until=lambda: chaos.cluster.node_running("MapWorker") is not None)
     time.sleep(3)  # some answers made, others not
-    loss = chaos.lose(chaos.cluster.node_running("MapWorker") or chaos.alive_workers()[0])
+    loss = chaos.lose(chaos.cluster.node_running("MapWorker") or chaos.cluster.live_workers()[0])
     chaos.finish(job)
     after = chaos.read_table("calm/evaluate/predictions.parquet")
     key = [c for c in ("method", "qid") if c in after.columns]
@@ -196,6 +186,11 @@ def part_eval(chaos: Chaos) -> dict:
 
 
 # --------------------------------------------------------------------------- 4-6: the Serve endpoint
+
+
+def success(statuses: list[int]) -> float | None:
+    """The share of 200s (None for no requests)."""
+    return round(sum(s == 200 for s in statuses) / len(statuses), 3) if statuses else None
 
 
 class Endpoint:
@@ -224,18 +219,15 @@ class Endpoint:
                                     "deployments": deployments}]}
         self.client().deploy_applications(config)
         deadline = time.time() + timeout_s
-        while self.status() != "RUNNING":
-            if time.time() > deadline or self.status() == "DEPLOY_FAILED":
-                raise RuntimeError(f"the app did not start: {json.dumps(self.details())[-4000:]}")
+        while (details := self.details()).get("status") != "RUNNING":
+            if time.time() > deadline or details.get("status") == "DEPLOY_FAILED":
+                raise RuntimeError(f"the app did not start: {json.dumps(details)[-4000:]}")
             time.sleep(2)
         for body in self.bodies[:2]:  # warm: models loaded, first batches run
             send(self.url, body, 300)
 
     def details(self) -> dict:
         return self.client().get_serve_details().get("applications", {}).get("kard", {})
-
-    def status(self) -> str | None:
-        return self.details().get("status")
 
     def replicas(self) -> dict[str, dict]:
         """Per deployment: running replicas, the target, and the nodes (loopback names) they run on."""
@@ -310,7 +302,7 @@ def part_serve(chaos: Chaos, seconds: float, loss_at_s: float, clients: int) -> 
     load = Load(endpoint, timeout_s=60)
     load.clients(clients)
     time.sleep(loss_at_s)
-    victim = next(n for n in placed.get("Generator", {}).get("nodes", []) if n not in chaos.cluster.killed)
+    victim = placed["Generator"]["nodes"][0]
     t_loss = time.perf_counter() - load.t0
     loss = chaos.lose(victim)
     recovered_s, changes, last = None, [], None
@@ -326,16 +318,15 @@ def part_serve(chaos: Chaos, seconds: float, loss_at_s: float, clients: int) -> 
         time.sleep(1)
     load.close()
     endpoint.delete()
-    after = [s for t, s, _ in load.log if t_loss <= t < t_loss + 60]
+    after_loss = [s for t, s, _ in load.log if t_loss <= t < t_loss + 60]
+    recovered = [s for t, s, _ in load.log if recovered_s is not None and t >= t_loss + recovered_s]
     out = {**loss, "lost_at_s": round(t_loss, 1), "requests": len(load.log),
            "statuses": dict(Counter(s for _, s, _ in load.log)),
            "serve_5xx": sum(1 for _, s, _ in load.log if s >= 500 and s != 503),
            "serve_500": sum(1 for _, s, _ in load.log if s == 500),
            "timeouts": sum(1 for _, s, _ in load.log if s == 0),
-           "success_after_loss": round(sum(s == 200 for s in after) / max(1, len(after)), 3),
-           "success_once_recovered": None if recovered_s is None else round(
-               (lambda xs: sum(s == 200 for s in xs) / max(1, len(xs)))(
-                   [s for t, s, _ in load.log if t >= t_loss + recovered_s]), 3),
+           "success_after_loss": success(after_loss),
+           "success_once_recovered": success(recovered) if recovered_s is not None else None,
            "recovery_s": recovered_s, "replica_changes": changes, "windows": load.windows()}
     print("serve", json.dumps({k: v for k, v in out.items() if k not in ("windows", "replica_changes")}), flush=True)
     for w in out["windows"]:
@@ -486,9 +477,12 @@ def main() -> None:
                 result["overload"] = part_overload(chaos, args.bursts, 16)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     (out_dir / "chaos.json").write_text(json.dumps(result, indent=1))
-    get = lambda part, key: result.get(part, {}).get(key)  # noqa: E731
+
+    def get(part: str, key: str):
+        return result.get(part, {}).get(key)
+
     emit({"benchmark": "chaos", **cpu_info(),
-          "teacher_billed_twice": get("teacher", "storm") and result["teacher"]["storm"]["billed_twice"],
+          "teacher_billed_twice": (get("teacher", "storm") or {}).get("billed_twice"),
           "teacher_identical": get("teacher", "identical"),
           "train_resumed_from_step": get("train", "resumed_from_step"),
           "eval_identical": get("eval", "identical"),

@@ -102,6 +102,12 @@ def kill_processes_naming(marker: str, rounds: int = 5) -> int:
     return killed
 
 
+def checkout_runtime_env(working_dir: str, env_vars: dict[str, str]) -> dict:
+    """A job's runtime env: the checkout as its working dir (what the driver runs), build and run outputs left out."""
+    return {"working_dir": working_dir, "env_vars": env_vars,
+            "excludes": [".venv", "runs", ".git", "**/__pycache__", "*.egg-info", ".pytest_cache"]}
+
+
 def submit_job(client, entrypoint: str, runtime_env: dict, agent_wait_s: float = 120) -> str:
     """Submit a Ray job, retrying while the dashboard answers before its job agent is ready; returns its id."""
     deadline = time.time() + agent_wait_s
@@ -243,13 +249,16 @@ class LoopbackCluster:
             pid = ppid
         return None
 
+    def live_workers(self) -> list[str]:
+        """Worker nodes started and not killed."""
+        return [n for n in self.nodes if n.startswith("w") and n not in self.killed]
+
     def node_running(self, title: str) -> str | None:
         """A live worker node with a process whose title holds ``title`` (Ray titles workers ``ray::<Actor>...``)."""
+        live = self.live_workers()
         for pid, (_, cmd) in _processes().items():
-            if title in cmd:
-                node = self.node_of(pid)
-                if node and node.startswith("w") and node not in self.killed:
-                    return node
+            if title in cmd and (node := self.node_of(pid)) in live:
+                return node
         return None
 
     def stop(self) -> None:

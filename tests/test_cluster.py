@@ -12,7 +12,7 @@ import sys
 import pytest
 from conftest import REPO, TINY_RUN_SETS
 
-from kard_ray.loopback import LoopbackCluster, S3Server, isolation_problem, submit_job, wait_job
+from kard_ray.loopback import LoopbackCluster, S3Server, checkout_runtime_env, isolation_problem, submit_job, wait_job
 
 pytestmark = [pytest.mark.ray, pytest.mark.cluster]
 
@@ -73,10 +73,8 @@ def data_sets(teacher_url: str) -> list[str]:
 
 def submit(cluster: LoopbackCluster, s3: S3Server, entrypoint: str):
     client = cluster.job_client()
-    runtime_env = {"working_dir": str(REPO),
-                   "excludes": [".venv", "runs", ".git", "**/__pycache__", "*.egg-info", ".pytest_cache"],
-                   "env_vars": {**s3.env(), "HF_HUB_OFFLINE": "1", TEACHER_KEY_ENV: "sk-test"}}
-    return client, submit_job(client, entrypoint, runtime_env)
+    env = {**s3.env(), "HF_HUB_OFFLINE": "1", TEACHER_KEY_ENV: "sk-test"}
+    return client, submit_job(client, entrypoint, checkout_runtime_env(str(REPO), env))
 
 
 def test_a_file_the_driver_writes_is_not_on_the_worker_nodes(cluster, s3):
@@ -188,7 +186,7 @@ def test_a_worker_node_lost_during_the_teacher_calls_costs_no_request_twice(clus
         client, job = submit(cluster, s3, entrypoint)
         assert wait_job(client, job, 600, until=lambda: teacher.stats()["billed_requests"] >= 8) == "until", \
             client.get_job_logs(job)[-6000:]
-        victims = [n for n in cluster.nodes if n.startswith("w") and n not in cluster.killed]
+        victims = cluster.live_workers()
         assert all(cluster.kill_node(n) > 0 for n in victims)
         for _ in victims:
             cluster.add_worker()
