@@ -186,6 +186,8 @@ def test_a_worker_node_lost_during_the_teacher_calls_costs_no_request_twice(clus
         client, job = submit(cluster, s3, entrypoint)
         assert wait_job(client, job, 600, until=lambda: teacher.stats()["billed_requests"] >= 8) == "until", \
             client.get_job_logs(job)[-6000:]
+        # beside the driver on the head (teacher.actors_on_driver_node): no worker node's loss takes a paid answer
+        assert cluster.node_running("RationaleWorker") is None, "a teacher actor runs on a worker node"
         victims = cluster.live_workers()
         assert all(cluster.kill_node(n) > 0 for n in victims)
         for _ in victims:

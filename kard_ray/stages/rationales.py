@@ -99,8 +99,9 @@ def _generate(cfg: KardConfig, run: RunDir, questions: list[Question]) -> pa.Tab
 
     t = cfg.teacher
     # beside the driver, not on a worker node whose loss would take the run's rate budget (or, for the actors, the
-    # answers paid for but not yet cached: 2 of 34 were billed twice in the chaos test) with it
-    beside_driver = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    # answers paid for but not yet cached) with it. Hard affinity: that node lives as long as the driver does, and
+    # Ray Data's actor pool put soft-affinity actors on a worker node (2 of 34 billed twice in the chaos test)
+    beside_driver = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     coordinator = ray.remote(RateBudget).options(
         num_cpus=0, max_restarts=-1, max_task_retries=-1, scheduling_strategy=beside_driver).remote(
         rpm=t.requests_per_minute, tpm=t.tokens_per_minute, failure_budget=t.failure_budget)
