@@ -18,35 +18,7 @@ from pathlib import Path
 
 from common import cpu_info, emit
 
-from kard_ray.efficiency import compute_floor
-
-
-def efficiency_blocks(manifest: dict) -> list[tuple[str, dict]]:
-    """(label, efficiency block) of a stage manifest: one for a training stage, one per student for evaluation."""
-    eff = (manifest.get("extra") or {}).get("efficiency") or {}
-    if "achieved_gflops" in eff:
-        return [(manifest["stage"], eff)]
-    return [(f"{manifest['stage']}: {name}", block) for name, block in eff.items() if isinstance(block, dict)]
-
-
-def floor_table(run_dir: Path) -> dict:
-    rows, wall, floor, loops = [], 0.0, 0.0, 0.0
-    manifests = [json.loads(path.read_text()) for path in run_dir.glob("*/manifest.json")]
-    for manifest in sorted(manifests, key=lambda m: m.get("started_at") or ""):  # pipeline order
-        wall += manifest.get("duration_s") or 0.0
-        blocks = efficiency_blocks(manifest)
-        if not blocks:
-            rows.append({"stage": manifest["stage"], "wall_s": manifest.get("duration_s")})
-            continue
-        for i, (label, block) in enumerate(blocks):
-            f = compute_floor(block)
-            floor += f or 0.0
-            loops += block.get("compute_s") or 0.0
-            rows.append({"stage": label, "wall_s": manifest.get("duration_s") if i == 0 else None,
-                         "loop_s": block.get("compute_s"), "tflop": block.get("tflops"),
-                         "probe_gflops": block.get("probe_gflops"), "floor_s": round(f, 1) if f is not None else None,
-                         "share_of_probe": block.get("share_of_probe")})
-    return {"rows": rows, "wall_s": round(wall, 1), "loops_s": round(loops, 1), "floor_s": round(floor, 1)}
+from kard_ray.efficiency import floor_summary, floor_table
 
 
 def markdown(table: dict) -> str:
@@ -61,15 +33,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run-dir", default="runs/demo")
     args = p.parse_args()
-    table = floor_table(Path(args.run_dir))
+    run_dir = Path(args.run_dir)
+    table = floor_table([json.loads(p.read_text()) for p in run_dir.glob("*/manifest.json")])
     if not table["rows"]:
         raise SystemExit(f"no stage manifests under {args.run_dir}: run the pipeline first")
     print(markdown(table))
+    print(floor_summary(table))
     missing = [r["stage"] for r in table["rows"] if "loop_s" in r and r["floor_s"] is None]
     if missing:
         print(f"(no FLOP count in the manifests of {', '.join(missing)}: written before tflops was recorded)")
     emit({"benchmark": "compute_floor", **cpu_info(), "run_dir": args.run_dir,
-          "wall_s": table["wall_s"], "loops_s": table["loops_s"], "floor_s": table["floor_s"]})
+          **{k: table[k] for k in ("wall_s", "stage_s", "loops_s", "floor_s", "wall_over_floor", "outside_loops_s",
+                                   "outside_loops_share")}})
 
 
 if __name__ == "__main__":

@@ -283,13 +283,17 @@ def train_student(config: ConfigOpt = None, set_: SetOpt = None, run_dir: RunDir
 
 def _print_report(run_dir: str) -> None:
     from kard_ray.artifacts import RunDir
-    from kard_ray.evaluation.report import results_table
-    from kard_ray.registry import output
+    from kard_ray.efficiency import floor_table
+    from kard_ray.evaluation.report import compute_floor_table, results_table
+    from kard_ray.registry import STAGES, output
 
     run = RunDir(run_dir)
     if not run.exists(output("evaluate", "report_json")):
         _fail(f"no evaluation report in {run.uri} (run `kard evaluate` or `kard run` first)", 1)
     console.print(results_table(run.read_json(output("evaluate", "report_json"))))
+    floor = floor_table([m for m in map(run.manifest, STAGES) if m is not None])
+    if floor["wall_over_floor"] is not None:
+        console.print(compute_floor_table(floor))
     console.print(f"report: {run.uri_of(output('evaluate', 'report_md'))}")
 
 

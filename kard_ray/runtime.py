@@ -168,6 +168,7 @@ def init_ray(cfg: RayConfig | None = None, address: str | None = None, log_to_dr
         mode = "attached"
     else:
         ray.init(
+            address="local",  # a new instance even where a stale or running `ray start` left its address in /tmp/ray
             num_cpus=embedded_cpus(cfg),
             **({"num_gpus": cfg.num_gpus} if cfg.num_gpus is not None else {}),
             _node_ip_address="127.0.0.1",  # an embedded Ray stays on loopback

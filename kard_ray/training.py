@@ -189,6 +189,13 @@ def fit(loop: Callable[[dict], None], loop_config: dict[str, Any], workers: Trai
     return result
 
 
+def phases(clock, metrics: dict[str, Any]) -> dict[str, float | None]:
+    """A training stage's phases for its manifest: the clock's, and inside ``train`` the worker's start-up
+    (``setup_s``) and its loop (the efficiency block's ``compute_s``); the rest of ``train`` is Ray Train's."""
+    return {**clock.seconds, "train_worker_setup": metrics.get("setup_s"),
+            "train_loop": (metrics.get("efficiency") or {}).get("compute_s")}
+
+
 def copy_model_files(src: str, dst: str) -> None:
     """A checkpoint folder's model files (not the trainer state or the step history) into ``dst``."""
     for f in os.listdir(src):

@@ -6,6 +6,8 @@ import torch
 from kard_ray.efficiency import (
     compute_floor,
     efficiency,
+    floor_summary,
+    floor_table,
     inference_flops,
     matmul_probe,
     parameter_counts,
@@ -49,3 +51,22 @@ def test_a_cross_encoder_head_stays_trainable_under_train_layers():
     trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"bert", "classifier"}
     assert not any(p.requires_grad for n, p in model.named_parameters() if ".layer.0." in n or "embeddings" in n)
+
+
+def test_a_runs_floor_table_counts_side_by_side_stages_once_and_names_the_time_outside_the_loops():
+    def manifest(stage, start, duration, block=None):
+        return {"stage": stage, "started_at": f"2026-01-01T00:{start // 60:02d}:{start % 60:02d}Z",
+                "duration_s": duration, "extra": {"efficiency": block} if block else {}}
+
+    train = efficiency(6e12, 100.0, 120e9)  # floor 50 s
+    generate = {"kard": efficiency(1.2e12, 20.0, 120e9), "rd": efficiency(1.2e12, 20.0, 120e9)}  # 10 s each
+    table = floor_table([manifest("evaluate", 3000, 40.0, generate), manifest("data", 0, 10.0),
+                         manifest("student_kard", 10, 150.0, train), manifest("student_rd", 20, 140.0, train)])
+    assert [r["stage"] for r in table["rows"]] == ["data", "student_kard", "student_rd", "evaluate: kard",
+                                                   "evaluate: rd"]
+    # two students side by side count once; the hour before evaluate was rerun, not at all
+    assert table["wall_s"] == 200.0 and table["stage_s"] == 340.0
+    assert table["floor_s"] == 120.0 and table["wall_over_floor"] == 1.67
+    assert table["loops_s"] == 240.0 and table["outside_loops_s"] == 0.0
+    assert "1.67x the compute floor of 120.0 s" in floor_summary(table)
+    assert floor_table([manifest("data", 0, 10.0)])["wall_over_floor"] is None

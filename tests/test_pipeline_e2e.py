@@ -39,6 +39,18 @@ def test_training_and_generation_record_their_flops_for_the_compute_floor(tiny_p
         assert block["tflops"] > 0 and block["compute_s"] > 0 and compute_floor(block) > 0, block
 
 
+def test_training_and_evaluation_stages_say_where_their_time_outside_the_loops_went(tiny_pipeline):
+    _, _, manifests = tiny_pipeline
+    for name in ("reranker", "student_kard", "student_rd", "student_ft"):
+        m = manifests[name]
+        phases = m["extra"]["phases_s"]
+        assert phases["train_loop"] == m["extra"]["efficiency"]["compute_s"], phases
+        assert phases["train"] > phases["train_worker_setup"] + phases["train_loop"] > 0, phases
+        assert sum(v for k, v in phases.items() if not k.startswith("train_")) <= m["duration_s"], (name, phases)
+    phases = manifests["evaluate"]["extra"]["phases_s"]
+    assert phases["generation"] > phases["generation_loops"] > 0 and phases["retrieval"] > 0, phases
+
+
 def test_report_has_every_method_with_interval_and_recalls(tiny_pipeline):
     cfg, run, _ = tiny_pipeline
     report = json.loads(Path(run.path("evaluate/report.json")).read_text())

@@ -44,6 +44,20 @@ def results_table(report: dict):
     return table
 
 
+def compute_floor_table(floor: dict):
+    """A run's stages against their compute floor (``kard_ray.efficiency.floor_table``), its ratio as the caption."""
+    from rich.table import Table
+
+    from kard_ray.efficiency import floor_summary
+
+    cols = ["stage", "wall_s", "loop_s", "tflop", "floor_s", "share_of_probe"]
+    table = Table(*(c.replace("_", " ") for c in cols), title="Time against the machine's compute floor")
+    for r in floor["rows"]:
+        table.add_row(*("" if r.get(c) is None else str(r[c]) for c in cols))
+    table.caption = floor_summary(floor)
+    return table
+
+
 def report_markdown(report: dict) -> str:
     lines = [f"# KARD evaluation: {questions_label(report)}", "",
              f"Run `{report['run_dir']}`, {report['decoding']} decoding, {report['passages']} passages per question; "

@@ -59,6 +59,7 @@ def train_loop(config: dict[str, Any]) -> None:
     from transformers import get_linear_schedule_with_warmup
 
 
+    entered = time.perf_counter()
     cfg = RerankerConfig.model_validate(config["reranker"])
     use_assigned_cores()
     ctx = ray.train.get_context()
@@ -87,6 +88,7 @@ def train_loop(config: dict[str, Any]) -> None:
     def save(path: str, gathered) -> None:
         save_checkpoint_dir(path, model, tokenizer, gathered, scheduler, progress, cfg)
 
+    setup_s = round(time.perf_counter() - entered, 2)  # model, shard, probe: the worker's share of the start-up
     model.train()
     history.restart_clock()
     for epoch in range(progress["epoch"], cfg.epochs):
@@ -123,6 +125,7 @@ def train_loop(config: dict[str, Any]) -> None:
         progress.update(epoch=epoch + 1, batch=0)
         report({"epoch": epoch, "step": progress["step"], "loss": float(np.mean(losses)) if losses else math.nan,
                 "pairs_per_s": pairs * world / elapsed if elapsed else 0.0, "resumed_from_step": resumed_from,
+                "setup_s": setup_s,
                 "efficiency": efficiency(training_flops(stats.get("tokens", 0), params, trainable), elapsed, probe,
                                          tokens_per_s=round(stats.get("real_tokens", 0) * world / elapsed, 1)
                                          if elapsed else 0.0, workers=world),

@@ -22,7 +22,7 @@ from kard_ray.answers import rationale_query
 from kard_ray.artifacts import RunDir, StageResult
 from kard_ray.config import InferenceSettings, KardConfig
 from kard_ray.data.schema import Question
-from kard_ray.efficiency import efficiency, inference_flops
+from kard_ray.efficiency import PhaseClock, efficiency, inference_flops
 from kard_ray.evaluation import metrics as M
 from kard_ray.evaluation.charts import write_charts
 from kard_ray.evaluation.report import report_markdown
@@ -127,33 +127,37 @@ def same_input(row: dict[str, Any]) -> tuple:
 
 def predict(cfg: KardConfig, run: RunDir, methods: list[str], questions: list[Question], ranked: dict,
             log, efficiency: dict[str, Any]) -> list[dict[str, Any]]:
-    """One Ray Data generation job per student model over all its methods' inputs (``efficiency`` gets each
-    job's figures). An input that two methods share (BM25 and the reranker, or the oracle, picked the same
-    passages in the same order) is generated once: prefill of the passages is most of the work."""
+    """Every student's answers in one Ray Data generation job, the students in turn on the same actors
+    (``efficiency`` gets each student's figures). An input that two methods of a student share (BM25 and the
+    reranker, or the oracle, picked the same passages in the same order) is generated once: prefill of the
+    passages is most of the work."""
     e, s = cfg.eval, InferenceSettings.of(cfg)
     store = open_passages(run.uri)
-    out = []
+    rows_of, unique = {}, []
     for model in dict.fromkeys(STUDENT_OF[m] for m in methods):
         rows = []
         for m in (m for m in methods if STUDENT_OF[m] == model):
             for q in questions:
                 prows = ranked[q.id][PASSAGES_OF[m]][: s.passages] if m in PASSAGES_OF else []
-                rows.append({"qid": f"{m}|{q.id}", "question": q.question, "options": q.options,
+                rows.append({"student": model, "qid": f"{m}|{q.id}", "question": q.question, "options": q.options,
                              "passages": store.texts(prows), "passage_rows": prows})
         first_of: dict[tuple, dict] = {}
         for r in rows:
             first_of.setdefault(same_input(r), r)
-        unique = list(first_of.values())
-        model_uri = run.uri_of(output(student_stage(model), "model"))  # each actor localises it
-        log(f"evaluate: generating {len(unique)} answers with student_{model} "
-            f"({len(rows) - len(unique)} inputs repeat another method's)")
-        preds = predict_with_ray(unique, model_uri, model, s, actors=e.actors, batch_size=e.batch_size,
-                                 use_gpu=cfg.student.workers.use_gpu,
-                                 cpus_per_actor=cores_per_worker(e.cpus_per_actor, e.actors, is_embedded()))
-        efficiency[f"student_{model}"] = generation_efficiency(preds)
-        pred_of = dict(zip(first_of, preds))
+        rows_of[model] = (rows, first_of)
+        unique += first_of.values()
+        log(f"evaluate: generating {len(first_of)} answers with student_{model} "
+            f"({len(rows) - len(first_of)} inputs repeat another method's)")
+    students = {model: (run.uri_of(output(student_stage(model), "model")), model) for model in rows_of}
+    preds = predict_with_ray(unique, students, s, actors=e.actors, batch_size=e.batch_size,
+                             use_gpu=cfg.student.workers.use_gpu,
+                             cpus_per_actor=cores_per_worker(e.cpus_per_actor, e.actors, is_embedded()))
+    pred_of = {(r["student"], same_input(r)): p for r, p in zip(unique, preds)}
+    out = []
+    for model, (rows, first_of) in rows_of.items():
+        efficiency[f"student_{model}"] = generation_efficiency([pred_of[(model, key)] for key in first_of])
         for row in rows:
-            p = pred_of[same_input(row)]
+            p = {k: v for k, v in pred_of[(model, same_input(row))].items() if k != "student"}
             method, qid = row["qid"].split("|", 1)
             out.append({**p, "method": method, "qid": qid, "passage_rows": row["passage_rows"],
                         "passages": row["passages"]})
@@ -240,12 +244,16 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
         raise ValueError(f"evaluate: the {e.split} split has no questions")
     teacher = teacher_rationales(run) if "oracle" in e.methods else {}
     rationales = {q.id: teacher[q.id] for q in questions if q.id in teacher}
-    ranked, has_reranker = retrieve(cfg, run, questions, rationales)
+    clock = PhaseClock()
+    with clock("retrieval"):
+        ranked, has_reranker = retrieve(cfg, run, questions, rationales)
     methods, skipped = available_methods(cfg, run, has_reranker, rationales)
     if not methods:
         raise RuntimeError("evaluate: nothing to evaluate: " + "; ".join(f"{m}: {r}" for m, r in skipped.items()))
     efficiency: dict[str, Any] = {}
-    preds = predict(cfg, run, methods, questions, ranked, log, efficiency)
+    with clock("generation"):
+        preds = predict(cfg, run, methods, questions, ranked, log, efficiency)
+    clock.seconds["generation_loops"] = round(sum(b["compute_s"] for b in efficiency.values()), 2)
     report, rows = summarise(cfg, run, questions, methods, preds, ranked, has_reranker)
     report["skipped"] = skipped
     report["inference"] = InferenceSettings.of(cfg).model_dump()
@@ -266,4 +274,4 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
                     run.write_bytes(f"evaluate/{path.rsplit('/', 1)[1]}", fh.read())
     return StageResult(counts={"questions": len(questions), "methods": len(methods)},
                        extra={"accuracy": {m: r["accuracy"] for m, r in report["methods"].items()},
-                              "skipped": skipped, "efficiency": efficiency})
+                              "skipped": skipped, "efficiency": efficiency, "phases_s": clock.seconds})

@@ -15,6 +15,7 @@ from kard_ray import training
 from kard_ray.answers import rationale_query
 from kard_ray.artifacts import RunDir, StageResult, config_hash
 from kard_ray.config import InferenceSettings, KardConfig
+from kard_ray.efficiency import PhaseClock
 from kard_ray.fs import local_copy
 from kard_ray.registry import TRAIN_DIR, checkpoints_to_discard, output
 from kard_ray.reranker.evaluate import knowledge_gap, knowledge_gap_markdown
@@ -91,20 +92,26 @@ def storage_name(cfg: KardConfig, run: RunDir) -> str:
 def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> StageResult:
     r = cfg.reranker
     name = storage_name(cfg, run)
-    result, info = train(cfg, run, name, fresh=force)
+    clock = PhaseClock()
+    with clock("train"):
+        result, info = train(cfg, run, name, fresh=force)
     metrics = result.metrics or {}
-    training.export_checkpoint(run, result.checkpoint, output("reranker", "model"))
-    training.export_history(run, result.checkpoint, output("reranker", "history"), output("reranker", "loss_png"),
-                            f"reranker ({r.model.rsplit('/', 1)[-1]})")
+    with clock("export"):
+        training.export_checkpoint(run, result.checkpoint, output("reranker", "model"))
+    with clock("history"):
+        training.export_history(run, result.checkpoint, output("reranker", "history"), output("reranker", "loss_png"),
+                                f"reranker ({r.model.rsplit('/', 1)[-1]})")
     vectors = None
     if r.architecture == "bi":  # passage vectors once per KB: reranking then encodes only queries
         from kard_ray.reranker.vectors import build_passage_vectors
 
-        vectors = build_passage_vectors(run.uri_of(output("kb", "passages_arrow")),
-                                        run.uri_of(output("reranker", "model")), r.max_length,
-                                        run.uri_of(output("reranker", "vectors")), r.num_gpus)
-    gap = {**knowledge_gap_on_ray(cfg, run),
-           "question_kind": "unseen-entity" if cfg.data.synth is not None else "held-out"}
+        with clock("passage_vectors"):
+            vectors = build_passage_vectors(run.uri_of(output("kb", "passages_arrow")),
+                                            run.uri_of(output("reranker", "model")), r.max_length,
+                                            run.uri_of(output("reranker", "vectors")), r.num_gpus)
+    with clock("knowledge_gap_report"):
+        gap = {**knowledge_gap_on_ray(cfg, run),
+               "question_kind": "unseen-entity" if cfg.data.synth is not None else "held-out"}
     run.write_text(output("reranker", "report_json"), json.dumps(gap, indent=2))
     run.write_text(output("reranker", "report_md"), knowledge_gap_markdown(gap))
     log(knowledge_gap_markdown(gap))
@@ -112,5 +119,6 @@ def build(cfg: KardConfig, run: RunDir, *, force: bool = False, log=print) -> St
         counts={"steps": int(metrics.get("step", 0)), "epochs": r.epochs, "workers": info["workers"]},
         extra={"final_loss": metrics.get("loss"), "pairs_per_s": metrics.get("pairs_per_s"),
                "resumed_from_step": metrics.get("resumed_from_step"), "train_storage": name,
-               "passage_vectors": vectors, "efficiency": metrics.get("efficiency"), "knowledge_gap": gap},
+               "passage_vectors": vectors, "efficiency": metrics.get("efficiency"), "knowledge_gap": gap,
+               "phases_s": training.phases(clock, metrics)},
         scratch=checkpoints_to_discard(cfg.keep_train_checkpoints, name))

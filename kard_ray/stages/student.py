@@ -19,6 +19,7 @@ import pyarrow as pa
 from kard_ray import training
 from kard_ray.artifacts import RunDir, StageResult, config_hash
 from kard_ray.config import KardConfig, StudentConfig
+from kard_ray.efficiency import PhaseClock
 from kard_ray.registry import TRAIN_DIR, checkpoints_to_discard, output, student_stage
 from kard_ray.student.formats import WITH_RATIONALE, format_fingerprint
 from kard_ray.student.model import load_student
@@ -97,17 +98,20 @@ def build(cfg: KardConfig, run: RunDir, *, method: str, force: bool = False, log
     per_epoch, total = schedule(len(train_rows), s, workers)
     if force:
         run.delete(TRAIN_DIR, name)
-    result = training.fit(train_loop, {"student": s.model_dump(), "method": method,
-                                       "steps_per_epoch": per_epoch, "total_steps": total},
-                          s.workers, run.uri_of(TRAIN_DIR), name,
-                          {"train": train_ds, **({"eval": eval_ds} if eval_ds is not None else {})},
-                          s.max_failures)
+    clock = PhaseClock()
+    with clock("train"):
+        result = training.fit(train_loop, {"student": s.model_dump(), "method": method,
+                                           "steps_per_epoch": per_epoch, "total_steps": total},
+                              s.workers, run.uri_of(TRAIN_DIR), name,
+                              {"train": train_ds, **({"eval": eval_ds} if eval_ds is not None else {})},
+                              s.max_failures)
     m = result.metrics or {}
-    training.export_checkpoint_on_ray(run, result.checkpoint, output(student_stage(method), "model"), merge_lora,
-                                      s.workers)
     stage = student_stage(method)
-    training.export_history(run, result.checkpoint, output(stage, "history"), output(stage, "loss_png"),
-                            f"{method} student ({s.model.rsplit('/', 1)[-1]})")
+    with clock("export"):
+        training.export_checkpoint_on_ray(run, result.checkpoint, output(stage, "model"), merge_lora, s.workers)
+    with clock("history"):
+        training.export_history(run, result.checkpoint, output(stage, "history"), output(stage, "loss_png"),
+                                f"{method} student ({s.model.rsplit('/', 1)[-1]})")
     log(f"student[{method}]: {m.get('step')} steps, loss {m.get('loss', float('nan')):.3f}, "
         f"eval loss {m.get('eval_loss', float('nan')):.3f}, {m.get('tokens_per_s', 0):.0f} tokens/s, "
         f"padding {m.get('padding_share', 0):.1%}")
@@ -117,5 +121,6 @@ def build(cfg: KardConfig, run: RunDir, *, method: str, force: bool = False, log
         extra={"method": method, "model": s.model, "family": s.family, "final_loss": m.get("loss"),
                "eval_loss": m.get("eval_loss"), "tokens_per_s": m.get("tokens_per_s"),
                "padding_share": m.get("padding_share"), "resumed_from_step": m.get("resumed_from_step"),
-               "passages_trimmed": m.get("passages_trimmed"), "train_storage": name, "efficiency": m.get("efficiency")},
+               "passages_trimmed": m.get("passages_trimmed"), "train_storage": name, "efficiency": m.get("efficiency"),
+               "phases_s": training.phases(clock, m)},
         scratch=checkpoints_to_discard(cfg.keep_train_checkpoints, name))

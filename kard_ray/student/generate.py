@@ -258,17 +258,51 @@ class StudentPredictor:
         return {"qid": [r["qid"] for r in rows], **{k: [p[k] for p in preds] for k in preds[0]}} if preds else {}
 
 
-def predict_with_ray(rows: list[dict[str, Any]], model_uri: str, method: str, settings, *, actors: int = 1,
-                     batch_size: int = 16, use_gpu: bool = False, cpus_per_actor: float = 1.0) -> list[dict[str, Any]]:
-    """Batch inference over ``rows`` (qid, question, options, passages) with an actor pool; each actor's torch
-    threads follow its ``cpus_per_actor``."""
+class StudentsInTurn:
+    """Ray Data actor over several students' rows (column ``student``): one student loaded at a time, the next
+    when its rows arrive. An evaluation of three students then starts its actors once, not once per student;
+    rows come grouped by student, so each actor loads each student once."""
+
+    def __init__(self, students: dict[str, tuple[str, str]], settings: dict[str, Any]):
+        """``students``: name -> (model URI, prompt method)."""
+        self.students, self.settings = students, settings
+        self.name: str | None = None
+        self.predictor: StudentPredictor | None = None
+
+    def _predictor(self, name: str) -> StudentPredictor:
+        if name != self.name:
+            probe = self.predictor.probe if self.predictor else None  # the machine's, measured once per actor
+            self.predictor = None  # the last student freed before the next loads
+            uri, method = self.students[name]
+            self.predictor, self.name = StudentPredictor(uri, method, self.settings), name
+            self.predictor.probe = probe
+        return self.predictor
+
+    def __call__(self, batch) -> dict[str, Any]:
+        import itertools
+
+        import pyarrow as pa
+
+        columns: dict[str, list] = {}
+        for name, group in itertools.groupby(batch.to_pylist(), key=lambda r: r["student"]):
+            part = self._predictor(name)(pa.Table.from_pylist(list(group)))
+            for key, values in {"student": [name] * len(part.get("qid", [])), **part}.items():
+                columns.setdefault(key, []).extend(values)
+        return columns
+
+
+def predict_with_ray(rows: list[dict[str, Any]], students: dict[str, tuple[str, str]], settings, *,
+                     actors: int = 1, batch_size: int = 16, use_gpu: bool = False,
+                     cpus_per_actor: float = 1.0) -> list[dict[str, Any]]:
+    """Batch inference over ``rows`` (student, qid, question, options, passages; grouped by student) with one actor
+    pool for every student (``students``: name -> (model URI, prompt method)); each actor's torch threads follow its
+    ``cpus_per_actor``. Predictions in the order of ``rows``."""
     import pyarrow as pa
     import ray
 
     ds = ray.data.from_arrow(pa.Table.from_pylist(rows)).map_batches(
-        StudentPredictor, fn_constructor_kwargs={"model_uri": model_uri, "method": method,
-                                                 "settings": settings.model_dump()},
+        StudentsInTurn, fn_constructor_kwargs={"students": students, "settings": settings.model_dump()},
         compute=ray.data.ActorPoolStrategy(size=actors), batch_size=batch_size, batch_format="pyarrow",
         num_gpus=1 if use_gpu else 0, num_cpus=cpus_per_actor)
-    by_qid = {r["qid"]: r for r in ds.take_all()}
-    return [by_qid[r["qid"]] for r in rows]
+    by_key = {(r["student"], r["qid"]): r for r in ds.take_all()}
+    return [by_key[(r["student"], r["qid"])] for r in rows]

@@ -97,6 +97,7 @@ def train_loop(config: dict[str, Any]) -> None:
     from transformers import get_linear_schedule_with_warmup
 
 
+    entered = time.perf_counter()
     cfg = StudentConfig.model_validate(config["student"])
     use_assigned_cores()
     ctx = ray.train.get_context()
@@ -134,6 +135,7 @@ def train_loop(config: dict[str, Any]) -> None:
     def held_out_loss() -> float:
         return eval_loss(model, held_out, cfg, cfg.family, pad_id, device, filler=train)
 
+    setup_s = round(time.perf_counter() - entered, 2)  # model, shard, tokens, probe: the worker's start-up
     model.train()
     if progress["step"] >= total:  # restarted after the last checkpoint: report it again so the run has a result
         report({"epoch": progress["epoch"], "step": progress["step"], "total_steps": total, "loss": math.nan,
@@ -184,6 +186,6 @@ def train_loop(config: dict[str, Any]) -> None:
                                          elapsed, probe,
                                          tokens_per_s=round(real_tokens * world / elapsed, 1) if elapsed else 0.0,
                                          workers=world),
-                "resumed_from_step": resumed_from, "passages_trimmed": trimmed, "epoch_end": True}, save, gather,
-               history)
+                "resumed_from_step": resumed_from, "passages_trimmed": trimmed, "setup_s": setup_s,
+                "epoch_end": True}, save, gather, history)
         history.restart_clock()
