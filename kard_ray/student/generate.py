@@ -3,6 +3,7 @@ vote over parsed answers), as a plain function and as a Ray Data actor for batch
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from typing import Any
@@ -279,8 +280,6 @@ class StudentsInTurn:
         return self.predictor
 
     def __call__(self, batch) -> dict[str, Any]:
-        import itertools
-
         import pyarrow as pa
 
         columns: dict[str, list] = {}
