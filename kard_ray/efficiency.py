@@ -163,10 +163,10 @@ def floor_table(manifests: list[dict[str, Any]]) -> dict[str, Any]:
                          "probe_gflops": block.get("probe_gflops"), "floor_s": round(f, 1) if f is not None else None,
                          "share_of_probe": block.get("share_of_probe")})
     wall = _busy_s(manifests) or stage_s
+    outside = max(wall - loops, 0.0)
     return {"rows": rows, "wall_s": round(wall, 1), "stage_s": round(stage_s, 1), "loops_s": round(loops, 1),
             "floor_s": round(floor, 1), "wall_over_floor": round(wall / floor, 2) if floor else None,
-            "outside_loops_s": round(max(wall - loops, 0.0), 1),
-            "outside_loops_share": round(max(wall - loops, 0.0) / wall, 3) if wall else None}
+            "outside_loops_s": round(outside, 1), "outside_loops_share": round(outside / wall, 3) if wall else None}
 
 
 def floor_summary(table: dict[str, Any]) -> str:
