@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import yaml
 from common import cpu_info, emit
 from overload import burst, capacity, send
 
@@ -397,26 +398,38 @@ def plot_autoscale(trace: list, log: list, path: Path) -> str:
     return str(path)
 
 
-def part_overload(chaos: Chaos, bursts: list[int], capacity_clients: int) -> dict:
-    """The default app's capacity (no timeout, no admission control), then bursts against the default app."""
-    endpoint = Endpoint(chaos)
-    endpoint.deploy({"admission_control": False, "request_timeout_s": 600}, [])
-    qps = capacity(endpoint.url, endpoint.bodies, capacity_clients, 60)
-    endpoint.delete()
-    endpoint.deploy({}, [])
-    capacity(endpoint.url, endpoint.bodies, capacity_clients // 2, 20)  # a service in use
+def bursts_against(endpoint: "Endpoint", args: dict, bursts: list[int], qps: float, steady_clients: int,
+                   label: str) -> list[dict]:
+    """After 20 s of steady traffic, each burst against the app deployed with ``args``; goodput against ``qps``."""
+    endpoint.deploy(args, [])
+    capacity(endpoint.url, endpoint.bodies, steady_clients, 20)  # a service in use
     runs = []
     for size in bursts:
         r = burst(endpoint.url, endpoint.bodies, size, 30)
         r["goodput_ratio"] = round(r["answered_in_time"] / (qps * r["interval_s"]), 3) if qps else None
         runs.append(r)
-        print("overload", json.dumps(r), flush=True)
+        print(label, json.dumps(r), flush=True)
         time.sleep(30)
     endpoint.delete()
-    return {"capacity_qps": round(qps, 3), "bursts": runs,
-            "goodput_ratio": min((r["goodput_ratio"] or 0 for r in runs), default=None),
-            "refusal_p99_ms": max((r["refusal_p99_ms"] or 0 for r in runs), default=None),
-            "serve_5xx": sum(n for r in runs for s, n in r["statuses"].items() if s >= 500 and s != 503)}
+    return runs
+
+
+def part_overload(chaos: Chaos, bursts: list[int], capacity_clients: int, compare: dict) -> dict:
+    """The default app's capacity (no timeout, no admission control), then bursts against the default app (and,
+    with ``compare``, against the default with those fields: a before/after in one run)."""
+    endpoint = Endpoint(chaos)
+    endpoint.deploy({"admission_control": False, "request_timeout_s": 600}, [])
+    qps = capacity(endpoint.url, endpoint.bodies, capacity_clients, 60)
+    endpoint.delete()
+    runs = bursts_against(endpoint, {}, bursts, qps, capacity_clients // 2, "overload")
+    out = {"capacity_qps": round(qps, 3), "bursts": runs,
+           "goodput_ratio": min((r["goodput_ratio"] or 0 for r in runs), default=None),
+           "refusal_p99_ms": max((r["refusal_p99_ms"] or 0 for r in runs), default=None),
+           "serve_5xx": sum(n for r in runs for s, n in r["statuses"].items() if s >= 500 and s != 503)}
+    if compare:
+        runs = bursts_against(endpoint, compare, bursts, qps, capacity_clients // 2, f"overload {json.dumps(compare)}")
+        out["compared"] = {"args": compare, "bursts": runs}
+    return out
 
 
 # --------------------------------------------------------------------------- the run
@@ -434,7 +447,11 @@ def main() -> None:
     p.add_argument("--ramp-step-s", type=float, default=15)
     p.add_argument("--downscale-delay-s", type=float, default=30)
     p.add_argument("--bursts", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--compare", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="overload: also burst the default app with these ServeAppArgs fields (YAML values), "
+                        "e.g. model_nice=0")
     args = p.parse_args()
+    compare = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.compare)}
 
     from kard_ray.config import load_config
     from kard_ray.fs import upload_file
@@ -474,7 +491,7 @@ def main() -> None:
             if "autoscale" in args.parts:
                 result["autoscale"] = part_autoscale(chaos, out_dir, args.ramp_step_s, args.downscale_delay_s)
             if "overload" in args.parts:
-                result["overload"] = part_overload(chaos, args.bursts, 16)
+                result["overload"] = part_overload(chaos, args.bursts, 16, compare)
     result["seconds"] = round(time.perf_counter() - t0, 1)
     (out_dir / "chaos.json").write_text(json.dumps(result, indent=1))
 

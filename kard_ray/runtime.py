@@ -49,6 +49,27 @@ def serve_model_threads(cfg: RayConfig | None = None, address: str | None = None
     return 0 if resolve_address(cfg, address) else machine_cores()
 
 
+def lower_cpu_priority(nice: int) -> int:
+    """Every thread of this process to at least niceness ``nice``; returns how many changed (0 off Linux).
+
+    A model replica's compute then yields the cores to the request path beside it (Serve's proxy, the ingress,
+    health checks; Ray starts every worker at niceness 15, ``RAY_worker_niceness``), so on a node busy with model
+    work a refusal or a route waits less for a core. Linux keeps niceness per thread and a new thread takes its
+    creator's, so calling this once per batch covers the thread pools a model starts lazily."""
+    if nice <= 0 or not os.path.isdir("/proc/self/task"):
+        return 0
+    changed = 0
+    for name in os.listdir("/proc/self/task"):
+        tid = int(name)
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+                changed += 1
+        except OSError:  # the thread ended meanwhile
+            continue
+    return changed
+
+
 _STAGE_CORES: ContextVar[int | None] = ContextVar("kard_stage_cores", default=None)
 
 

@@ -33,6 +33,7 @@ from kard_ray.inference import question_query
 from kard_ray.registry import output, student_stage
 from kard_ray.reranker.hops import hop_plan
 from kard_ray.run_readers import open_passages, open_reranker, open_retriever, run_config
+from kard_ray.runtime import lower_cpu_priority
 from kard_ray.student.formats import answer_line_done
 from kard_ray.student.generate import StudentPredictor
 from serve.admission import Admission
@@ -136,9 +137,9 @@ def _use_threads(threads: int) -> None:
         use_assigned_cores()
 
 
-def _batcher(fn, max_batch_size: int, batch_wait_ms: float):
-    """A ``DrainBatcher`` for a model deployment that reports its batch sizes and times to Prometheus (Serve
-    tags them with the deployment)."""
+def _batcher(fn, max_batch_size: int, batch_wait_ms: float, nice: int):
+    """A ``DrainBatcher`` for a model deployment that computes at niceness ``nice`` (``lower_cpu_priority``) and
+    reports its batch sizes and times to Prometheus (Serve tags them with the deployment)."""
     from ray.serve import metrics
 
     from serve.batcher import DrainBatcher
@@ -152,7 +153,11 @@ def _batcher(fn, max_batch_size: int, batch_wait_ms: float):
         sizes.observe(n)
         seconds.observe(1000 * s)
 
-    return DrainBatcher(fn, max_batch_size, batch_wait_ms, on_batch=observe)
+    def run(items: list) -> list:
+        lower_cpu_priority(nice)  # this thread and any pool the model started since the last batch
+        return fn(items)
+
+    return DrainBatcher(run, max_batch_size, batch_wait_ms, on_batch=observe)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1})
@@ -161,11 +166,12 @@ class RerankerModel:
     forward passes (``DrainBatcher``)."""
 
     def __init__(self, run_dir: str, settings: dict[str, Any], max_batch_size: int = 16, batch_wait_ms: float = 0,
-                 use_vectors: bool = True, threads: int = 0):
+                 use_vectors: bool = True, threads: int = 0, nice: int = 0):
+        lower_cpu_priority(nice)  # loading too: a replica starting under load must not starve the request path
         s = InferenceSettings.model_validate(settings)
         self.model = _load_or_log(f"reranker of {run_dir}", lambda: open_reranker(run_dir, s, use_vectors))
         _use_threads(threads)
-        self.batcher = _batcher(self._run, max_batch_size, batch_wait_ms)
+        self.batcher = _batcher(self._run, max_batch_size, batch_wait_ms, nice)
 
     def _run(self, requests: list[tuple[str, list[int], list[str]]]) -> list[list[float]]:
         return [s.tolist() for s in self.model.score_candidates_many(requests)]
@@ -179,10 +185,11 @@ class Generator:
     """The evaluation's ``StudentPredictor``, batched (``DrainBatcher``): the same prompts, lengths and decoding."""
 
     def __init__(self, model_dir: str, method: str, settings: dict[str, Any], max_batch_size: int = 16,
-                 batch_wait_ms: float = 0, threads: int = 0):
+                 batch_wait_ms: float = 0, threads: int = 0, nice: int = 0):
+        lower_cpu_priority(nice)
         self.predictor = _load_or_log(f"student {model_dir}", lambda: StudentPredictor(model_dir, method, settings))
         _use_threads(threads)
-        self.batcher = _batcher(self._run, max_batch_size, batch_wait_ms)
+        self.batcher = _batcher(self._run, max_batch_size, batch_wait_ms, nice)
 
     def _run(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
@@ -440,6 +447,10 @@ class ServeAppArgs(BaseModel):
     model_cpus: float = Field(1, gt=0)
     model_threads: int = Field(0, ge=0, description="Torch threads of each reranker and generator replica; 0: "
                                                     "the CPUs it reserves (model_cpus).")
+    model_nice: int = Field(0, ge=0, le=19, description="CPU niceness of the reranker and generator replicas "
+                                                        "(Ray starts every worker at 15; 19: their compute yields "
+                                                        "a shared node's cores to Serve's proxy and the ingress). "
+                                                        "0 leaves Ray's; see docs/reliability.md for what 19 buys.")
 
 
 def model_actor_options(args: ServeAppArgs, cfg) -> dict[str, dict[str, float]]:
@@ -474,12 +485,12 @@ def build_graph(args: ServeAppArgs | dict, ingress_runtime_env: dict | None = No
         reranker = RerankerModel.options(
             autoscaling_config=args.reranker_autoscaling.model_dump(), ray_actor_options=actor_options["reranker"],
             **queue).bind(run.uri, settings.model_dump(), args.max_batch_size, args.batch_wait_ms,
-                          args.use_passage_vectors, args.model_threads)
+                          args.use_passage_vectors, args.model_threads, args.model_nice)
     generator = Generator.options(
         autoscaling_config=args.generator_autoscaling.model_dump(),
         ray_actor_options=actor_options["generator"], **queue,
     ).bind(run.uri_of(output(student, "model")), args.student, settings.model_dump(), args.max_batch_size,
-           args.batch_wait_ms, args.model_threads)
+           args.batch_wait_ms, args.model_threads, args.model_nice)
     # with admission control every request reaches the ingress's handler at once, which answers or refuses it
     # there: queued in front of it, a request would wait for a slot before anyone decides on it
     ingress_queue = {"max_ongoing_requests": args.ingress_max_ongoing_requests} if args.admission_control else {}

@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
 from kard_ray.config import RayConfig
@@ -67,6 +72,37 @@ def test_concurrent_stages_derivation(monkeypatch):
     for cores, lanes in ((1, 1), (2, 1), (4, 2), (16, 4)):
         monkeypatch.setattr(runtime, "machine_cores", lambda c=cores: c)
         assert concurrent_stages(None, True) == lanes
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or os.getpriority(os.PRIO_PROCESS, 0) > 14,
+                    reason="niceness per thread is Linux's; this process is already near the lowest priority")
+def test_lower_cpu_priority_reaches_every_thread_and_the_threads_started_later():
+    # in a child process: niceness only goes up without privileges, so the test process keeps its own
+    script = textwrap.dedent("""
+        import os, threading
+        from kard_ray.runtime import lower_cpu_priority
+        ready, stop = threading.Event(), threading.Event()
+        def wait():
+            ready.set()
+            stop.wait()
+        earlier = threading.Thread(target=wait)
+        earlier.start()
+        ready.wait()
+        target = os.getpriority(os.PRIO_PROCESS, 0) + 5  # above whatever this process started with
+        changed = lower_cpu_priority(target)
+        later = {}
+        own = lambda: later.update(nice=os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        t = threading.Thread(target=own)
+        t.start(); t.join()
+        nices = {int(tid): os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in os.listdir("/proc/self/task")}
+        stop.set()
+        print(target, changed, nices[earlier.native_id], nices[threading.get_native_id()], later["nice"],
+              lower_cpu_priority(target), lower_cpu_priority(target - 3))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    target, changed, earlier, main, later, again, lower = map(int, out)
+    assert changed >= 2 and earlier == main == later == target
+    assert again == 0 and lower == 0  # idempotent; never lowers a niceness already higher
 
 
 @pytest.mark.ray

@@ -35,7 +35,7 @@ def service(tiny_pipeline):
     short = {"max_new_tokens": 8}
     apps = {
         "open": build_app(ServeAppArgs(run_dir=run.path(), overrides={"max_new_tokens": 16}, max_question_chars=300,
-                                       model_cpus=0.5)),
+                                       model_cpus=0.5, model_nice=19)),
         "locked": build_graph(ServeAppArgs(run_dir=run.path(), overrides=short, api_key_env="KARD_TEST_KEY",
                                            model_cpus=0.5, use_reranker=False),
                               ingress_runtime_env={"env_vars": {"KARD_TEST_KEY": "s3cret"}}),
@@ -180,3 +180,22 @@ def test_overload_is_503_with_retry_after_never_500(service):
     rejected = [(p, h) for s, p, h in results if s == 503]
     assert all({k.lower(): v for k, v in h.items()}.get("retry-after") and "overloaded" in p.get("detail", "")
                for p, h in rejected), rejected
+
+
+def test_model_replicas_compute_below_the_request_paths_priority(service):
+    # model_nice=19 (Ray starts workers at 15): the models yield the cores to the proxy and the ingress
+    import os
+    from pathlib import Path
+
+    base, _ = service
+    post(f"{base}/open/v1/answer", {"question": "Who?"})  # a batch has run: every thread of the model is reniced
+    nice = {}
+    for proc in Path("/proc").iterdir():  # Ray titles a replica's process "ray::ServeReplica:<app>:<deployment>"
+        try:
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
+            if title.startswith("ray::ServeReplica:open:"):
+                nice[title.split(":")[-1]] = os.getpriority(os.PRIO_PROCESS, int(proc.name))
+        except (OSError, ValueError):
+            continue
+    assert nice["Generator"] == nice["RerankerModel"] == 19, nice
+    assert nice["KardService"] < 19 and nice["Retriever"] < 19, nice
