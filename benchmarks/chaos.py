@@ -2,6 +2,7 @@
 the evaluation and serving; overload goodput; the Serve endpoint's autoscaling under a load ramp.
 
     python benchmarks/chaos.py [--parts teacher train eval serve autoscale overload] [--out runs/chaos]
+                               [--direct-ingress]
 
 The cluster is ``kard_ray.loopback``'s: a head with no task CPUs and worker nodes on 127.0.0.1, each on a disk of its
 own, the run directories and the world's files on a loopback S3 server, the reference teacher an OpenAI-compatible
@@ -18,6 +19,9 @@ and KubeRay use), both with token authentication.
    lost: statuses per 5 s window, success in the minute after the loss, time until every deployment is back.
 5. autoscale: clients ramped 1 -> 32 -> 0; the Generator's replica count read every second (PNG).
 6. overload: bursts against the default app (``benchmarks/overload.py``'s method) with capacity measured first.
+
+``--direct-ingress`` starts every node with Ray Serve's direct ingress (``serve/direct_ingress.py``): requests go
+to the ingress replica itself, no proxy; the endpoint's address is read from Serve's details either way.
 
 Prints each part's figures; the last line is one JSON object.
 """
@@ -218,12 +222,16 @@ class Endpoint:
                   "applications": [{"name": "kard", "route_prefix": "/", "import_path": "serve.app:build_app",
                                     "args": {"run_dir": f"s3://{BUCKET}/calm", **args},
                                     "deployments": deployments}]}
+        from serve.direct_ingress import http_targets
+
         self.client().deploy_applications(config)
         deadline = time.time() + timeout_s
-        while (details := self.details()).get("status") != "RUNNING":
+        while (details := self.details()).get("status") != "RUNNING" or not (
+                urls := http_targets(self.client().get_serve_details(), "kard")):
             if time.time() > deadline or details.get("status") == "DEPLOY_FAILED":
                 raise RuntimeError(f"the app did not start: {json.dumps(details)[-4000:]}")
             time.sleep(2)
+        self.url = f"http://127.0.0.1:{urls[0][1]}/v1/answer"  # the head's proxy, or the ingress replica itself
         for body in self.bodies[:2]:  # warm: models loaded, first batches run
             send(self.url, body, 300)
 
@@ -450,14 +458,17 @@ def main() -> None:
     p.add_argument("--compare", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="overload: also burst the default app with these ServeAppArgs fields (YAML values), "
                         "e.g. model_nice=0")
+    p.add_argument("--direct-ingress", action="store_true",
+                   help="start the nodes with Ray Serve's direct ingress: no proxy in front of the ingress")
     args = p.parse_args()
     compare = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.compare)}
 
     from kard_ray.config import load_config
     from kard_ray.fs import upload_file
-    from kard_ray.loopback import LoopbackCluster, S3Server, isolation_problem
+    from kard_ray.loopback import LoopbackCluster, S3Server, free_port, isolation_problem
     from kard_ray.synth import generate_world, write_world
     from kard_ray.teacher.reference_server import ReferenceTeacherProcess, ServerOptions
+    from serve.direct_ingress import direct_ingress_env
 
     problem = isolation_problem()
     if problem:
@@ -474,7 +485,9 @@ def main() -> None:
                                                .data.synth), out_dir / "world")
         for name in ("train.jsonl", "test.jsonl", "kb.jsonl"):
             upload_file(str(world_dir / name), f"s3://{BUCKET}/data/{name}")
-        with LoopbackCluster(workers=2, cpus_per_worker=3, env={**s3.env(), "HF_HUB_OFFLINE": "1"}) as cluster, \
+        ingress = direct_ingress_env(free_port()) if args.direct_ingress else {}
+        with LoopbackCluster(workers=2, cpus_per_worker=3, env={**s3.env(), "HF_HUB_OFFLINE": "1", **ingress}) \
+                as cluster, \
                 ReferenceTeacherProcess(world_dir, ServerOptions(latency_ms=800)) as calm, \
                 ReferenceTeacherProcess(world_dir, ServerOptions(latency_ms=800)) as storm:
             chaos = Chaos(cluster, s3, {"calm": calm, "storm": storm})
@@ -498,7 +511,7 @@ def main() -> None:
     def get(part: str, key: str):
         return result.get(part, {}).get(key)
 
-    emit({"benchmark": "chaos", **cpu_info(),
+    emit({"benchmark": "chaos", **cpu_info(), "direct_ingress": args.direct_ingress,
           "teacher_billed_twice": (get("teacher", "storm") or {}).get("billed_twice"),
           "teacher_identical": get("teacher", "identical"),
           "train_resumed_from_step": get("train", "resumed_from_step"),

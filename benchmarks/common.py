@@ -162,9 +162,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_on_loopback(run_dir: str) -> tuple[str, list[dict]]:
+def serve_on_loopback(run_dir: str, direct_ingress: bool = False) -> tuple[str, list[dict]]:
     """Ray (8 logical CPUs) and Serve's proxy on 127.0.0.1 for a finished run: the ``/v1/answer`` URL, and request
-    bodies made from the run's test questions."""
+    bodies made from the run's test questions. ``direct_ingress``: the URL is the app's ingress replica's own, no
+    proxy between (``serve/direct_ingress.py``)."""
     from ray import serve
 
     from kard_ray.artifacts import RunDir
@@ -174,7 +175,12 @@ def serve_on_loopback(run_dir: str) -> tuple[str, list[dict]]:
 
     questions = read_split(RunDir(run_dir), "test")
     bodies = [{"question": q.question, "options": q.options, "return_passages": False} for q in questions]
+    port = proxy = free_port()
+    if direct_ingress:  # the app's first ingress replica will listen on ``port``, the proxy beside it
+        from serve.direct_ingress import direct_ingress_env, proxy_port
+
+        os.environ.update(direct_ingress_env(port))
+        proxy = proxy_port(port)
     init_ray(RayConfig(num_cpus=8))
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": proxy})
     return f"http://127.0.0.1:{port}/v1/answer", bodies

@@ -1,6 +1,6 @@
 """Overload goodput: bursts of concurrent requests against the answer service with its default settings.
 
-    python benchmarks/overload.py --run-dir runs/demo [--bursts 64 256] [--capacity-clients 16]
+    python benchmarks/overload.py --run-dir runs/demo [--bursts 64 256] [--capacity-clients 16] [--direct-ingress]
 
 1. Capacity: the endpoint's answer rate at saturation, from a closed loop of ``--capacity-clients`` clients
    (no request timeout, no admission control: nothing is refused, every answer counts).
@@ -105,21 +105,25 @@ def main() -> None:
     p.add_argument("--capacity-seconds", type=float, default=90)
     p.add_argument("--without-admission", action=argparse.BooleanOptionalAction, default=True,
                    help="also burst the app without admission control (the before)")
+    p.add_argument("--direct-ingress", action="store_true",
+                   help="no Serve proxy: the ingress replica serves HTTP itself (serve/direct_ingress.py)")
     args = p.parse_args()
 
     from ray import serve
 
     from serve.app import ServeAppArgs, build_app
+    from serve.direct_ingress import serving_urls
 
     print(json.dumps(cpu_info()), flush=True)
-    url, bodies = serve_on_loopback(args.run_dir)
+    _, bodies = serve_on_loopback(args.run_dir, args.direct_ingress)
     default = ServeAppArgs(run_dir=args.run_dir)
     apps = {"no_admission_long_timeout": {"admission_control": False, "request_timeout_s": 600},
             "default": {}, **({"no_admission": {"admission_control": False}} if args.without_admission else {})}
-    out: dict = {"timeout_s": default.request_timeout_s}
+    out: dict = {"timeout_s": default.request_timeout_s, "direct_ingress": args.direct_ingress}
     try:
         for label, fields in apps.items():
             serve.run(build_app(ServeAppArgs(run_dir=args.run_dir, **fields)), name="kard", route_prefix="/")
+            url = serving_urls("kard", "127.0.0.1")[0] + "/v1/answer"  # under direct ingress, the replica's own port
             for i in range(2):  # warm-up: load the models, measure a lone request
                 send(url, bodies[i], 600)
             if label != "no_admission_long_timeout":  # a service in use: steady traffic before the burst

@@ -49,6 +49,23 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _serve_until_stopped() -> None:
+    """Block a serving command until Ctrl-C or SIGTERM (``docker stop``, a pod's end, a supervisor), which both end
+    in the caller's clean-up."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
 def _load(config: Path | None, overrides: list[str] | None, run_dir: str | None = None) -> KardConfig:
     sets = list(overrides or [])
     if run_dir:
@@ -350,17 +367,25 @@ def serve_run(
     override: Annotated[Optional[list[str]], typer.Option(
         "--override", help="Replace one of the run's inference settings, e.g. max_new_tokens=96 (repeatable; "
                            "GET /healthz lists them).")] = None,
+    direct_ingress: Annotated[bool, typer.Option(
+        help="Embedded Ray: the ingress replica serves --port itself, no Serve proxy in front (Ray's experimental "
+             "direct ingress; refuses a burst several times faster on a small machine, docs/reliability.md). On a "
+             "cluster, start its nodes with RAY_SERVE_ENABLE_DIRECT_INGRESS=1 instead.")] = False,
     address: AddressOpt = None,
 ) -> None:
     """Serve a run as it was evaluated: POST /v1/answer, POST /v1/chat/completions, GET /healthz, /docs."""
     from ray import serve
 
     from kard_ray.config import RayConfig, parse_override
-    from kard_ray.runtime import init_ray, serve_model_threads
+    from kard_ray.runtime import init_ray, resolve_address, serve_model_threads
     from serve.app import Autoscaling, ServeAppArgs, build_app
+    from serve.direct_ingress import direct_ingress_env, proxy_port, serving_urls
 
     scaling = Autoscaling(min_replicas=1, max_replicas=max_replicas)
     ray_cfg = RayConfig(metrics_export_port=metrics_port)
+    if direct_ingress and resolve_address(ray_cfg, address):
+        _fail("--direct-ingress starts an embedded Ray that way; on a cluster, start every node with "
+              "RAY_SERVE_ENABLE_DIRECT_INGRESS=1 in its environment (docs/reliability.md)")
     try:
         overrides = {".".join(k): v for k, v in map(parse_override, override or [])}
         if hops is not None:
@@ -374,14 +399,16 @@ def serve_run(
         app_ = build_app(args)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
+    if direct_ingress:
+        os.environ.update(direct_ingress_env(port))
     init_ray(ray_cfg, address)
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": host, "port": proxy_port(port) if direct_ingress else port})
     serve.run(app_, name="kard", route_prefix="/")
-    console.print(f"serving {run_dir} at http://{host}:{port}  (docs: http://{host}:{port}/docs; Ctrl-C stops)")
+    for url in serving_urls("kard", host) or [f"http://{host}:{port}"]:
+        console.print(f"serving {run_dir} at {url}  (docs: {url}/docs; Ctrl-C stops)")
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
+        _serve_until_stopped()
+    finally:
         serve.shutdown()
 
 
@@ -467,12 +494,7 @@ def reference_serve(
     server.start()
     console.print(f"reference teacher (synthetic world {world}) at {server.base_url}  -- Ctrl-C to stop")
     try:
-        import time
-
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        _serve_until_stopped()
     finally:
         server.stop()
         console.print(json.dumps(server.stats()))
@@ -502,10 +524,7 @@ def teacher_serve(
                   name="kard-teacher", route_prefix="/")
     console.print(f"self-hosted teacher {model} at http://{host}:{port}/v1  -- Ctrl-C to stop")
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        _serve_until_stopped()
     finally:
         ray_serve.shutdown()
 

@@ -88,3 +88,8 @@ def test_the_cli_loads_no_torch_ray_or_transformers():
             "print(sorted(m for m in ('torch', 'ray', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_serve_direct_ingress_on_a_cluster_says_how_to_start_its_nodes(tmp_path):
+    result = runner.invoke(app, ["serve", str(tmp_path), "--direct-ingress", "--address", "ray://head:10001"])
+    assert result.exit_code != 0 and "RAY_SERVE_ENABLE_DIRECT_INGRESS=1" in result.output

@@ -200,3 +200,49 @@ def test_model_replicas_compute_below_the_request_paths_priority(service):
             continue
     assert nice.get("Generator") == nice.get("RerankerModel") == 19, nice
     assert nice["KardService"] < 19 and nice["Retriever"] < 19, nice
+
+
+def test_direct_ingress_answers_from_the_ingress_replica_itself_as_the_proxied_app_does(service, tmp_path):
+    """`kard serve --direct-ingress` (its own embedded Ray): the asked port is the ingress replica's own socket,
+    no Serve proxy between, and it answers what the app behind the proxy answers. SIGTERM stops all of it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+    from conftest import REPO, free_port
+
+    from kard_ray.stages.data import read_split
+
+    base, run = service
+    q = read_split(run, "test")[1]
+    body = {"question": q.question, "options": q.options, "return_passages": False}
+    port, log = free_port(), tmp_path / "serve.log"
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "COLUMNS": "400"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kard_ray.cli", "serve", run.path(), "--direct-ingress", "--port", str(port),
+             "--override", "max_new_tokens=16", "--model-threads", "1"],  # the "open" app's settings and threads
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 600
+        while f"at {url} " not in log.read_text() and proc.poll() is None and time.time() < deadline:
+            time.sleep(1)
+        assert f"at {url} " in log.read_text(), log.read_text()[-4000:]
+        listener = next(c.pid for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port)
+        assert "ServeReplica:kard:KardService" in " ".join(psutil.Process(listener).cmdline())
+        status, got, _ = post(f"{url}/v1/answer", body)
+        assert status == 200, got
+        want = post(f"{base}/open/v1/answer", body)[1]
+        assert (got["answer"], got["rationale"]) == (want["answer"], want["rationale"])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(240)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, log.read_text()[-4000:]
