@@ -15,11 +15,14 @@ SWITCH = "RAY_SERVE_ENABLE_DIRECT_INGRESS"
 SPAN = 16  # ports for ingress replicas on one node: a replacement starts while the replica it replaces drains
 
 
-def direct_ingress_env(port: int) -> dict[str, str]:
+def direct_ingress_env(port: int, drain_s: float = 1.0) -> dict[str, str]:
     """The environment under which a Ray started afterwards serves each ingress replica on its own port from
-    ``port`` up (the first replica on a node gets ``port``)."""
+    ``port`` up (the first replica on a node gets ``port``). A stopping ingress replica stays open ``drain_s``
+    for a load balancer to deregister it (Ray's default, 30 s, would hold every Ctrl-C that long); with none in
+    front, a second is enough."""
     return {SWITCH: "1", "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
-            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + SPAN - 1)}
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + SPAN - 1),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(drain_s)}
 
 
 def proxy_port(port: int) -> int:

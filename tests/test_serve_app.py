@@ -204,7 +204,7 @@ def test_model_replicas_compute_below_the_request_paths_priority(service):
 
 def test_direct_ingress_answers_from_the_ingress_replica_itself_as_the_proxied_app_does(service, tmp_path):
     """`kard serve --direct-ingress` (its own embedded Ray): the asked port is the ingress replica's own socket,
-    no Serve proxy between, and it answers what the app behind the proxy answers. SIGTERM stops all of it."""
+    no Serve proxy between; it answers what the app behind the proxy answers, and streams. SIGTERM stops it all."""
     import os
     import signal
     import subprocess
@@ -238,6 +238,12 @@ def test_direct_ingress_answers_from_the_ingress_replica_itself_as_the_proxied_a
         assert status == 200, got
         want = post(f"{base}/open/v1/answer", body)[1]
         assert (got["answer"], got["rationale"]) == (want["answer"], want["rationale"])
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        messages = [{"role": "user", "content": f"{q.question}\n(A) {q.options[0]}\n(B) {q.options[1]}"}]
+        whole = client.chat.completions.create(model="kard-student-kard", messages=messages)
+        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="kard-student-kard", messages=messages, stream=True) if c.choices)
+        assert streamed == whole.choices[0].message.content  # server-sent events from the replica itself
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
