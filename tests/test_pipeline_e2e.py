@@ -46,7 +46,8 @@ def test_training_and_evaluation_stages_say_where_their_time_outside_the_loops_w
         phases = m["extra"]["phases_s"]
         assert phases["train_loop"] == m["extra"]["efficiency"]["compute_s"], phases
         assert phases["train"] > phases["train_worker_setup"] + phases["train_loop"] > 0, phases
-        assert sum(v for k, v in phases.items() if not k.startswith("train_")) <= m["duration_s"], (name, phases)
+        outside = [v for k, v in phases.items() if not k.startswith("train_")]
+        assert sum(outside) <= m["duration_s"] + 0.005 * len(outside), (name, phases)  # each phase rounded to 0.01
     phases = manifests["evaluate"]["extra"]["phases_s"]
     assert phases["generation"] > phases["generation_loops"] > 0 and phases["retrieval"] > 0, phases
 
