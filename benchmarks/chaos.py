@@ -222,16 +222,19 @@ class Endpoint:
                   "applications": [{"name": "kard", "route_prefix": "/", "import_path": "serve.app:build_app",
                                     "args": {"run_dir": f"s3://{BUCKET}/calm", **args},
                                     "deployments": deployments}]}
-        from serve.direct_ingress import http_targets
+        from serve.direct_ingress import http_targets, target_urls
 
         self.client().deploy_applications(config)
         deadline = time.time() + timeout_s
-        while (details := self.details()).get("status") != "RUNNING" or not (
-                urls := http_targets(self.client().get_serve_details(), "kard")):
+        while True:
+            instance = self.client().get_serve_details()
+            details, targets = instance.get("applications", {}).get("kard", {}), http_targets(instance, "kard")
+            if details.get("status") == "RUNNING" and targets:
+                break
             if time.time() > deadline or details.get("status") == "DEPLOY_FAILED":
                 raise RuntimeError(f"the app did not start: {json.dumps(details)[-4000:]}")
             time.sleep(2)
-        self.url = f"http://127.0.0.1:{urls[0][1]}/v1/answer"  # the head's proxy, or the ingress replica itself
+        self.url = target_urls(targets, "127.0.0.1")[0] + "/v1/answer"  # the head's proxy, or the ingress replica
         for body in self.bodies[:2]:  # warm: models loaded, first batches run
             send(self.url, body, 300)
 

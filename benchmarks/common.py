@@ -177,10 +177,9 @@ def serve_on_loopback(run_dir: str, direct_ingress: bool = False) -> tuple[str, 
     bodies = [{"question": q.question, "options": q.options, "return_passages": False} for q in questions]
     port = proxy = free_port()
     if direct_ingress:  # the app's first ingress replica will listen on ``port``, the proxy beside it
-        from serve.direct_ingress import direct_ingress_env, proxy_port
+        from serve.direct_ingress import enable_direct_ingress
 
-        os.environ.update(direct_ingress_env(port))
-        proxy = proxy_port(port)
+        proxy = enable_direct_ingress(port)
     init_ray(RayConfig(num_cpus=8))
     serve.start(http_options={"host": "127.0.0.1", "port": proxy})
     return f"http://127.0.0.1:{port}/v1/answer", bodies

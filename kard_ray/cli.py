@@ -379,13 +379,13 @@ def serve_run(
     from kard_ray.config import RayConfig, parse_override
     from kard_ray.runtime import init_ray, resolve_address, serve_model_threads
     from serve.app import Autoscaling, ServeAppArgs, build_app
-    from serve.direct_ingress import direct_ingress_env, proxy_port, serving_urls
+    from serve.direct_ingress import enable_direct_ingress, serving_urls
 
     scaling = Autoscaling(min_replicas=1, max_replicas=max_replicas)
     ray_cfg = RayConfig(metrics_export_port=metrics_port)
     if direct_ingress and resolve_address(ray_cfg, address):
         _fail("--direct-ingress starts an embedded Ray that way; on a cluster, start every node with "
-              "RAY_SERVE_ENABLE_DIRECT_INGRESS=1 in its environment (docs/reliability.md)")
+              "RAY_SERVE_ENABLE_DIRECT_INGRESS=1 in its environment (docs/cluster.md, Serving)")
     try:
         overrides = {".".join(k): v for k, v in map(parse_override, override or [])}
         if hops is not None:
@@ -399,10 +399,9 @@ def serve_run(
         app_ = build_app(args)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
-    if direct_ingress:
-        os.environ.update(direct_ingress_env(port))
+    proxy = enable_direct_ingress(port) if direct_ingress else port
     init_ray(ray_cfg, address)
-    serve.start(http_options={"host": host, "port": proxy_port(port) if direct_ingress else port})
+    serve.start(http_options={"host": host, "port": proxy})
     serve.run(app_, name="kard", route_prefix="/")
     for url in serving_urls("kard", host) or [f"http://{host}:{port}"]:
         console.print(f"serving {run_dir} at {url}  (docs: {url}/docs; Ctrl-C stops)")

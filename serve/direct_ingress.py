@@ -9,6 +9,7 @@ environment. Serve's details then name the ingress replicas, instead of the prox
 
 from __future__ import annotations
 
+import os
 import time
 
 SWITCH = "RAY_SERVE_ENABLE_DIRECT_INGRESS"
@@ -31,6 +32,13 @@ def proxy_port(port: int) -> int:
     return port + SPAN
 
 
+def enable_direct_ingress(port: int) -> int:
+    """Turn direct ingress on for the Ray this process starts next (the app's first ingress replica listens on
+    ``port``); returns the port to give Serve's proxy."""
+    os.environ.update(direct_ingress_env(port))
+    return proxy_port(port)
+
+
 def http_targets(details: dict, app_name: str) -> list[tuple[str, int]]:
     """(ip, port) of what serves ``app_name`` over HTTP according to Serve's instance details (the REST API's
     JSON): its ingress replicas under direct ingress, else the proxies (the target group of every app)."""
@@ -43,12 +51,17 @@ def http_targets(details: dict, app_name: str) -> list[tuple[str, int]]:
 
 
 def serving_urls(app_name: str, host: str, timeout_s: float = 60) -> list[str]:
-    """Base URLs of ``app_name`` on the Serve instance this process is connected to, once Serve names a target;
-    servers bound to ``host`` are reached there (the node's IP only when they listen on every interface)."""
+    """``target_urls`` of ``app_name`` on the Serve instance this process is connected to, once Serve names one."""
     from ray.serve.context import _get_global_client
 
     client = _get_global_client()
     deadline = time.monotonic() + timeout_s
     while not (targets := http_targets(client.get_serve_details(), app_name)) and time.monotonic() < deadline:
         time.sleep(0.5)
+    return target_urls(targets, host)
+
+
+def target_urls(targets: list[tuple[str, int]], host: str) -> list[str]:
+    """Base URLs of ``http_targets`` whose servers bind ``host``: reached there, or at the node's IP when they
+    listen on every interface (Serve names the node's IP even for a server bound to loopback)."""
     return [f"http://{ip if host in ('0.0.0.0', '::') else host}:{port}" for ip, port in targets]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serve.direct_ingress import SPAN, SWITCH, direct_ingress_env, http_targets, proxy_port
+from serve.direct_ingress import SPAN, SWITCH, direct_ingress_env, http_targets, proxy_port, target_urls
 
 
 def _group(app: str, protocol: str, *targets: tuple[str, int]) -> dict:
@@ -29,3 +29,9 @@ def test_the_ingress_replicas_get_the_asked_port_and_the_next_ones_and_the_proxy
     first, last = int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]), int(env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
     assert env[SWITCH] == "1" and (first, last) == (8000, 8000 + SPAN - 1)
     assert not first <= proxy_port(8000) <= last
+
+
+def test_servers_bound_to_one_address_are_reached_there_and_those_on_every_interface_at_the_node():
+    targets = [("192.0.2.2", 30000)]
+    assert target_urls(targets, "127.0.0.1") == ["http://127.0.0.1:30000"]
+    assert target_urls(targets, "0.0.0.0") == ["http://192.0.2.2:30000"]
